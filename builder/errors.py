@@ -1,0 +1,146 @@
+"""Typed errors: one hierarchy, each with a message, a hint and where the problem is.
+
+Every error a user can cause derives from :class:`EnvyardError`. The CLI prints
+:meth:`EnvyardError.one_line` and exits with :attr:`EnvyardError.exit_code`; the
+API renders :meth:`EnvyardError.to_problem` as RFC 9457 problem details. Nothing
+else formats errors.
+
+>>> err = SpecError("unknown key 'dependecies'", file="env.yml", line=3,
+...                 field="dependecies", hint="did you mean 'dependencies'?")
+>>> err.one_line()
+"env.yml:3: dependecies: unknown key 'dependecies' (hint: did you mean 'dependencies'?)"
+>>> err.to_problem()["type"]
+'https://envyard.dev/problems/invalid-spec'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from os import PathLike
+from typing import Any, ClassVar
+
+PROBLEM_BASE = "https://envyard.dev/problems/"
+
+
+class EnvyardError(Exception):
+    """Base of every error shown to a user (CLI line, API problem details)."""
+
+    code: ClassVar[str] = "error"
+    title: ClassVar[str] = "envyard error"
+    status: ClassVar[int] = 400
+    exit_code: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        file: str | PathLike[str] | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.field = field
+        self.details: dict[str, Any] = dict(details or {})
+
+    def location(self) -> str:
+        """``file:line: field`` as far as known, or an empty string."""
+        where = ""
+        if self.file:
+            where = self.file + (f":{self.line}" if self.line is not None else "")
+        elif self.line is not None:
+            where = f"line {self.line}"
+        if self.field:
+            where = f"{where}: {self.field}" if where else self.field
+        return where
+
+    def one_line(self) -> str:
+        """The error as the CLI prints it: location, message and hint on one line."""
+        where = self.location()
+        text = f"{where}: {self.message}" if where else self.message
+        text = " ".join(text.split())
+        if self.hint:
+            text += f" (hint: {' '.join(self.hint.split())})"
+        return text
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        """RFC 9457 problem details (``application/problem+json``)."""
+        problem: dict[str, Any] = {
+            "type": PROBLEM_BASE + self.code,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.message,
+        }
+        if instance:
+            problem["instance"] = instance
+        for key in ("hint", "file", "line", "field"):
+            value = getattr(self, key)
+            if value is not None:
+                problem[key] = value
+        if self.details:
+            problem["details"] = self.details
+        return problem
+
+    def __str__(self) -> str:
+        return self.one_line()
+
+
+class SpecError(EnvyardError):
+    """An environment spec (or locked input) that cannot be read."""
+
+    code = "invalid-spec"
+    title = "Invalid environment spec"
+    status = 422
+
+
+class ChannelError(EnvyardError):
+    """A channel that cannot be resolved or whose repodata cannot be fetched."""
+
+    code = "channel-unavailable"
+    title = "Channel unavailable"
+    status = 424
+
+
+class SolveError(EnvyardError):
+    """The conda solver found no solution."""
+
+    code = "unsatisfiable"
+    title = "Environment cannot be solved"
+    status = 422
+
+
+class MissingVirtualPackageError(SolveError):
+    """The solve failed because a virtual package (``__cuda``, ``__glibc`` ...) is absent."""
+
+    code = "missing-virtual-package"
+    title = "A virtual package is missing"
+
+
+class PipResolutionError(EnvyardError):
+    """The pip section of a spec could not be resolved."""
+
+    code = "pip-unresolvable"
+    title = "pip requirements cannot be resolved"
+    status = 422
+
+
+class LockfileError(EnvyardError):
+    """A lockfile that cannot be read, or a lock that is not closed."""
+
+    code = "invalid-lockfile"
+    title = "Invalid lockfile"
+    status = 422
+
+
+class StaleLockError(EnvyardError):
+    """``envyard lock --check``: the lock on disk does not match the spec."""
+
+    code = "stale-lock"
+    title = "Lock is out of date"
+    status = 409
+    exit_code = 2

@@ -1,0 +1,131 @@
+"""The lock as envyard holds it in memory, independent of any lockfile format.
+
+Every reader (conda-lock.yml, pixi.lock, ``@EXPLICIT``) produces an
+:class:`EnvironmentLock`; every writer renders one. The solver's output is
+converted into it once, at the boundary (:func:`builder.solve` does that).
+
+>>> pkg = LockedCondaPackage(name="zlib", version="1.3.1", build="hb9d3cd8_2", build_number=2,
+...     subdir="linux-64", channel="https://conda.anaconda.org/conda-forge",
+...     url="https://conda.anaconda.org/conda-forge/linux-64/zlib-1.3.1-hb9d3cd8_2.conda",
+...     sha256="a" * 64, md5="b" * 32, depends=("libgcc >=13",))
+>>> pkg.file_name
+'zlib-1.3.1-hb9d3cd8_2.conda'
+>>> lock = EnvironmentLock(platforms={"linux-64": PlatformLock("linux-64", conda=(pkg,))})
+>>> lock.platform_names
+('linux-64',)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+SUPPORTED_PLATFORMS: tuple[str, ...] = (
+    "linux-64",
+    "linux-aarch64",
+    "linux-ppc64le",
+    "osx-64",
+    "osx-arm64",
+    "win-64",
+    "win-arm64",
+)
+
+_NORMALIZE = re.compile(r"[-_.]+")
+
+
+def normalize_pypi_name(name: str) -> str:
+    """PEP 503 normalized name.
+
+    >>> normalize_pypi_name("Typing_Extensions")
+    'typing-extensions'
+    """
+    return _NORMALIZE.sub("-", name).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class LockedCondaPackage:
+    """One conda package pinned in a lock, with everything needed to fetch and verify it."""
+
+    name: str
+    version: str
+    build: str
+    build_number: int
+    subdir: str
+    channel: str
+    url: str
+    sha256: str | None
+    md5: str | None
+    depends: tuple[str, ...] = ()
+    constrains: tuple[str, ...] = ()
+    size: int | None = None
+    timestamp: int | None = None
+    noarch: str | None = None
+    license: str | None = None
+    track_features: tuple[str, ...] = ()
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def manager(self) -> Literal["conda"]:
+        return "conda"
+
+
+@dataclass(frozen=True, slots=True)
+class LockedPipPackage:
+    """One Python distribution from a package index, pinned by URL and hash."""
+
+    name: str
+    version: str
+    url: str
+    sha256: str | None
+    requires_dist: tuple[str, ...] = ()
+    requires_python: str | None = None
+
+    @property
+    def normalized_name(self) -> str:
+        return normalize_pypi_name(self.name)
+
+    @property
+    def manager(self) -> Literal["pip"]:
+        return "pip"
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformLock:
+    """The packages of one platform, conda packages sorted by name, then pip packages."""
+
+    platform: str
+    conda: tuple[LockedCondaPackage, ...] = ()
+    pip: tuple[LockedPipPackage, ...] = ()
+    virtual_packages: tuple[str, ...] = ()
+
+    def conda_by_name(self) -> dict[str, LockedCondaPackage]:
+        return {p.name: p for p in self.conda}
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentLock:
+    """A whole lock: per-platform package sets plus the metadata every format needs.
+
+    ``requested`` maps a platform to the conda specs the user asked for there
+    (after selectors); ``requested_pip`` to the pip requirements. Both are empty
+    for locks imported from formats that do not record them (``@EXPLICIT``).
+    ``content_hash`` maps a platform to the hash of the inputs it was solved from.
+    """
+
+    platforms: Mapping[str, PlatformLock]
+    name: str | None = None
+    channels: tuple[str, ...] = ()
+    channel_env_vars: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    content_hash: Mapping[str, str] = field(default_factory=dict)
+    requested: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    requested_pip: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+
+    @property
+    def platform_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.platforms))

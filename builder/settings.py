@@ -1,0 +1,58 @@
+"""envyard's settings: one pydantic-settings object, read from ``ENVYARD_*`` variables.
+
+Library code never reads the environment itself: the CLI (or the service)
+builds one :class:`Settings` and passes the values it needs down.
+
+>>> s = Settings(channel_alias="file:///srv/mirror/", _env_file=None)
+>>> s.channel_alias
+'file:///srv/mirror/'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "envyard"
+
+
+class Settings(BaseSettings):
+    """All of envyard's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="ENVYARD_", env_nested_delimiter="__", extra="ignore")
+
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Root of envyard's caches: repodata (repodata/), packages (pkgs/), pip (pip/).",
+    )
+    channel_alias: str = Field(
+        default="https://conda.anaconda.org/",
+        description="Base URL that bare channel names (conda-forge) resolve against.",
+    )
+    mirrors: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Channel URL prefix -> mirror URLs tried instead (JSON in ENVYARD_MIRRORS).",
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="S3/MinIO endpoint for s3:// channels.")
+    s3_region: str = Field(default="us-east-1", description="S3 region for s3:// channels.")
+    s3_addressing_style: str = Field(default="path", description="'path' (MinIO) or 'virtual-host'.")
+    s3_access_key_id: SecretStr | None = Field(default=None, description="Access key for s3:// channels.")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="Secret key for s3:// channels.")
+    pip_index_url: str | None = Field(default=None, description="Default pip index when a spec names none.")
+    max_concurrent_requests: int = Field(default=50, description="Parallel repodata downloads.")
+
+    @property
+    def repodata_cache_dir(self) -> Path:
+        return self.cache_dir / "repodata"
+
+    @property
+    def package_cache_dir(self) -> Path:
+        return self.cache_dir / "pkgs"
+
+    @property
+    def pip_cache_dir(self) -> Path:
+        return self.cache_dir / "pip"

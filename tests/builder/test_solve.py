@@ -1,0 +1,161 @@
+"""The solve stage against real conda-forge repodata (../shared/data/repodata)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from builder.channels import ChannelOptions, channel_url, make_gateway, qualify_spec
+from builder.errors import ChannelError, MissingVirtualPackageError, SolveError
+from builder.solve import SolveRequest, solve_platform, solve_platforms
+from builder.virtual_packages import virtual_packages_for
+
+ML_NOTEBOOK = (
+    "cuda-version>=12.6",
+    "flax>=0.10.2",
+    "jax",
+    "jaxlib>=0.4.31=cuda12*",
+    "jupyterlab-nvdashboard",
+    "keras-cv",
+    "tensorflow>=2.17.0=cuda12*",
+)
+DATA_SCIENCE = ("python 3.12.*", "numpy", "pandas", "scipy", "scikit-learn", "matplotlib")
+
+
+def request(alias: str, specs: tuple[str, ...], platform: str = "linux-64", **kw: object) -> SolveRequest:
+    options = ChannelOptions(channel_alias=alias)
+    cuda = kw.pop("cuda", None)
+    return SolveRequest(
+        platform=platform,
+        specs=tuple(qualify_spec(s, options) for s in specs),
+        channels=(channel_url("conda-forge", options),),
+        virtual_packages=virtual_packages_for(platform, cuda=cuda),  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_ml_notebook_with_cuda_gives_about_310_packages_with_python_312(derived_alias, derived_gateway):
+    packages = asyncio.run(solve_platform(request(derived_alias, ML_NOTEBOOK, cuda="12.4"), derived_gateway))
+    by_name = {p.name: p for p in packages}
+    assert 290 <= len(packages) <= 330
+    assert by_name["python"].version.startswith("3.12.")
+    assert by_name["jaxlib"].build.startswith("cuda12")
+    assert by_name["tensorflow"].build.startswith("cuda12")
+    assert [p.name for p in packages] == sorted(p.name for p in packages)
+    assert all(p.sha256 and len(p.sha256) == 64 for p in packages)
+    assert all(p.url.endswith((".conda", ".tar.bz2")) for p in packages)
+
+
+def test_ml_notebook_without_cuda_names_the_virtual_package_and_the_flag(derived_alias, derived_gateway):
+    with pytest.raises(MissingVirtualPackageError) as info:
+        asyncio.run(solve_platform(request(derived_alias, ML_NOTEBOOK), derived_gateway))
+    err = info.value
+    assert "__cuda" in err.message
+    assert "--cuda" in (err.hint or "") and "CONDA_OVERRIDE_CUDA" in (err.hint or "")
+    assert err.details["virtual_package"] == "__cuda"
+    assert any("tensorflow" in s or "jaxlib" in s for s in err.details["specs"])
+
+
+def test_missing_archspec_is_reported_as_virtual_package(derived_alias, derived_gateway):
+    req = request(derived_alias, ("tensorflow>=2.17.0=cuda12*",), cuda="12.4")
+    req = SolveRequest(**{**{f: getattr(req, f) for f in req.__slots__},  # type: ignore[attr-defined]
+                          "virtual_packages": tuple(v for v in req.virtual_packages if v.name != "__archspec")})
+    with pytest.raises(MissingVirtualPackageError) as info:
+        asyncio.run(solve_platform(req, derived_gateway))
+    assert info.value.details["virtual_package"] == "__archspec"
+
+
+def test_nonexistent_package_is_one_clear_error(derived_alias, derived_gateway):
+    with pytest.raises(SolveError) as info:
+        asyncio.run(solve_platform(
+            request(derived_alias, ("python 3.12.*", "invalidpackagenamefaasdfagksdjfhgaskdf ==3.1")), derived_gateway))
+    err = info.value
+    assert not isinstance(err, MissingVirtualPackageError)
+    assert "invalidpackagenamefaasdfagksdjfhgaskdf" in err.message
+    assert err.details["specs"] == ["invalidpackagenamefaasdfagksdjfhgaskdf ==3.1"]
+    assert err.exit_code == 1 and "\n" not in err.one_line()
+
+
+def test_conflicting_pins_name_the_users_specs(derived_alias, derived_gateway):
+    with pytest.raises(SolveError) as info:
+        asyncio.run(solve_platform(request(derived_alias, ("python 3.10.*", "numpy >=2.3")), derived_gateway))
+    assert set(info.value.details["specs"]) == {"python 3.10.*", "numpy >=2.3"}
+    assert "python" in info.value.message and "numpy" in info.value.message
+
+
+def test_sudoku_known_unsolvable_specs_fail(shared_data: Path, tmp_path: Path):
+    specs = tuple(
+        s.replace("==", " ==") for s in
+        (shared_data / "repodata" / "sudoku" / "KNOWN_UNSOLVABLE_SPECS.txt").read_text().strip().split(",")
+    )
+    gateway = make_gateway(tmp_path, ChannelOptions())
+    req = SolveRequest("linux-64", specs, ((shared_data / "repodata" / "sudoku").as_uri(),), ())
+    with pytest.raises(SolveError):
+        asyncio.run(solve_platform(req, gateway))
+
+
+def test_four_platforms_solve_concurrently_with_their_own_virtual_packages(derived_alias, derived_gateway):
+    platforms = ("linux-64", "linux-aarch64", "osx-arm64", "win-64")
+    solved = asyncio.run(solve_platforms([request(derived_alias, DATA_SCIENCE, p) for p in platforms], derived_gateway))
+    assert list(solved) == list(platforms)
+    for platform, packages in solved.items():
+        names = {p.name for p in packages}
+        assert {"python", "numpy", "pandas", "scipy", "scikit-learn", "matplotlib"} <= names
+        assert {p.subdir for p in packages} <= {platform, "noarch"}
+    assert "libgcc" in {p.name for p in solved["linux-64"]}
+    assert "ucrt" in {p.name for p in solved["win-64"]} or "vc" in {p.name for p in solved["win-64"]}
+
+
+def test_exclude_newer_solves_as_of_a_date(derived_alias, derived_gateway):
+    latest = asyncio.run(solve_platform(request(derived_alias, ("numpy",)), derived_gateway))
+    older = asyncio.run(solve_platform(
+        request(derived_alias, ("numpy",), exclude_newer=datetime(2026, 3, 1, tzinfo=UTC)), derived_gateway))
+    version = {p.name: p.version for p in latest}["numpy"]
+    old_version = {p.name: p.version for p in older}["numpy"]
+    assert tuple(map(int, old_version.split(".")[:2])) < tuple(map(int, version.split(".")[:2]))
+    assert all(p.timestamp is None or p.timestamp <= 1772323200000 for p in older)
+
+
+def test_lowest_strategy_picks_lowest_versions(derived_alias, derived_gateway):
+    high = asyncio.run(solve_platform(request(derived_alias, ("python >=3.10",)), derived_gateway))
+    low = asyncio.run(solve_platform(request(derived_alias, ("python >=3.10",), strategy="lowest"), derived_gateway))
+    assert {p.name: p.version for p in low}["python"].startswith("3.10.")
+    assert not {p.name: p.version for p in high}["python"].startswith("3.10.")
+
+
+def test_channel_qualified_spec_resolves_against_the_alias(derived_alias, derived_gateway):
+    packages = asyncio.run(solve_platform(request(derived_alias, ("conda-forge::numpy", "python 3.12.*")),
+                                          derived_gateway))
+    numpy = {p.name: p for p in packages}["numpy"]
+    assert numpy.channel == derived_alias + "conda-forge"
+
+
+def test_glibc_too_old_names_glibc(derived_alias, derived_gateway):
+    req = request(derived_alias, ("python 3.12.*",))
+    vps = virtual_packages_for("linux-64", overrides={"__glibc": "2.12"})
+    req = SolveRequest(req.platform, req.specs, req.channels, vps)
+    with pytest.raises(MissingVirtualPackageError) as info:
+        asyncio.run(solve_platform(req, derived_gateway))
+    assert info.value.details["virtual_package"] == "__glibc"
+    assert "__glibc" in (info.value.hint or "")
+
+
+def test_missing_channel_is_a_channel_error(tmp_path: Path):
+    gateway = make_gateway(tmp_path / "cache", ChannelOptions())
+    req = SolveRequest("linux-64", ("python",), ((tmp_path / "nowhere").as_uri(),), ())
+    with pytest.raises(ChannelError) as info:
+        asyncio.run(solve_platform(req, gateway))
+    assert "repodata" in info.value.message and info.value.hint
+
+
+def test_channel_names_and_urls():
+    options = ChannelOptions(channel_alias="https://mirror.internal/conda/")
+    assert channel_url("conda-forge", options) == "https://mirror.internal/conda/conda-forge"
+    assert channel_url("nvidia/label/cuda-12.4.0", options) == "https://mirror.internal/conda/nvidia/label/cuda-12.4.0"
+    assert channel_url("s3://bucket/channel/", options) == "s3://bucket/channel"
+    assert channel_url("/srv/channel", options) == "file:///srv/channel"
+    with pytest.raises(ChannelError):
+        channel_url("not a channel!", options)
