@@ -1,0 +1,69 @@
+"""The ``envyard`` command line: one entry point, errors rendered in one place.
+
+Commands live in small modules (``api/cli_lock.py`` ...) and are attached here.
+Every :class:`builder.errors.EnvyardError` becomes one line on stderr and the
+error's exit code; nothing else reaches the user as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from builder.errors import EnvyardError
+
+
+class DefaultGroup(click.Group):
+    """A group that runs ``default_command`` when the first argument names no subcommand.
+
+    ``envyard lock SPEC`` and ``envyard lock diff OLD NEW`` then share one name.
+    """
+
+    def __init__(self, *args: Any, default_command: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_command = default_command
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+class EnvyardCLI(click.Group):
+    """The root group: maps typed errors to one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EnvyardError as err:
+            if ctx.meta.get("json_output"):
+                click.echo(json.dumps({"error": err.to_problem()}, indent=2))
+            click.echo(f"error: {err.one_line()}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=EnvyardCLI, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="envyard")
+def cli() -> None:
+    """envyard: solve, lock and build conda environments reproducibly."""
+
+
+def _register() -> None:
+    from api import cli_lock
+
+    cli_lock.register(cli)
+
+
+def main() -> None:
+    _register()
+    cli(prog_name="envyard")
+
+
+if __name__ == "__main__":
+    main()

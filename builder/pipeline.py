@@ -1,0 +1,92 @@
+"""The orchestrator: short sequences of stage calls, shared by the CLI and the worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import rattler
+
+from builder.channels import make_gateway
+from builder.errors import SpecError
+from builder.lock import LockOptions, lock_environment, stale_platforms, target_platforms
+from builder.model import EnvironmentLock
+from builder.progress import NullReporter, Reporter, Stage
+from builder.spec import EnvironmentSpec, detect_input_kind, read_spec
+
+CONDA_LOCK_FILE = "conda-lock.yml"
+
+
+@dataclass(frozen=True, slots=True)
+class LockResult:
+    lock: EnvironmentLock
+    files: Mapping[str, Path]
+    reexported: bool
+
+
+def read_input(path: Path, environ: Mapping[str, str] | None = None) -> EnvironmentSpec | EnvironmentLock:
+    """A spec to solve, or an existing lock (conda-lock.yml, pixi.lock, @EXPLICIT) to re-export."""
+    from builder.lockfiles import read_lockfile
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("file not found", file=path, hint="check the path of the spec") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read the file: {exc}", file=path) from None
+    kind = detect_input_kind(path, text)
+    if kind in ("environment", "requirements"):
+        return read_spec(path, environ=environ)
+    return read_lockfile(path)
+
+
+def lock_to_directory(
+    source: Path,
+    out_dir: Path,
+    options: LockOptions,
+    *,
+    cache_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    reporter: Reporter | None = None,
+    gateway: rattler.Gateway | None = None,
+) -> LockResult:
+    """Read ``source``; solve it (or take an existing lock as it is); write every lock format."""
+    from builder.lockfiles import write_lock_files
+
+    reporter = reporter or NullReporter()
+    reporter.stage_started(Stage.PARSE, str(source))
+    loaded = read_input(source, environ)
+    reporter.stage_finished(Stage.PARSE)
+    if isinstance(loaded, EnvironmentLock):
+        lock, reexported = loaded, True
+    else:
+        if gateway is None:
+            gateway = make_gateway(cache_dir / "repodata", options.channels)
+        lock = asyncio.run(lock_environment(loaded, options, gateway, reporter))
+        reexported = False
+    reporter.stage_started(Stage.LOCK, str(out_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = write_lock_files(lock, out_dir)
+    reporter.stage_finished(Stage.LOCK, files=len(files))
+    return LockResult(lock, files, reexported)
+
+
+def check_directory(
+    source: Path, out_dir: Path, options: LockOptions, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """The platforms whose lock in ``out_dir`` is missing or stale for ``source``; no solve."""
+    from builder.lockfiles import read_lockfile
+
+    loaded = read_input(source, environ)
+    if isinstance(loaded, EnvironmentLock):
+        raise SpecError(
+            "--check needs an environment spec, not a lockfile",
+            file=source,
+            hint="pass the environment.yml the lock was made from",
+        )
+    existing_path = out_dir / CONDA_LOCK_FILE
+    if not existing_path.exists():
+        return list(target_platforms(loaded, options))
+    return stale_platforms(loaded, options, read_lockfile(existing_path))

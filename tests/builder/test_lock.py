@@ -1,0 +1,145 @@
+"""The lock orchestrator: specs from files -> closed, deterministic locks (real repodata, real channels)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from builder.channels import ChannelOptions, make_gateway
+from builder.errors import LockfileError, MissingVirtualPackageError, PipResolutionError, SpecError
+from builder.lock import LockOptions, content_hash, lock_environment, stale_platforms, target_platforms
+from builder.model import PlatformLock
+from builder.records import check_closed
+from builder.spec import parse_environment_yaml, read_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lock(spec_text: str, alias: str, gateway, **options):  # type: ignore[no-untyped-def]
+    spec = parse_environment_yaml(spec_text, source="environment.yml")
+    return asyncio.run(lock_environment(spec, LockOptions(channels=ChannelOptions(channel_alias=alias), **options),
+                                        gateway))
+
+
+def test_pangeo_ml_notebook_file_locks_with_cuda(shared_data, derived_alias, derived_gateway):
+    spec = read_spec(shared_data / "envs" / "pangeo-data__pangeo-docker-images__ml-notebook_environment.yml")
+    result = asyncio.run(lock_environment(
+        spec, LockOptions(channels=ChannelOptions(channel_alias=derived_alias), cuda="12.4"), derived_gateway))
+    plock = result.platforms["linux-64"]
+    assert 290 <= len(plock.conda) <= 330
+    assert plock.conda_by_name()["python"].version.startswith("3.12.")
+    assert "__cuda=12.4=0" in plock.virtual_packages
+    assert result.requested["linux-64"] == spec.conda_specs("linux-64")
+    assert len(result.content_hash["linux-64"]) == 64
+    assert result.channels == ("conda-forge",)
+
+
+def test_cuda_from_spec_variables_like_conda_store(derived_alias, derived_gateway):
+    text = """
+channels: [conda-forge]
+variables: {CONDA_OVERRIDE_CUDA: "12.4"}
+dependencies: ["jaxlib >=0.4.31=cuda12*", "python 3.12.*"]
+"""
+    result = lock(text, derived_alias, derived_gateway)
+    assert result.platforms["linux-64"].conda_by_name()["jaxlib"].build.startswith("cuda12")
+    with pytest.raises(MissingVirtualPackageError):
+        lock(text.replace("12.4", ""), derived_alias, derived_gateway)
+
+
+def test_selectors_choose_per_platform(derived_alias, derived_gateway):
+    text = """
+channels: [conda-forge]
+dependencies:
+  - python 3.12.*
+  - libgcc  # [linux]
+  - ucrt  # [win]
+platforms: [linux-64, win-64]
+"""
+    result = lock(text, derived_alias, derived_gateway)
+    assert target_platforms(parse_environment_yaml(text), LockOptions()) == ("linux-64", "win-64")
+    assert "libgcc" in result.platforms["linux-64"].conda_by_name()
+    assert "ucrt" in result.platforms["win-64"].conda_by_name()
+    assert "libgcc" not in result.platforms["win-64"].conda_by_name()
+
+
+def test_lock_is_independent_of_cache_directory_and_mtimes(shared_data, tmp_path: Path):
+    import os
+    import shutil
+
+    copy = tmp_path / "mirror" / "conda-forge"
+    shutil.copytree(shared_data / "repodata" / "derived-from-lockfiles" / "conda-forge", copy)
+    text = "channels: [conda-forge]\ndependencies: [pandas, python 3.12.*]\nplatforms: [linux-64, osx-arm64]\n"
+    first = lock(text, (tmp_path / "mirror").as_uri() + "/", make_gateway(tmp_path / "c1", ChannelOptions()))
+    for f in copy.rglob("repodata.json"):
+        os.utime(f, (1_000_000_000, 1_000_000_000))
+    second = lock(text, (tmp_path / "mirror").as_uri() + "/", make_gateway(tmp_path / "c2", ChannelOptions()))
+    assert first == second
+
+
+def test_content_hash_tracks_inputs_and_check_needs_no_solve(derived_alias, derived_gateway):
+    text = "channels: [conda-forge]\ndependencies: [numpy, python 3.12.*]\n"
+    spec = parse_environment_yaml(text)
+    result = lock(text, derived_alias, derived_gateway)
+    options = LockOptions(channels=ChannelOptions(channel_alias="file:///nonexistent/"))
+    assert stale_platforms(spec, options, result) == []
+    changed = parse_environment_yaml(text.replace("numpy", "numpy >=2"))
+    assert stale_platforms(changed, options, result) == ["linux-64"]
+    assert stale_platforms(spec, LockOptions(cuda="12.4"), result) == ["linux-64"]
+    assert stale_platforms(spec, LockOptions(platforms=("linux-64", "osx-arm64")), result) == ["osx-arm64"]
+    assert content_hash(spec, "linux-64", LockOptions()) == content_hash(spec, "linux-64", options)
+
+
+def test_every_lock_is_closed_and_meets_the_request(derived_alias, derived_gateway):
+    result = lock("channels: [conda-forge]\ndependencies: [scikit-learn, python 3.12.*]\n", derived_alias,
+                  derived_gateway)
+    plock = result.platforms["linux-64"]
+    check_closed(plock, result.requested["linux-64"])
+    without_numpy = PlatformLock("linux-64", tuple(p for p in plock.conda if p.name != "numpy"))
+    with pytest.raises(LockfileError, match="numpy"):
+        check_closed(without_numpy)
+    with pytest.raises(LockfileError, match="scikit-learn >=99"):
+        check_closed(plock, ["scikit-learn >=99"])
+
+
+def test_spec_without_channels_is_refused(derived_alias, derived_gateway):
+    with pytest.raises(SpecError, match="no channel") as info:
+        lock("dependencies: [numpy]\n", derived_alias, derived_gateway)
+    assert info.value.field == "channels"
+
+
+def test_unknown_platform_is_refused(derived_alias, derived_gateway):
+    with pytest.raises(SpecError, match="unknown platform"):
+        lock("channels: [conda-forge]\ndependencies: [numpy]\n", derived_alias, derived_gateway,
+             platforms=("linux-65",))
+
+
+def test_pip_section_resolves_in_the_same_lock(derived_alias, derived_gateway, tmp_path: Path):
+    from tests.wheelhouse import build_wheel
+
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels, "tinyplot", "1.0", requires=["numpy>=1.20"])
+    build_wheel(wheels, "tinyplot", "2.0", requires=["numpy>=1.20", "smallutil"])
+    build_wheel(wheels, "smallutil", "0.3")
+    text = """
+channels: [conda-forge]
+dependencies:
+  - python 3.12.*
+  - numpy
+  - pip
+  - pip:
+    - tinyplot
+    - numpy
+"""
+    result = lock(text, derived_alias, derived_gateway, pip_find_links=(str(wheels),), pip_no_index=True)
+    pip = {p.normalized_name: p for p in result.platforms["linux-64"].pip}
+    assert set(pip) == {"tinyplot", "smallutil"}
+    assert pip["tinyplot"].version == "2.0"
+    assert all(p.sha256 and p.url.startswith("file://") for p in pip.values())
+    assert result.requested_pip["linux-64"] == ("tinyplot", "numpy")
+
+
+def test_pip_section_without_python_is_a_clear_error(derived_alias, derived_gateway):
+    with pytest.raises(PipResolutionError, match="no python"):
+        lock("channels: [conda-forge]\ndependencies: [zlib, {pip: [requests]}]\n", derived_alias, derived_gateway)
