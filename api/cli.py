@@ -8,6 +8,7 @@ error's exit code; nothing else reaches the user as a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -46,6 +47,17 @@ class EnvyardCLI(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # a bug in envyard, not bad input: still one line unless debugging
+            if os.environ.get("ENVYARD_DEBUG"):
+                raise
+            click.echo(
+                f"error: internal error: {type(exc).__name__}: {exc} "
+                "(hint: rerun with ENVYARD_DEBUG=1 for the traceback and report it)",
+                err=True,
+            )
+            sys.exit(70)
 
 
 @click.group(cls=EnvyardCLI, context_settings={"help_option_names": ["-h", "--help"]})

@@ -44,7 +44,7 @@ class LockDiff:
         return all(d.empty for d in self.platforms.values())
 
     def to_json(self) -> dict[str, Any]:
-        return {p: {k: [asdict(c) for c in v] for k, v in asdict(d).items()} for p, d in self.platforms.items()}
+        return {platform: asdict(diff) for platform, diff in self.platforms.items()}
 
 
 def _versions(lock: PlatformLock | None) -> dict[tuple[str, str], str]:
