@@ -102,7 +102,9 @@ def lock_group() -> None:
 
 @lock_group.command("create")
 @click.argument("spec", type=click.Path(path_type=Path))
-@click.option("-p", "--platform", multiple=True, help="Platform to lock (repeatable); default: the spec's, else linux-64.")
+@click.option("-p", "--platform", multiple=True,
+              help="Platform to lock (repeatable); default: the spec's, else linux-64.",
+)
 @click.option("--channel-alias", metavar="URL", help="Base URL for channel names (e.g. an internal mirror).")
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("."), show_default=True)
 @click.option("--check", is_flag=True, help="Exit 2 if the lock in OUTPUT is stale for SPEC (no solve).")

@@ -3,7 +3,7 @@
 Sequence: per platform, build a :class:`SolveRequest` (selectors applied,
 channels resolved, virtual packages chosen); solve all platforms concurrently;
 resolve the pip section of each platform against its solved Python with uv;
-check every lock is closed; stamp each platform with the content hash of its inputs.
+check every lock is closed (on the solver's records); stamp each platform with the content hash of its inputs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from builder.channels import ChannelOptions, channel_url, qualify_spec
 from builder.errors import PipResolutionError, SpecError
 from builder.model import SUPPORTED_PLATFORMS, EnvironmentLock, LockedCondaPackage, LockedPipPackage, PlatformLock
 from builder.progress import NullReporter, Reporter, Stage
-from builder.records import check_closed
 from builder.solve import ChannelPriorityMode, SolveRequest, SolveStrategy, solve_platforms
 from builder.spec import EnvironmentSpec
 from builder.virtual_packages import VirtualPackage, virtual_packages_for
@@ -187,8 +186,6 @@ async def lock_environment(
         )
         for r in requests
     }
-    for request in requests:
-        check_closed(locks[request.platform], request.specs)
     return EnvironmentLock(
         platforms=dict(sorted(locks.items())),
         name=spec.name,

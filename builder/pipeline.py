@@ -9,7 +9,7 @@ from pathlib import Path
 
 import rattler
 
-from builder.channels import make_gateway
+from builder.channels import channel_url, make_gateway
 from builder.errors import SpecError
 from builder.lock import LockOptions, lock_environment, stale_platforms, target_platforms
 from builder.model import EnvironmentLock
@@ -63,7 +63,8 @@ def lock_to_directory(
         lock, reexported = loaded, True
     else:
         if gateway is None:
-            gateway = make_gateway(cache_dir / "repodata", options.channels)
+            urls = [channel_url(c, options.channels) for c in loaded.channels]
+            gateway = make_gateway(cache_dir / "repodata", options.channels, channel_urls=urls)
         lock = asyncio.run(lock_environment(loaded, options, gateway, reporter))
         reexported = False
     reporter.stage_started(Stage.LOCK, str(out_dir))

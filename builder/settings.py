@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,11 +37,13 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Channel URL prefix -> mirror URLs tried instead (JSON in ENVYARD_MIRRORS).",
     )
-    s3_endpoint_url: str | None = Field(default=None, description="S3/MinIO endpoint for s3:// channels.")
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3/MinIO endpoint for s3:// channels; credentials come from the standard AWS variables "
+        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or rattler's authentication storage.",
+    )
     s3_region: str = Field(default="us-east-1", description="S3 region for s3:// channels.")
     s3_addressing_style: str = Field(default="path", description="'path' (MinIO) or 'virtual-host'.")
-    s3_access_key_id: SecretStr | None = Field(default=None, description="Access key for s3:// channels.")
-    s3_secret_access_key: SecretStr | None = Field(default=None, description="Secret key for s3:// channels.")
     pip_index_url: str | None = Field(default=None, description="Default pip index when a spec names none.")
     max_concurrent_requests: int = Field(default=50, description="Parallel repodata downloads.")
 

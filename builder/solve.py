@@ -18,14 +18,17 @@ from typing import Literal
 import rattler
 from rattler.exceptions import SolverError
 
-from builder.errors import ChannelError, MissingVirtualPackageError, SolveError, SpecError
+from builder.errors import ChannelError, LockfileError, MissingVirtualPackageError, SolveError, SpecError
 from builder.model import LockedCondaPackage
+from builder.records import unmet_specs
 from builder.virtual_packages import VirtualPackage
 
 SolveStrategy = Literal["highest", "lowest", "lowest-direct"]
 ChannelPriorityMode = Literal["strict", "disabled"]
 
-_MISSING_VIRTUAL = re.compile(r"(__[a-z0-9_]+)([^\n]*?), (?:for which no candidates were found|which cannot be installed)")
+_MISSING_VIRTUAL = re.compile(
+    r"(__[a-z0-9_]+)([^\n]*?), (?:for which no candidates were found|which cannot be installed)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +50,10 @@ def _hex(value: bytes | str | None) -> str | None:
     return value.hex() if isinstance(value, bytes) else str(value)
 
 
-def _timestamp_ms(value: datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp() * 1000)
+def _timestamp_ms(value: datetime | int | None) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    return int(value.timestamp() * 1000)
 
 
 def to_locked_package(record: rattler.RepoDataRecord) -> LockedCondaPackage:
@@ -150,7 +155,25 @@ async def solve_platform(request: SolveRequest, gateway: rattler.Gateway) -> tup
             hint="check the channel names and URLs, --channel-alias and mirrors, and network access",
             details={"channels": list(request.channels), "error": text},
         ) from None
+    verify_solution(records, request)
     return tuple(sorted((to_locked_package(r) for r in records), key=lambda p: p.name))
+
+
+def verify_solution(records: Sequence[rattler.RepoDataRecord], request: SolveRequest) -> None:
+    """Check, on the solver's own records, that the solution is closed and meets every requested spec."""
+    try:
+        rattler.PackageRecord.validate(list(records))  # type: ignore[arg-type]
+    except Exception as exc:
+        raise LockfileError(
+            f"{request.platform}: the solver returned an inconsistent environment: {exc}",
+            hint="this is a solver or repodata defect; report it with the spec and the channel",
+        ) from None
+    unmet = unmet_specs(records, request.specs)
+    if unmet:
+        raise LockfileError(
+            f"{request.platform}: the solution does not satisfy {', '.join(unmet)}",
+            hint="this is a solver or repodata defect; report it with the spec and the channel",
+        )
 
 
 async def solve_platforms(

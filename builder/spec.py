@@ -35,8 +35,8 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from builder.errors import SpecError
-from builder.selectors import evaluate_selector
 from builder.spec_pip import PipCollector, PipRequirement, PipSection, pip_canonical, read_text
+from builder.spec_selectors import evaluate_selector
 from builder.spec_yaml import YamlSource, compose_mapping, is_null, line_of, suggest
 
 __all__ = [

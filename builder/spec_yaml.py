@@ -23,7 +23,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from builder.errors import SpecError
-from builder.selectors import SelectorError, parse_selector
+from builder.spec_selectors import SelectorError, parse_selector
 
 NULL_TAG = "tag:yaml.org,2002:null"
 _SEL_COMMENT = re.compile(r"^\s*#[^\[\]]*\[([^\[\]]+)\]")
