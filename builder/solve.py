@@ -133,7 +133,7 @@ async def solve_platform(request: SolveRequest, gateway: rattler.Gateway) -> tup
             list(request.channels),
             specs,
             gateway=gateway,
-            platforms=[request.platform, "noarch"],
+            platforms=[rattler.Platform(request.platform), rattler.Platform("noarch")],
             virtual_packages=[v.to_rattler() for v in request.virtual_packages],
             exclude_newer=request.exclude_newer,
             strategy=request.strategy,
@@ -162,7 +162,7 @@ async def solve_platform(request: SolveRequest, gateway: rattler.Gateway) -> tup
 def verify_solution(records: Sequence[rattler.RepoDataRecord], request: SolveRequest) -> None:
     """Check, on the solver's own records, that the solution is closed and meets every requested spec."""
     try:
-        rattler.PackageRecord.validate(list(records))  # type: ignore[arg-type]
+        rattler.PackageRecord.validate(list(records))
     except Exception as exc:
         raise LockfileError(
             f"{request.platform}: the solver returned an inconsistent environment: {exc}",
