@@ -61,7 +61,7 @@ def yaml_scalar(text: str) -> str:
         or text[-1] in " :"
         or ": " in text
         or " #" in text
-        or _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != _STR_TAG
+        or _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) != _STR_TAG  # type: ignore[no-untyped-call]
         or _YAML12_NUMBER.fullmatch(text) is not None
     )
     if not needs_quotes:
