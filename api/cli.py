@@ -73,8 +73,24 @@ def _register() -> None:
 
 
 def main() -> None:
+    """Run the CLI and leave without interpreter finalization.
+
+    py-rattler's native worker threads may still drop Python objects while the
+    interpreter finalizes, which aborts the process (``PyGILState_Release ...
+    finalizing``) after the work is done. The CLI therefore flushes its output
+    and ends the process directly with the command's exit code.
+    """
     _register()
-    cli(prog_name="envyard")
+    code = 0
+    try:
+        cli(prog_name="envyard", standalone_mode=True)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        if isinstance(exit_.code, str):
+            print(exit_.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,12 @@ def _options(params: dict[str, Any]) -> Any:
 
 @click.group(cls=DefaultGroup, default_command="create", name="lock")
 def lock_group() -> None:
-    """Solve a spec and write conda-lock.yml, pixi.lock and conda-<platform>.lock files."""
+    """Solve a spec and write conda-lock.yml, pixi.lock and conda-<platform>.lock files.
+
+    \b
+    envyard lock SPEC [OPTIONS]      (options: envyard lock create --help)
+    envyard lock diff OLD NEW
+    """
 
 
 @lock_group.command("create")

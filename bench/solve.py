@@ -150,6 +150,7 @@ def bench_process(specs: list[str], workdir: Path) -> None:
         gw = rattler.Gateway(cache_dir={str(workdir / 'bare-cache')!r})
         asyncio.run(rattler.solve([{alias + 'conda-forge'!r}], {specs!r}, gateway=gw,
                                   platforms=["linux-64", "noarch"], virtual_packages=vp))
+        import os; os._exit(0)  # as envyard's CLI does: no finalization race with rattler's threads
     """))
     env = {**os.environ, "ENVYARD_CACHE_DIR": str(workdir / "proc-cache")}
     lock_cmd = [shutil.which("envyard") or "envyard", "lock", str(spec_file), "-p", "linux-64", "--cuda", "12.4",
