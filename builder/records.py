@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import rattler
 
 from builder.errors import LockfileError
 from builder.model import LockedCondaPackage, PlatformLock
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _noarch(value: str | None) -> rattler.NoArchType | None:
@@ -19,10 +21,14 @@ def _noarch(value: str | None) -> rattler.NoArchType | None:
 
 def to_repodata_record(package: LockedCondaPackage) -> rattler.RepoDataRecord:
     """A :class:`rattler.RepoDataRecord` for a locked package (for pixi.lock, installs and checks)."""
+    try:
+        build = rattler.BuildString(package.build)
+    except ValueError:
+        build = rattler.BuildString.new_unchecked(package.build)
     record = rattler.PackageRecord(
         package.name,
         package.version,
-        rattler.BuildString(package.build),
+        build,
         package.build_number,
         package.subdir,
         noarch=_noarch(package.noarch),
@@ -34,7 +40,7 @@ def to_repodata_record(package: LockedCondaPackage) -> rattler.RepoDataRecord:
         license=package.license,
     )
     if package.timestamp is not None:
-        record.timestamp = datetime.fromtimestamp(package.timestamp / 1000, tz=UTC)
+        record.timestamp = _EPOCH + timedelta(milliseconds=package.timestamp)
     if package.track_features:
         record.track_features = list(package.track_features)
     return rattler.RepoDataRecord(record, package.file_name, package.url, package.channel + "/")

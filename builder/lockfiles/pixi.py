@@ -23,11 +23,9 @@ from os import PathLike
 from pathlib import Path
 
 from rattler import (
-    BuildString,
     LockChannel,
     LockFile,
     LockPlatform,
-    PackageRecord,
     RepoDataRecord,
 )
 from rattler.lock import CondaLockedBinaryPackage, CondaLockedSourcePackage, PypiLockedPackage
@@ -35,6 +33,7 @@ from rattler.lock import CondaLockedBinaryPackage, CondaLockedSourcePackage, Pyp
 from builder.errors import LockfileError
 from builder.lockfiles._common import split_sha256_fragment
 from builder.model import EnvironmentLock, LockedCondaPackage, LockedPipPackage, PlatformLock
+from builder.records import to_repodata_record
 
 DEFAULT_ENVIRONMENT = "default"
 _LINE = re.compile(r"line (\d+)")
@@ -48,32 +47,6 @@ def _rattler_error(exc: Exception, path: str | PathLike[str], hint: str) -> Lock
 
 
 # --- writing ------------------------------------------------------------------------------
-
-
-def _record(pkg: LockedCondaPackage) -> RepoDataRecord:
-    try:
-        build = BuildString(pkg.build)
-    except ValueError:
-        build = BuildString.new_unchecked(pkg.build)
-    record = PackageRecord(
-        pkg.name,
-        pkg.version,
-        build,
-        pkg.build_number,
-        pkg.subdir,
-        noarch=pkg.noarch,  # type: ignore[arg-type]
-        depends=list(pkg.depends),
-        constrains=list(pkg.constrains),
-        sha256=bytes.fromhex(pkg.sha256) if pkg.sha256 else None,
-        md5=bytes.fromhex(pkg.md5) if pkg.md5 else None,
-        size=pkg.size,
-        license=pkg.license,
-    )
-    if pkg.track_features:
-        record.track_features = list(pkg.track_features)
-    if pkg.timestamp is not None:
-        record.timestamp = _EPOCH + datetime.timedelta(milliseconds=pkg.timestamp)
-    return RepoDataRecord(record, pkg.file_name, pkg.url, pkg.channel + "/")
 
 
 def _pip_location(pkg: LockedPipPackage) -> str:
@@ -92,7 +65,7 @@ def build_pixi_lock(lock: EnvironmentLock, environment: str = DEFAULT_ENVIRONMEN
         plock = lock.platforms[name]
         for pkg in sorted(plock.conda, key=lambda p: p.name):
             if not pkg.name.startswith("__"):
-                lock_file.add_conda_package(environment, platforms[name], _record(pkg))
+                lock_file.add_conda_package(environment, platforms[name], to_repodata_record(pkg))
         for pip in sorted(plock.pip, key=lambda p: p.normalized_name):
             try:
                 lock_file.add_pypi_package(environment, platforms[name], pip.name, pip.version, _pip_location(pip))
