@@ -14,7 +14,8 @@ from builder.errors import SpecError
 from builder.lock import LockOptions, lock_environment, stale_platforms, target_platforms
 from builder.model import EnvironmentLock
 from builder.progress import NullReporter, Reporter, Stage
-from builder.spec import EnvironmentSpec, detect_input_kind, read_spec
+from builder.spec import EnvironmentSpec, detect_input_kind, parse_environment_yaml, parse_requirements_txt
+from builder.spec_pip import read_text
 
 CONDA_LOCK_FILE = "conda-lock.yml"
 
@@ -30,15 +31,12 @@ def read_input(path: Path, environ: Mapping[str, str] | None = None) -> Environm
     """A spec to solve, or an existing lock (conda-lock.yml, pixi.lock, @EXPLICIT) to re-export."""
     from builder.lockfiles import read_lockfile
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("file not found", file=path, hint="check the path of the spec") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read the file: {exc}", file=path) from None
+    text = read_text(path, file=str(path), line=None)
     kind = detect_input_kind(path, text)
-    if kind in ("environment", "requirements"):
-        return read_spec(path, environ=environ)
+    if kind == "environment":
+        return parse_environment_yaml(text, source=str(path), environ=environ)
+    if kind == "requirements":
+        return parse_requirements_txt(text, source=str(path), environ=environ)
     return read_lockfile(path)
 
 

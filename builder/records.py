@@ -50,25 +50,30 @@ def to_repodata_records(packages: Iterable[LockedCondaPackage]) -> list[rattler.
     return [to_repodata_record(p) for p in packages]
 
 
-def check_closed(platform_lock: PlatformLock, requested: Sequence[str] = ()) -> None:
-    """Raise :class:`LockfileError` unless every dependency and every requested spec is met in the lock.
+def check_records(
+    records: Sequence[rattler.RepoDataRecord],
+    requested: Sequence[str],
+    *,
+    platform: str,
+    what: str = "the lock",
+    hint: str = "re-lock the environment; do not edit lockfiles by hand",
+) -> None:
+    """Raise :class:`LockfileError` unless every dependency and every requested spec is met by ``records``.
 
     Virtual packages (``__glibc`` ...) are not checked: they belong to the target machine.
     """
-    records = to_repodata_records(platform_lock.conda)
     try:
-        rattler.PackageRecord.validate(records)  # type: ignore[arg-type]
+        rattler.PackageRecord.validate(list(records))
     except Exception as exc:
-        raise LockfileError(
-            f"{platform_lock.platform}: the lock is not consistent: {exc}",
-            hint="re-lock the environment; do not edit lockfiles by hand",
-        ) from None
+        raise LockfileError(f"{platform}: {what} is not consistent: {exc}", hint=hint) from None
     unmet = unmet_specs(records, requested)
     if unmet:
-        raise LockfileError(
-            f"{platform_lock.platform}: the lock does not satisfy {', '.join(unmet)}",
-            hint="re-lock: the spec changed since the lock was made",
-        )
+        raise LockfileError(f"{platform}: {what} does not satisfy {', '.join(unmet)}", hint=hint)
+
+
+def check_closed(platform_lock: PlatformLock, requested: Sequence[str] = ()) -> None:
+    """:func:`check_records` for a lock read from a file (its records are rebuilt first)."""
+    check_records(to_repodata_records(platform_lock.conda), requested, platform=platform_lock.platform)
 
 
 def unmet_specs(records: Sequence[rattler.RepoDataRecord], specs: Sequence[str]) -> list[str]:

@@ -18,9 +18,9 @@ from typing import Literal
 import rattler
 from rattler.exceptions import SolverError
 
-from builder.errors import ChannelError, LockfileError, MissingVirtualPackageError, SolveError, SpecError
+from builder.errors import ChannelError, MissingVirtualPackageError, SolveError, SpecError
 from builder.model import LockedCondaPackage
-from builder.records import unmet_specs
+from builder.records import check_records
 from builder.virtual_packages import VirtualPackage
 
 SolveStrategy = Literal["highest", "lowest", "lowest-direct"]
@@ -161,19 +161,13 @@ async def solve_platform(request: SolveRequest, gateway: rattler.Gateway) -> tup
 
 def verify_solution(records: Sequence[rattler.RepoDataRecord], request: SolveRequest) -> None:
     """Check, on the solver's own records, that the solution is closed and meets every requested spec."""
-    try:
-        rattler.PackageRecord.validate(list(records))
-    except Exception as exc:
-        raise LockfileError(
-            f"{request.platform}: the solver returned an inconsistent environment: {exc}",
-            hint="this is a solver or repodata defect; report it with the spec and the channel",
-        ) from None
-    unmet = unmet_specs(records, request.specs)
-    if unmet:
-        raise LockfileError(
-            f"{request.platform}: the solution does not satisfy {', '.join(unmet)}",
-            hint="this is a solver or repodata defect; report it with the spec and the channel",
-        )
+    check_records(
+        records,
+        request.specs,
+        platform=request.platform,
+        what="the solver's result",
+        hint="this is a solver or repodata defect; report it with the spec and the channel",
+    )
 
 
 async def solve_platforms(

@@ -31,9 +31,15 @@ def s3_channel(demo_channel_root: Path, tmp_path_factory: pytest.TempPathFactory
         yield endpoint
 
 
-def test_solve_from_an_s3_channel(s3_channel: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture()
+def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rattler's S3 middleware reads the standard AWS variables."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+@pytest.mark.usefixtures("s3_credentials")
+def test_solve_from_an_s3_channel(s3_channel: str, tmp_path: Path):
     options = ChannelOptions(s3=S3Options(s3_channel, "us-east-1", "path"))
     gateway = make_gateway(tmp_path, options, channel_urls=["s3://envs/demo"])
     request = SolveRequest("linux-64", ("greet-cli",), ("s3://envs/demo",), virtual_packages_for("linux-64"))
@@ -43,9 +49,8 @@ def test_solve_from_an_s3_channel(s3_channel: str, tmp_path: Path, monkeypatch: 
     assert packages["demo-data"].version == "2024.06"
 
 
-def test_missing_s3_channel_is_a_channel_error(s3_channel: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+@pytest.mark.usefixtures("s3_credentials")
+def test_missing_s3_channel_is_a_channel_error(s3_channel: str, tmp_path: Path):
     options = ChannelOptions(s3=S3Options(s3_channel, "us-east-1", "path"))
     gateway = make_gateway(tmp_path, options, channel_urls=["s3://envs/absent"])
     request = SolveRequest("linux-64", ("greet-cli",), ("s3://envs/absent",), virtual_packages_for("linux-64"))
