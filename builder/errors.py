@@ -144,3 +144,48 @@ class StaleLockError(EnvyardError):
     title = "Lock is out of date"
     status = 409
     exit_code = 2
+
+
+class PackageIntegrityError(EnvyardError):
+    """A package archive whose bytes do not match the hash the lock pins."""
+
+    code = "package-integrity"
+    title = "Package does not match the lock"
+    status = 422
+    exit_code = 3
+
+
+class UnsafePackageError(EnvyardError):
+    """A package that would write outside its prefix (``../``, absolute paths, symlinks out)."""
+
+    code = "unsafe-package"
+    title = "Package writes outside the environment"
+    status = 422
+    exit_code = 3
+
+
+class InstallError(EnvyardError):
+    """An install that could not complete; nothing half-built is left at the target."""
+
+    code = "install-failed"
+    title = "Environment could not be installed"
+    status = 500
+    exit_code = 4
+
+
+class ImageError(EnvyardError):
+    """An image (or archive) that cannot be built from the given lock and options."""
+
+    code = "image-failed"
+    title = "Image could not be built"
+    status = 422
+    exit_code = 4
+
+
+class RegistryError(EnvyardError):
+    """A registry that refuses, cannot be reached, or answers something unexpected."""
+
+    code = "registry-error"
+    title = "Registry request failed"
+    status = 502
+    exit_code = 5
