@@ -67,9 +67,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from api import cli_lock
+    from api import cli_image, cli_lock
 
     cli_lock.register(cli)
+    cli_image.register(cli)
 
 
 def main() -> None:

@@ -103,14 +103,15 @@ def _sbom(request: ImageRequest, store: BlobStore, root: ManifestBlob) -> list[M
     from builder.oci.sbom import cyclonedx_document, sbom_referrer, spdx_document
 
     created = datetime.fromtimestamp(request.options.source_date_epoch, UTC)
+    fmt: Literal["spdx", "cyclonedx"] = "cyclonedx" if request.sbom == "cyclonedx" else "spdx"
     referrers = []
     for platform in request.platforms:
         lock = request.lock.platforms[platform]
         seed = platform_lock_digest(lock)
         name = f"{request.name}-{platform}"
-        if request.sbom == "spdx":
+        if fmt == "spdx":
             document = spdx_document(lock, name=name, namespace_seed=seed, created=created)
         else:
             document = cyclonedx_document(lock, name=name, namespace_seed=seed, created=created)
-        referrers.append(sbom_referrer(store, root.descriptor, document, request.sbom))
+        referrers.append(sbom_referrer(store, root.descriptor, document, fmt))
     return referrers

@@ -60,7 +60,9 @@ class InstallResult:
 
 
 def host_platform() -> str:
-    return str(rattler.Platform.current())
+    from rattler.platform import Subdir
+
+    return str(Subdir.current())
 
 
 def _stage_prefix(prefix: Path) -> str:
@@ -119,6 +121,8 @@ def _install_pip(lock: PlatformLock, stage: Path, target: str, options: InstallO
             hint="add python to the spec's conda dependencies and re-lock",
         )
     uv = options.uv or shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    bin_dir = stage / "bin"
+    before = set(bin_dir.iterdir()) if bin_dir.is_dir() else set()
     with tempfile.TemporaryDirectory(prefix="envyard-pip-") as tmp:
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text("".join(locked_pip_to_requirement_line(p) + "\n" for p in lock.pip))
@@ -130,20 +134,18 @@ def _install_pip(lock: PlatformLock, stage: Path, target: str, options: InstallO
     if result.returncode != 0:
         raise InstallError(f"pip packages could not be installed: {result.stderr.strip()[-2000:]}",
                            hint="check that the lock's pip URLs are reachable and their hashes unchanged")
-    _retarget_scripts(stage / "bin", str(stage), target)
+    _retarget_scripts(sorted(set(bin_dir.iterdir()) - before), f"{target}/bin/python")
 
 
-def _retarget_scripts(bin_dir: Path, built_at: str, target: str) -> None:
-    """Point shebangs written for the staging path at the target prefix."""
-    old, new = f"#!{built_at}/".encode(), f"#!{target}/".encode()
-    for script in bin_dir.iterdir() if bin_dir.is_dir() else ():
+def _retarget_scripts(scripts: Sequence[Path], python: str) -> None:
+    """Point the Python shebang of scripts pip just wrote at the environment's Python at its target path."""
+    for script in scripts:
         if script.is_symlink() or not script.is_file():
             continue
-        with open(script, "rb") as fh:
-            head = fh.read(len(old))
-        if head == old:
-            data = script.read_bytes()
-            script.write_bytes(new + data[len(old) :])
+        data = script.read_bytes()
+        first, newline, rest = data.partition(b"\n")
+        if first.startswith(b"#!") and b"python" in first:
+            script.write_bytes(f"#!{python}".encode() + newline + rest)
 
 
 def install_lock(
@@ -157,7 +159,7 @@ def install_lock(
     prefix = prefix.absolute()
     target = options.target_prefix or str(prefix)
     if prefix.exists() and not options.replace:
-        raise InstallError(f"{prefix} already exists", file=prefix,
+        raise InstallError("a directory is already there", file=prefix,
                            hint="choose another --prefix, or pass --force to replace it")
     if lock.pip and lock.platform != host_platform():
         raise InstallError(
@@ -196,13 +198,15 @@ def _link(lock: PlatformLock, fetched: Sequence[FetchedPackage], stage: Path, ta
         if item.archive is not None:
             record.url = item.local_url
         records.append(record)
+    from rattler.platform import Subdir
+
     layers: list[str | os.PathLike[str]] = [str(p) for p in options.cache_layers]
     for layer in options.cache_layers[:1]:
         layer.mkdir(parents=True, exist_ok=True)
     try:
         asyncio.run(rattler.install(
             records, stage, package_cache=rattler.PackageCache.new_layered(layers),
-            platform=rattler.Platform(lock.platform), installed_packages=[], execute_link_scripts=False,
+            platform=Subdir(lock.platform), installed_packages=[], execute_link_scripts=False,
             show_progress=False, alternative_target_prefix=target,
         ))
     except Exception as exc:

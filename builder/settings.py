@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     s3_addressing_style: str = Field(default="path", description="'path' (MinIO) or 'virtual-host'.")
     pip_index_url: str | None = Field(default=None, description="Default pip index when a spec names none.")
     max_concurrent_requests: int = Field(default=50, description="Parallel repodata downloads.")
+    shared_package_caches: list[Path] = Field(
+        default_factory=list,
+        description="Read-only package caches looked up after the writable one (JSON list in "
+        "ENVYARD_SHARED_PACKAGE_CACHES), e.g. a cache baked into a worker image or on a shared volume.",
+    )
+    env_prefix: str = Field(default="/opt/env", description="Where environments live inside images.")
+    docker_config: Path = Field(
+        default_factory=lambda: Path.home() / ".docker" / "config.json",
+        description="Registry credentials file (as written by docker/podman login).",
+    )
 
     @property
     def repodata_cache_dir(self) -> Path:
@@ -58,3 +68,12 @@ class Settings(BaseSettings):
     @property
     def pip_cache_dir(self) -> Path:
         return self.cache_dir / "pip"
+
+    @property
+    def oci_store_dir(self) -> Path:
+        return self.cache_dir / "oci"
+
+    @property
+    def package_cache_layers(self) -> list[Path]:
+        """The writable package cache first, then the shared read-only ones."""
+        return [self.package_cache_dir, *self.shared_package_caches]

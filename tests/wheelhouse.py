@@ -19,7 +19,7 @@ import base64
 import hashlib
 import re
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 
@@ -60,6 +60,7 @@ def build_wheel(
     requires_python: str | None = None,
     tag: str = PURE,
     extras: Sequence[str] = (),
+    scripts: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``{dist}-{version}-{tag}.whl`` into *directory* and return its path."""
     dist = dist_name(name)
@@ -79,6 +80,9 @@ def build_wheel(
         (f"{info}/METADATA", ("\n".join(metadata) + "\n").encode()),
         (f"{info}/WHEEL", ("\n".join(wheel) + "\n").encode()),
     ]
+    if scripts:
+        entry_points = "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in scripts.items())
+        files.append((f"{info}/entry_points.txt", entry_points.encode()))
     record = [_record_line(arc, data) for arc, data in files] + [f"{info}/RECORD,,"]
     files.append((f"{info}/RECORD", ("\n".join(record) + "\n").encode()))
     path = directory / f"{dist}-{version}-{tag}.whl"

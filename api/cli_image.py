@@ -1,0 +1,278 @@
+"""``envyard install``, ``envyard pack`` and ``envyard image``: from a lock to a prefix, an archive, an image."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from api.cli_lock import RichReporter, _settings
+from builder.errors import ImageError, SpecError
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job, ``kill``) unwinds like Ctrl-C, so staging directories are removed."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _read_lock(path: Path) -> Any:
+    from builder.lockfiles import read_lockfile
+
+    return read_lockfile(path)
+
+
+def _platform(lock: Any, platform: str | None) -> str:
+    from builder.install import host_platform
+
+    chosen = platform or (host_platform() if host_platform() in lock.platforms else lock.platform_names[0])
+    if chosen not in lock.platforms:
+        raise SpecError(f"the lock has no {chosen} (it has {', '.join(lock.platform_names)})", field="platform",
+                        hint="pass -p with one of the lock's platforms, or re-lock with -p " + chosen)
+    return chosen
+
+
+def _install_options(settings: Any, **overrides: Any) -> Any:
+    from builder.install import InstallOptions
+
+    return InstallOptions(cache_layers=settings.package_cache_layers, pip_cache_dir=settings.pip_cache_dir,
+                          **overrides)
+
+
+def _source_date_epoch() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH", "0")
+    try:
+        return int(value)
+    except ValueError:
+        raise SpecError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds",
+                        field="SOURCE_DATE_EPOCH", hint="unset it or set it to an integer") from None
+
+
+@click.command("install")
+@click.argument("lockfile", type=click.Path(path_type=Path))
+@click.option("--prefix", required=True, type=click.Path(path_type=Path), help="Where to create the environment.")
+@click.option("-p", "--platform", help="Platform of the lock to install (default: this machine's).")
+@click.option("--target-prefix", metavar="PATH", help="Relocate for PATH instead of --prefix (e.g. /opt/env).")
+@click.option("--force", is_flag=True, help="Replace an existing prefix (atomically).")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def install_command(ctx: click.Context, lockfile: Path, prefix: Path, platform: str | None,
+                    target_prefix: str | None, force: bool, json_output: bool) -> None:
+    """Create a conda environment at PREFIX from LOCKFILE (conda-lock.yml, pixi.lock or @EXPLICIT)."""
+    from builder.install import install_lock
+
+    ctx.meta["json_output"] = json_output
+    settings = _settings()
+    lock = _read_lock(lockfile)
+    chosen = _platform(lock, platform)
+    options = _install_options(settings, target_prefix=target_prefix, replace=force)
+    with _terminate_as_interrupt():
+        result = install_lock(lock.platforms[chosen], prefix, options, None if json_output else RichReporter())
+    summary = {"prefix": str(result.prefix), "target_prefix": result.target_prefix, "platform": chosen,
+               "conda": result.conda_packages, "pip": result.pip_packages,
+               "fetched": result.fetched, "from_cache": result.from_cache}
+    click.echo(json.dumps(summary, indent=2) if json_output else
+               f"installed {result.conda_packages} conda and {result.pip_packages} pip packages into {prefix}")
+
+
+@click.command("pack")
+@click.argument("lockfile", type=click.Path(path_type=Path), required=False)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="ENV.tar.gz or ENV.tar.zst")
+@click.option("-p", "--platform", help="Platform of the lock to pack (default: this machine's).")
+@click.option("--prefix", "existing", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Pack this installed environment instead of installing LOCKFILE.")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def pack_command(ctx: click.Context, lockfile: Path | None, output: Path, platform: str | None,
+                 existing: Path | None, json_output: bool) -> None:
+    """Write a relocatable archive (conda-pack layout; unpack, then run bin/conda-unpack)."""
+    import tempfile
+
+    from builder.install import install_lock
+    from builder.pack import PACKED_PREFIX, compression_for, pack_prefix
+
+    ctx.meta["json_output"] = json_output
+    compression_for(output)
+    if (lockfile is None) == (existing is None):
+        raise SpecError("give either a LOCKFILE or --prefix DIR", hint="envyard pack conda-lock.yml -o env.tar.gz")
+    with _terminate_as_interrupt():
+        if existing is not None:
+            result = pack_prefix(existing.absolute(), output, packed_prefix=str(existing.absolute()),
+                                 mtime=_source_date_epoch())
+        else:
+            assert lockfile is not None
+            settings = _settings()
+            lock = _read_lock(lockfile)
+            chosen = _platform(lock, platform)
+            with tempfile.TemporaryDirectory(prefix="envyard-pack-") as tmp:
+                install_lock(lock.platforms[chosen], Path(tmp) / "env",
+                             _install_options(settings, target_prefix=PACKED_PREFIX), None)
+                result = pack_prefix(Path(tmp) / "env", output, packed_prefix=PACKED_PREFIX,
+                                     mtime=_source_date_epoch())
+    summary = {"archive": str(result.archive), "files": result.files, "relocated_files": result.relocated_files}
+    click.echo(json.dumps(summary, indent=2) if json_output else
+               f"wrote {output} ({result.files} entries; run bin/conda-unpack after unpacking)")
+
+
+def _parse_output(value: str | None) -> tuple[Path, str] | None:
+    if value is None:
+        return None
+    if not value.startswith("oci:"):
+        raise SpecError(f"--output {value!r}: only OCI layouts are written", field="output",
+                        hint="write --output oci:DIR or oci:DIR:TAG")
+    rest = value[4:]
+    directory, sep, tag = rest.rpartition(":") if ":" in rest else (rest, "", "latest")
+    if not sep or "/" in tag:
+        directory, tag = rest, "latest"
+    return Path(directory), tag
+
+
+def _uid_gid(value: str) -> tuple[int, int]:
+    uid, _, gid = value.partition(":")
+    try:
+        return int(uid), int(gid or uid)
+    except ValueError:
+        raise SpecError(f"--user {value!r} is not UID:GID", field="user", hint="for example 1000:100") from None
+
+
+def _client(ref: Any, insecure: bool, username: str | None, password: str | None, settings: Any) -> Any:
+    from registry.client import RegistryClient
+
+    return RegistryClient(ref.registry, insecure=insecure, username=username, password=password,
+                          docker_config=settings.docker_config)
+
+
+@click.command("image")
+@click.argument("lockfile", type=click.Path(path_type=Path))
+@click.option("-p", "--platform", "platforms", multiple=True, help="Image platform (repeatable; default linux-64).")
+@click.option("--base", default="scratch", show_default=True, help="Base image reference, or scratch.")
+@click.option("--env-prefix", help="Where the environment lives in the image (default /opt/env).")
+@click.option("--output", metavar="oci:DIR[:TAG]", help="Write an OCI image layout.")
+@click.option("--push", "push_ref", metavar="REF", help="Push to a registry (REGISTRY/REPO:TAG).")
+@click.option("--load", is_flag=True, help="Load into the Docker/Podman daemon at DOCKER_HOST.")
+@click.option("--tag", "load_tag", default="envyard-env:latest", show_default=True, help="Tag for --load.")
+@click.option("--insecure", is_flag=True, help="Plain HTTP / unverified TLS for the registry.")
+@click.option("--username", envvar="ENVYARD_REGISTRY_USERNAME", help="Registry user (else docker config).")
+@click.option("--password", envvar="ENVYARD_REGISTRY_PASSWORD", help="Registry password or token.")
+@click.option("--user", "user", default="0:0", show_default=True, help="UID:GID owning the files (Nebari: 1000:100).")
+@click.option("--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True)
+@click.option("--max-layers", type=click.IntRange(2, 120), default=50, show_default=True)
+@click.option("--sbom", type=click.Choice(["spdx", "cyclonedx", "none"]), default="spdx", show_default=True)
+@click.option("--name", default=None, help="Image title (default: the lock's environment name).")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def image_command(ctx: click.Context, lockfile: Path, platforms: tuple[str, ...], base: str, env_prefix: str | None,
+                  output: str | None, push_ref: str | None, load: bool, load_tag: str, insecure: bool,
+                  username: str | None, password: str | None, user: str, compression: str, max_layers: int,
+                  sbom: str, name: str | None, json_output: bool) -> None:
+    """Build an OCI image from LOCKFILE without a Docker daemon; write, push and/or load it."""
+    from builder.image import ImageRequest, build_image
+    from builder.oci.image import ImageOptions
+    from builder.oci.layers import LayerBudget
+    from builder.oci.store import BlobStore
+
+    ctx.meta["json_output"] = json_output
+    settings = _settings()
+    layout = _parse_output(output)
+    if layout is None and push_ref is None and not load:
+        raise SpecError("nothing to do with the image", hint="add --output oci:DIR, --push REF and/or --load")
+    lock = _read_lock(lockfile)
+    uid, gid = _uid_gid(user)
+    platforms = platforms or ("linux-64",)
+    options = ImageOptions(env_prefix=env_prefix or settings.env_prefix, uid=uid, gid=gid,
+                           source_date_epoch=_source_date_epoch(), compression=compression,  # type: ignore[arg-type]
+                           budget=LayerBudget(max_layers=max_layers))
+    store = BlobStore(settings.oci_store_dir)
+    reporter = None if json_output else RichReporter()
+    with _terminate_as_interrupt():
+        bases = _pull_bases(base, platforms, store, insecure, username, password, settings)
+        request = ImageRequest(lock, platforms, options, _install_options(settings), bases,
+                               sbom=sbom, name=name or lock.name or lockfile.parent.name or "environment")  # type: ignore[arg-type]
+        result = build_image(request, store, reporter)
+        summary: dict[str, Any] = {"digest": result.image.digest, "platforms": list(platforms),
+                                   "layers": {p: len(b) for p, b in result.layers.items()}}
+        if layout is not None:
+            from builder.oci.layout import write_layout
+
+            write_layout(result.image, store, layout[0], layout[1])
+            summary["output"] = f"oci:{layout[0]}:{layout[1]}"
+        if push_ref is not None:
+            summary["push"] = _push(result.image, store, push_ref, base, insecure, username, password, settings)
+        if load:
+            summary["load"] = _load(result.image, store, platforms, load_tag)
+    if json_output:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"built {result.image.digest}")
+        for key in ("output", "push", "load"):
+            if key in summary:
+                click.echo(f"{key}: {summary[key] if key != 'push' else summary[key]['reference']}")
+
+
+def _pull_bases(base: str, platforms: tuple[str, ...], store: Any, insecure: bool, username: str | None,
+                password: str | None, settings: Any) -> dict[str, Any]:
+    if base == "scratch":
+        return {}
+    from builder.oci.image import BaseImage
+    from builder.oci.model import OCI_PLATFORMS
+    from registry.push import pull_image
+    from registry.reference import parse_reference
+
+    ref = parse_reference(base)
+    client = _client(ref, insecure, username, password, settings)
+    bases = {}
+    for platform in platforms:
+        if platform not in OCI_PLATFORMS:
+            raise ImageError(f"no OCI platform for {platform}", field="platform", hint="use linux-64 or linux-aarch64")
+        manifest, config = pull_image(ref, client, store, OCI_PLATFORMS[platform])
+        pinned = f"{ref.registry}/{ref.repository}@{manifest.descriptor.digest}"
+        bases[platform] = BaseImage(pinned, manifest, config)
+    return bases
+
+
+def _push(image: Any, store: Any, push_ref: str, base: str, insecure: bool, username: str | None,
+          password: str | None, settings: Any) -> dict[str, Any]:
+    from registry.push import push_image
+    from registry.reference import parse_reference
+
+    ref = parse_reference(push_ref)
+    mount_from = []
+    if base != "scratch":
+        base_ref = parse_reference(base)
+        if base_ref.registry == ref.registry:
+            mount_from.append(base_ref.repository)
+    report = push_image(image, store, ref, _client(ref, insecure, username, password, settings),
+                        mount_from=mount_from)
+    return {"reference": report.reference, "digest": report.digest, "uploaded_blobs": report.uploaded_blobs,
+            "uploaded_bytes": report.uploaded_bytes, "existing_blobs": report.existing_blobs,
+            "mounted_blobs": report.mounted_blobs}
+
+
+def _load(image: Any, store: Any, platforms: tuple[str, ...], tag: str) -> list[str]:
+    from builder.install import host_platform
+    from registry.docker_load import load_into_daemon
+
+    chosen = host_platform() if host_platform() in platforms else platforms[0]
+    manifest = image.manifests[list(platforms).index(chosen)]
+    loaded: list[str] = load_into_daemon(manifest, store, [tag], docker_host=os.environ.get("DOCKER_HOST"))
+    return loaded
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(install_command)
+    cli.add_command(pack_command)
+    cli.add_command(image_command)
