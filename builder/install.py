@@ -101,7 +101,7 @@ def scrub_conda_meta(prefix: Path, fetched: Sequence[FetchedPackage]) -> None:
         for key in _MACHINE_KEYS:
             record.pop(key, None)
         if isinstance(record.get("link"), dict):
-            record["link"].pop("source", None)
+            record["link"]["source"] = ""  # conda-pack reads the key; "" means "not in a package cache"
         record_file.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     history = prefix / "conda-meta" / "history"
     lines = ["==> envyard install <==", "# cmd: envyard install"]

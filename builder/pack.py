@@ -40,7 +40,7 @@ ENTRIES=$(cat <<'ENVYARD_ENTRIES'
 ENVYARD_ENTRIES
 )
 for py in "$PREFIX/bin/python" python3 python; do
-    if command -v "$py" >/dev/null 2>&1; then
+    if [ "$("$py" -c "import os, re, sys; print(6 * 7)" 2>/dev/null)" = 42 ]; then
         exec "$py" - "$PREFIX" "$OLD" "$ENTRIES" <<'ENVYARD_PY'
 @RELOCATE@
 

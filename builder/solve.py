@@ -17,6 +17,7 @@ from typing import Literal
 
 import rattler
 from rattler.exceptions import SolverError
+from rattler.platform import Subdir
 
 from builder.errors import ChannelError, MissingVirtualPackageError, SolveError, SpecError
 from builder.model import LockedCondaPackage
@@ -133,7 +134,7 @@ async def solve_platform(request: SolveRequest, gateway: rattler.Gateway) -> tup
             list(request.channels),
             specs,
             gateway=gateway,
-            platforms=[rattler.Platform(request.platform), rattler.Platform("noarch")],
+            platforms=[Subdir(request.platform), Subdir("noarch")],
             virtual_packages=[v.to_rattler() for v in request.virtual_packages],
             exclude_newer=request.exclude_newer,
             strategy=request.strategy,
