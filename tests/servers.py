@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -39,6 +40,64 @@ def moto_s3(log_dir: Path) -> Iterator[str]:
     try:
         wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def docker_registry_executable() -> str | None:
+    """The distribution registry binary (Debian's ``docker-registry``), or None when it is not installed."""
+    found = shutil.which("docker-registry")
+    if found is None and Path("/usr/bin/docker-registry").is_file():
+        found = "/usr/bin/docker-registry"
+    return found
+
+
+@contextmanager
+def docker_registry(tmp_dir: Path, *, htpasswd: Path | None = None) -> Iterator[str]:
+    """A distribution-spec registry on loopback (plain HTTP, filesystem storage); yields ``127.0.0.1:<port>``.
+
+    With ``htpasswd`` (bcrypt lines) every request needs basic auth.
+    """
+    executable = docker_registry_executable()
+    if executable is None:
+        raise RuntimeError("docker-registry not found: apt-get install docker-registry")
+    port = free_port()
+    lines = [
+        "version: 0.1",
+        "log:",
+        "  level: warn",
+        "storage:",
+        "  filesystem:",
+        f"    rootdirectory: {json.dumps(str(tmp_dir / 'storage'))}",
+        "  delete:",
+        "    enabled: true",
+        "http:",
+        f"  addr: 127.0.0.1:{port}",
+    ]
+    if htpasswd is not None:
+        lines += ["auth:", "  htpasswd:", "    realm: envyard-test", f"    path: {json.dumps(str(htpasswd))}"]
+    config = tmp_dir / "registry.yml"
+    config.write_text("\n".join(lines) + "\n")
+    with open(tmp_dir / "registry.log", "wb") as log:
+        process = subprocess.Popen([executable, "serve", str(config)], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 20.0
+        while True:
+            if process.poll() is not None:
+                log_text = (tmp_dir / "registry.log").read_text(errors="replace")
+                raise RuntimeError(f"docker-registry exited with {process.returncode}:\n{log_text}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"docker-registry does not listen on 127.0.0.1:{port} after 20 s")
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
         try:

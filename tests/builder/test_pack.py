@@ -38,7 +38,8 @@ def _unpack(archive: Path, dest: Path) -> Path:
 
 def test_archive_has_conda_pack_layout_and_relocates_with_python(packed_env: Path, tmp_path: Path) -> None:
     archive = pack_prefix(packed_env, tmp_path / "env.tar.gz", packed_prefix=PACKED_PREFIX).archive
-    names = tarfile.open(archive).getnames()
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
     for expected in ("bin/conda-unpack", "bin/activate", "bin/deactivate", "conda-meta/history", "bin/busybox"):
         assert expected in names
     assert not any(n.startswith("/") or ".." in n.split("/") for n in names)
@@ -80,7 +81,8 @@ def test_conda_pack_reads_our_prefix(packed_env: Path, tmp_path: Path) -> None:
     out = tmp_path / "by-conda-pack.tar.gz"
     # conda-pack reads conda-meta records to find every package's files; an unmanaged file would be refused
     conda_pack.pack(prefix=str(packed_env), output=str(out), ignore_missing_files=False, ignore_editable_packages=True)
-    names = set(tarfile.open(out).getnames())
+    with tarfile.open(out) as tar:
+        names = set(tar.getnames())
     assert {"bin/busybox", "share/reloc/prefix.txt", "bin/conda-unpack"} <= names
 
 
