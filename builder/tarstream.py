@@ -91,10 +91,16 @@ def write_tar(
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
             count += 1
+        parents = set(dirs)
         for rel in _merge(dirs, rels):
             full = sources.get(rel) or root / rel
-            st = full.lstat()
             info = _info(_arc(spec, rel), spec)
+            if rel in parents:  # directories are recorded with fixed permissions, present on disk or not
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+                count += 1
+                continue
+            st = full.lstat()
             if stat.S_ISLNK(st.st_mode):
                 info.type, info.linkname, info.mode = tarfile.SYMTYPE, os.readlink(full), 0o777
                 tar.addfile(info)
