@@ -73,7 +73,7 @@ def build_hostile_channel(root: Path) -> Path:
                             timestamp=HOSTILE_TIMESTAMP)
     write_conda_package(channel / "noarch", index_json("benign", "1.0", "0", subdir="noarch", noarch="generic"),
                         [PackageFile("share/benign/README.txt", b"nothing to see\n")], timestamp=HOSTILE_TIMESTAMP)
-    _index(channel)
+    index_channel(channel)
     return channel
 
 
@@ -182,7 +182,7 @@ def _write_tar_zst(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(raw.getvalue())
 
 
-def _index(channel: Path) -> None:
+def index_channel(channel: Path) -> None:
     from rattler.index import index_fs
 
     (channel / "noarch").mkdir(parents=True, exist_ok=True)
