@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,14 @@ def demo_channel_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("channels")
     build_channel([REPO_ROOT / "specs" / "recipes"], root / "demo")
     return root
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``127.0.0.1:<port>`` of Debian's docker-registry (plain HTTP, no auth), for the whole session."""
+    from tests.servers import docker_registry, docker_registry_executable
+
+    if docker_registry_executable() is None:
+        pytest.skip("docker-registry not installed (apt-get install docker-registry)")
+    with docker_registry(tmp_path_factory.mktemp("registry")) as host:
+        yield host

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.servers import stop_process
+
 _CONTAINERS_CONF = """\
 [engine]
 cgroup_manager = "cgroupfs"
@@ -114,11 +116,6 @@ def podman_service(timeout: float = 30.0) -> Iterator[str]:
                 raise TimeoutError(f"{exc}\n{(root / 'podman.log').read_text(errors='replace')}") from None
             yield f"unix://{sock}"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout=15)
     finally:
         shutil.rmtree(root, ignore_errors=True)

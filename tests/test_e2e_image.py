@@ -12,24 +12,14 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.packages import build_e2e_channel
-from tests.servers import docker_registry, docker_registry_executable
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = ("skopeo", "umoci", "runc")
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if docker_registry_executable() is None:
-        pytest.skip("docker-registry not installed")
-    with docker_registry(tmp_path_factory.mktemp("e2e-registry")) as host:
-        yield host
 
 
 def envyard(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -8,14 +8,12 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.locking import lock_spec
 from tests.packages import build_e2e_channel
-from tests.servers import docker_registry, docker_registry_executable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,14 +28,6 @@ def e2e_lock(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cli-image")
     build_e2e_channel(root)
     return lock_spec(root / "lock", root, "e2e", ["e2e-env"])[1]
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if docker_registry_executable() is None:
-        pytest.skip("docker-registry not installed")
-    with docker_registry(tmp_path_factory.mktemp("cli-registry")) as host:
-        yield host
 
 
 def test_readme_main_command_builds_the_demo_image(tmp_path: Path) -> None:
