@@ -102,7 +102,7 @@ def scrub_conda_meta(prefix: Path, fetched: Sequence[FetchedPackage]) -> None:
             record.pop(key, None)
         if isinstance(record.get("link"), dict):
             record["link"]["source"] = ""  # conda-pack reads the key; "" means "not in a package cache"
-        record_file.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        record_file.write_text(json.dumps(record, sort_keys=True) + "\n")  # no indent: the C encoder
     history = prefix / "conda-meta" / "history"
     lines = ["==> envyard install <==", "# cmd: envyard install"]
     lines += [f"+{f.package.channel.rstrip('/')}::{f.package.name}-{f.package.version}-{f.package.build}"
