@@ -135,7 +135,7 @@ def _parse_output(value: str | None) -> tuple[Path, str] | None:
         raise SpecError(f"--output {value!r}: only OCI layouts are written", field="output",
                         hint="write --output oci:DIR or oci:DIR:TAG")
     rest = value[4:]
-    directory, sep, tag = rest.rpartition(":") if ":" in rest else (rest, "", "latest")
+    directory, sep, tag = rest.rpartition(":")
     if not sep or "/" in tag:
         directory, tag = rest, "latest"
     return Path(directory), tag
@@ -200,8 +200,9 @@ def image_command(ctx: click.Context, lockfile: Path, platforms: tuple[str, ...]
     reporter = None if json_output else RichReporter()
     with _terminate_as_interrupt():
         bases = _pull_bases(base, platforms, store, insecure, username, password, settings)
+        title = name or lock.name or lockfile.parent.name or "environment"
         request = ImageRequest(lock, platforms, options, _install_options(settings), bases,
-                               sbom=sbom, name=name or lock.name or lockfile.parent.name or "environment")  # type: ignore[arg-type]
+                               sbom=None if sbom == "none" else sbom, name=title)  # type: ignore[arg-type]
         result = build_image(request, store, reporter)
         summary: dict[str, Any] = {"digest": result.image.digest, "platforms": list(platforms),
                                    "layers": {p: len(b) for p, b in result.layers.items()}}

@@ -156,8 +156,8 @@ def write_conda_package(
     }
     if link is not None:
         info["info/link.json"] = _json(dict(link))
-    pkg_tar = _tar_zst([_tar_member(f, timestamp) for f in entries])
-    info_tar = _tar_zst([_tar_member(PackageFile(path, data), timestamp) for path, data in sorted(info.items())])
+    pkg_tar = tar_zst([_tar_member(f, timestamp) for f in entries])
+    info_tar = tar_zst([_tar_member(PackageFile(path, data), timestamp) for path, data in sorted(info.items())])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{stem}.conda"
@@ -210,7 +210,8 @@ def _tar_member(file: PackageFile, timestamp: int) -> tuple[tarfile.TarInfo, byt
     return member, file.data
 
 
-def _tar_zst(members: Sequence[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+def tar_zst(members: Sequence[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    """A PAX tar of ``members`` compressed with zstd, as the two parts of a ``.conda`` are."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for member, data in members:

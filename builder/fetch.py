@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+import zstandard
+
 from builder.errors import ChannelError, PackageIntegrityError, UnsafePackageError
 from builder.model import LockedCondaPackage
 
@@ -118,8 +120,6 @@ def _members(archive: Path) -> Iterable[tarfile.TarInfo]:
         with tarfile.open(archive, "r|bz2") as tar:
             yield from tar
         return
-    import zstandard
-
     with zipfile.ZipFile(archive) as zf:
         for name in sorted(zf.namelist()):
             if not name.endswith(".tar.zst"):
@@ -147,13 +147,7 @@ def check_archive(archive: Path, package: str) -> None:
                     file=member.name,
                     hint=_UNSAFE_HINT,
                 )
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise PackageIntegrityError(
-            f"package {package}: the archive cannot be read ({exc})", file=archive, hint="re-fetch it"
-        ) from None
-    except Exception as exc:  # zstandard.ZstdError has no stable import path across versions
-        if isinstance(exc, UnsafePackageError):
-            raise
+    except (tarfile.TarError, zipfile.BadZipFile, zstandard.ZstdError, OSError, EOFError) as exc:
         raise PackageIntegrityError(
             f"package {package}: the archive cannot be read ({exc})", file=archive, hint="re-fetch it"
         ) from None

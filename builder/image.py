@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from builder.errors import ImageError
 from builder.install import InstallOptions, install_lock
@@ -23,7 +23,8 @@ from builder.oci.model import ManifestBlob, OciImage, canonical_json
 from builder.oci.store import BlobStore
 from builder.progress import NullReporter, Reporter, Stage
 
-SbomFormat = Literal["spdx", "cyclonedx", "none"]
+if TYPE_CHECKING:
+    from builder.oci.sbom import SbomFormat
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,7 @@ class ImageRequest:
     options: ImageOptions
     install: InstallOptions
     bases: Mapping[str, BaseImage] = field(default_factory=dict)
-    sbom: SbomFormat = "spdx"
+    sbom: SbomFormat | None = "spdx"  # None: no SBOM
     name: str = "environment"
 
 
@@ -95,15 +96,14 @@ def build_image(request: ImageRequest, store: BlobStore, reporter: Reporter | No
             manifests.append(manifest)
             layers[platform] = built
     root = manifests[0] if len(manifests) == 1 else image_index(manifests, request.options)
-    referrers = tuple(_sbom(request, store, root)) if request.sbom != "none" else ()
+    referrers = tuple(_sbom(request, request.sbom, store, root)) if request.sbom else ()
     return ImageResult(OciImage(root, tuple(manifests), referrers), layers)
 
 
-def _sbom(request: ImageRequest, store: BlobStore, root: ManifestBlob) -> list[ManifestBlob]:
+def _sbom(request: ImageRequest, fmt: SbomFormat, store: BlobStore, root: ManifestBlob) -> list[ManifestBlob]:
     from builder.oci.sbom import cyclonedx_document, sbom_referrer, spdx_document
 
     created = datetime.fromtimestamp(request.options.source_date_epoch, UTC)
-    fmt: Literal["spdx", "cyclonedx"] = "cyclonedx" if request.sbom == "cyclonedx" else "spdx"
     referrers = []
     for platform in request.platforms:
         lock = request.lock.platforms[platform]

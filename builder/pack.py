@@ -18,13 +18,12 @@ from __future__ import annotations
 import inspect
 import json
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder import relocate
 from builder.errors import ImageError
-from builder.tarstream import Compression, TarSpec, compressed, write_tar
+from builder.tarstream import Compression, TarSpec, compressed, tree_entries, write_tar
 
 #: The prefix lock-built archives are installed for (long, so binary files can be relocated anywhere shorter).
 PACKED_PREFIX = "/opt/envyard-packed-env" + "/_placehold" * 16
@@ -122,13 +121,6 @@ def unpack_script(packed_prefix: str, entries: list[tuple[str, str]]) -> str:
             .replace("@RELOCATE@", source.strip()))
 
 
-def prefix_files(prefix: Path) -> Iterator[str]:
-    """Every file, symlink and empty directory of ``prefix``, relative, in no particular order."""
-    for path in prefix.rglob("*"):
-        if path.is_symlink() or path.is_file() or (path.is_dir() and not any(path.iterdir())):
-            yield path.relative_to(prefix).as_posix()
-
-
 def compression_for(output: Path) -> Compression:
     name = output.name
     if name.endswith((".tar.gz", ".tgz")):
@@ -156,7 +148,7 @@ def pack_prefix(prefix: Path, output: Path, *, packed_prefix: str, mtime: int = 
             (extra / "bin" / name).write_text(text)
             (extra / "bin" / name).chmod(0o755 if name == "conda-unpack" else 0o644)
         extra_files = {f"bin/{name}": extra / "bin" / name for name in ("conda-unpack", "activate", "deactivate")}
-        files = sorted(set(prefix_files(prefix)) - set(extra_files))
+        files = sorted(set(tree_entries(prefix)) - set(extra_files))
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(output.name + ".partial")
         try:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
+from builder.oci.store import HashingSink
+
 Compression = Literal["gzip", "zstd", "none"]
 
 
@@ -39,6 +41,20 @@ class TarSpec:
     uid: int = 0
     gid: int = 0
     include_root_dirs: bool = True
+
+
+def tree_entries(root: Path) -> Iterator[str]:
+    """Every file, symlink and empty directory below ``root``, relative, in no particular order.
+
+    Symlinks to directories are entries, never followed.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        base = "" if rel_dir == "." else rel_dir + "/"
+        yield from (base + d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
+        yield from (base + f for f in filenames)
+        if not dirnames and not filenames and base:
+            yield rel_dir
 
 
 def _sort_key(path: str) -> tuple[str, ...]:
@@ -77,8 +93,8 @@ def write_tar(
     ``sources`` maps some of those paths to another file on disk to read them from.
     """
     sources = sources or {}
-    rels = sorted(set(paths) | set(sources), key=_sort_key)
-    dirs = ancestors(rels)
+    rels = set(paths) | set(sources)
+    parents = set(ancestors(rels))
     if spec.include_root_dirs and spec.arc_root:
         root_parts = PurePosixPath(spec.arc_root).parts
         root_dirs = ["/".join(root_parts[: i + 1]) for i in range(len(root_parts))]
@@ -91,8 +107,7 @@ def write_tar(
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
             count += 1
-        parents = set(dirs)
-        for rel in _merge(dirs, rels):
+        for rel in sorted(parents | rels, key=_sort_key):
             full = sources.get(rel) or root / rel
             info = _info(_arc(spec, rel), spec)
             if rel in parents:  # directories are recorded with fixed permissions, present on disk or not
@@ -118,45 +133,17 @@ def write_tar(
     return count
 
 
-def _merge(dirs: list[str], rels: list[str]) -> Iterator[str]:
-    """Directories and entries in one sorted stream, each path once."""
-    yield from sorted(set(dirs) | set(rels), key=_sort_key)
-
-
-class _CountingHash:
-    """Hashes the uncompressed stream (the layer's diff_id) before it reaches the compressor."""
-
-    def __init__(self, inner: IO[bytes]) -> None:
-        import hashlib
-
-        self.inner = inner
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.hash.update(data)
-        self.size += len(data)
-        return self.inner.write(data)
-
-    def flush(self) -> None:
-        self.inner.flush()
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.hash.hexdigest()
-
-
 @contextmanager
-def compressed(sink: IO[bytes], compression: Compression, level: int | None = None) -> Iterator[_CountingHash]:
+def compressed(sink: IO[bytes], compression: Compression, level: int | None = None) -> Iterator[HashingSink]:
     """A writer that hashes what it is given, compresses it without timestamps and writes to ``sink``."""
     if compression == "gzip":
         with gzip.GzipFile(filename="", fileobj=sink, mode="wb", compresslevel=level or 6, mtime=0) as gz:
-            yield _CountingHash(gz)  # type: ignore[arg-type]
+            yield HashingSink(gz)  # type: ignore[arg-type]
     elif compression == "zstd":
         import zstandard
 
         compressor = zstandard.ZstdCompressor(level=level or 3, write_content_size=False)
         with compressor.stream_writer(sink, closefd=False) as zw:
-            yield _CountingHash(zw)
+            yield HashingSink(zw)
     else:
-        yield _CountingHash(sink)
+        yield HashingSink(sink)

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from builder.condapkg import ZSTD_LEVEL, PackageFile, index_json, write_conda_package
+from builder.condapkg import PackageFile, index_json, tar_zst, write_conda_package
 
 REPO = Path(__file__).resolve().parents[1]
 E2E_RECIPES = REPO / "tests" / "fixtures" / "recipes" / "e2e.yaml"
@@ -110,8 +110,8 @@ def tamper(archive: Path, path: str | None = None) -> None:
             rewritten = (json.dumps(paths, indent=2, sort_keys=True) + "\n").encode()
             member.size = len(rewritten)
             info_members[i] = (member, rewritten)
-    blobs[f"pkg-{stem}.tar.zst"] = _write_tar_zst(pkg_members)
-    blobs[f"info-{stem}.tar.zst"] = _write_tar_zst(info_members)
+    blobs[f"pkg-{stem}.tar.zst"] = tar_zst(pkg_members)
+    blobs[f"info-{stem}.tar.zst"] = tar_zst(info_members)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
         for info, _ in entries:
@@ -172,14 +172,6 @@ def _read_tar_zst(blob: bytes) -> list[tuple[tarfile.TarInfo, bytes | None]]:
             data = tar.extractfile(member) if member.isfile() else None
             members.append((member, data.read() if data is not None else None))
         return members
-
-
-def _write_tar_zst(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for member, data in members:
-            tar.addfile(member, io.BytesIO(data) if data is not None else None)
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(raw.getvalue())
 
 
 def index_channel(channel: Path) -> None:

@@ -31,6 +31,7 @@ from builder.oci.model import (
     OCI_PLATFORMS,
     Descriptor,
     ManifestBlob,
+    canonical_json,
 )
 from builder.oci.store import BlobStore
 from builder.tarstream import Compression, TarSpec, compressed, write_tar
@@ -190,8 +191,6 @@ def _annotations(options: ImageOptions, base: BaseImage | None) -> dict[str, str
 
 def _config(platform: str, options: ImageOptions, built: Sequence[BuiltLayer], base: BaseImage | None,
             shell: str | None) -> bytes:
-    from builder.oci.model import canonical_json
-
     base_config: Mapping[str, Any] = base.config if base is not None else {}
     inherited = dict(base_config.get("config") or {})
     env = [e for e in inherited.get("Env") or [] if not e.startswith(("PATH=", "CONDA_PREFIX="))]

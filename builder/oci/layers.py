@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.tarstream import tree_entries
+
 
 @dataclass(frozen=True, slots=True)
 class PackageUnit:
@@ -88,16 +90,18 @@ def read_units(prefix: Path) -> tuple[list[PackageUnit], list[str]]:
         data = record_file.read_bytes()
         record = json.loads(data)
         files = tuple(sorted(set(record.get("files", [])) | {f"conda-meta/{record_file.name}"}))
-        size = sum((prefix / f).lstat().st_size for f in files if (prefix / f).exists() or (prefix / f).is_symlink())
+        size = sum(_lsize(prefix / f) for f in files)
         units.append(PackageUnit(record["name"], record_file.stem, files, size, hashlib.sha256(data).hexdigest()))
         owned.update(files)
-    unowned = []
-    for path in prefix.rglob("*"):
-        rel = path.relative_to(prefix).as_posix()
-        is_dir = path.is_dir() and not path.is_symlink()
-        if rel not in owned and (not is_dir or not any(path.iterdir())):
-            unowned.append(rel)
+    unowned = [rel for rel in tree_entries(prefix) if rel not in owned]
     return units, sorted(unowned)
+
+
+def _lsize(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except FileNotFoundError:  # recorded but removed (clobbered); nothing to pack
+        return 0
 
 
 def plan_layers(units: Sequence[PackageUnit], unowned: Sequence[str], budget: LayerBudget) -> list[PlannedLayer]:

@@ -1,7 +1,6 @@
 """OCI image layout directories (``oci:DIR``): what skopeo, umoci and crane read.
 
 >>> import tempfile
->>> from builder.oci.model import MEDIA_TYPE_CONFIG
 >>> out = Path(tempfile.mkdtemp())
 >>> read_layout_index(out)
 []
@@ -10,7 +9,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +70,3 @@ def _copy_blob(store: BlobStore, target: BlobStore, descriptor: Descriptor) -> N
         raise ImageError(f"blob {descriptor.digest} ({descriptor.media_type}) is missing from the build store",
                          file=store.root, hint="the build cache was changed during the build; build again")
     store.link_into(target, descriptor.digest)
-
-
-def blobs_of(manifests: Iterable[ManifestBlob]) -> list[Descriptor]:
-    """Every non-manifest blob the manifests reference, each once, in order."""
-    seen: dict[str, Descriptor] = {}
-    for manifest in manifests:
-        for child in manifest.children():
-            if not manifest.is_index:
-                seen.setdefault(child.digest, child)
-    return list(seen.values())
