@@ -189,3 +189,82 @@ class RegistryError(EnvyardError):
     title = "Registry request failed"
     status = 502
     exit_code = 5
+
+
+class NotFoundError(EnvyardError):
+    """A namespace, environment, build or artifact that does not exist (or is not visible to the caller)."""
+
+    code = "not-found"
+    title = "Not found"
+    status = 404
+    exit_code = 6
+
+
+class ConflictError(EnvyardError):
+    """A request that contradicts the current state (a name taken, a build already finished)."""
+
+    code = "conflict"
+    title = "Conflict with the current state"
+    status = 409
+    exit_code = 7
+
+
+class LeaseLostError(ConflictError):
+    """A worker acting on a build whose lease it no longer holds (expired, or the build was requeued)."""
+
+    code = "lease-lost"
+    title = "Build lease lost"
+
+
+class AuthenticationError(EnvyardError):
+    """No token, or a token the server does not know."""
+
+    code = "unauthenticated"
+    title = "Authentication required"
+    status = 401
+    exit_code = 8
+
+
+class PermissionDeniedError(EnvyardError):
+    """A known token whose role does not allow the action."""
+
+    code = "forbidden"
+    title = "Permission denied"
+    status = 403
+    exit_code = 8
+
+
+class StorageError(EnvyardError):
+    """The artifact store cannot be reached or refused an operation."""
+
+    code = "storage-unavailable"
+    title = "Artifact store unavailable"
+    status = 503
+    exit_code = 9
+
+
+class ArtifactIntegrityError(EnvyardError):
+    """Uploaded bytes whose sha256 or size differ from what the uploader declared; nothing was stored."""
+
+    code = "artifact-integrity"
+    title = "Artifact does not match its digest"
+    status = 422
+    exit_code = 3
+
+
+class ServiceError(EnvyardError):
+    """The envyard server cannot be reached, or answered something that is not problem details."""
+
+    code = "service-unavailable"
+    title = "envyard server unavailable"
+    status = 503
+    exit_code = 9
+
+
+class BuildTimeoutError(EnvyardError):
+    """A build that ran past the time limit an admin set."""
+
+    code = "build-timeout"
+    title = "Build exceeded its time limit"
+    status = 504
+    exit_code = 4

@@ -1,0 +1,71 @@
+"""The FastAPI application: routers, the problem-details error pipeline, and the reaper."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.auth import TokenCache, ensure_admin_token
+from api.db import make_engine, migrate
+from api.deps import lease_policy
+from api.problems import install_problem_handlers
+from api.routers import builds, catalog, health, jobs, tokens
+from api.services.jobs import reap
+from api.settings import ServiceSettings
+from api.storage import open_artifact_store
+
+log = logging.getLogger("envyard.api")
+
+
+def _reaper(app: FastAPI, stop: threading.Event) -> None:
+    """Requeue lost builds and fail overdue ones even when no worker is asking for work."""
+    from sqlmodel import Session
+
+    settings: ServiceSettings = app.state.settings
+    interval = max(0.2, min(settings.lease_seconds / 3, 5.0))
+    while not stop.wait(interval):
+        try:
+            with Session(app.state.engine) as session:
+                reap(session, lease_policy(settings))
+        except Exception:  # noqa: BLE001 - the reaper must outlive a database hiccup
+            log.exception("reaper pass failed")
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    """An app for ``settings``: migrates the database, opens the store, ensures an admin token file."""
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_artifact_store(
+        settings.resolved_storage_url, s3_endpoint=settings.s3_endpoint_url, s3_access_key=settings.s3_access_key,
+        s3_secret_key=settings.s3_secret_key, s3_region=settings.s3_region, spool_dir=settings.data_dir / "spool",
+    )
+    admin_token = ensure_admin_token(engine, settings.admin_token_file)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = threading.Thread(target=_reaper, args=(app, stop), name="envyard-reaper", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+            engine.dispose()
+
+    app = FastAPI(title="envyard", version="0.1.0", lifespan=lifespan,
+                  description="Environment builder and reproducibility service.")
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.store = store
+    app.state.token_cache = TokenCache()
+    app.state.admin_token = admin_token
+    install_problem_handlers(app)
+    for module in (health, catalog, builds, jobs, tokens):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,1 @@
+"""Thin routers: validate, authorize through api.auth.authorize, call one service function."""

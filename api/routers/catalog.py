@@ -1,0 +1,146 @@
+"""/api/v1/namespaces and /api/v1/environments."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlmodel import Session
+
+from api.auth import Action, Principal, authorize
+from api.deps import get_session
+from api.models import Build, Environment
+from api.schemas import (
+    BuildRead,
+    BuildSubmit,
+    EnvironmentCreate,
+    EnvironmentRead,
+    EnvironmentUpdate,
+    NamespaceCreate,
+    NamespaceRead,
+    Page,
+    SetCurrent,
+)
+from api.services import builds, catalog
+
+router = APIRouter(prefix="/api/v1", tags=["environments"])
+READ = Depends(authorize(Action.READ))
+WRITE = Depends(authorize(Action.WRITE))
+
+
+@router.post("/namespaces", status_code=201)
+def create_namespace(body: NamespaceCreate, session: Session = Depends(get_session),
+                     _: Principal = WRITE) -> NamespaceRead:
+    namespace = catalog.create_namespace(session, body.name, body.description)
+    session.commit()
+    return NamespaceRead(name=namespace.name, description=namespace.description, created_at=namespace.created_at)
+
+
+@router.get("/namespaces")
+def list_namespaces(session: Session = Depends(get_session), _: Principal = READ) -> list[NamespaceRead]:
+    return [NamespaceRead(name=n.name, description=n.description, created_at=n.created_at, environments=count)
+            for n, count in catalog.list_namespaces(session)]
+
+
+@router.get("/namespaces/{namespace}")
+def get_namespace(namespace: str, session: Session = Depends(get_session), _: Principal = READ) -> NamespaceRead:
+    found = catalog.get_namespace(session, namespace)
+    return NamespaceRead(name=found.name, description=found.description, created_at=found.created_at)
+
+
+@router.delete("/namespaces/{namespace}", status_code=204)
+def delete_namespace(namespace: str, session: Session = Depends(get_session), _: Principal = WRITE) -> Response:
+    catalog.delete_namespace(session, namespace)
+    session.commit()
+    return Response(status_code=204)
+
+
+def _environment_view(session: Session, request: Request, environment: Environment, namespace: str,
+                      current: Build | None) -> EnvironmentRead:
+    view = builds.to_read(session, [current], request.url.netloc)[0] if current is not None else None
+    return EnvironmentRead(namespace=namespace, name=environment.name, description=environment.description,
+                           current_build=view, created_at=environment.created_at, updated_at=environment.updated_at)
+
+
+@router.post("/environments", status_code=201)
+def create_environment(body: EnvironmentCreate, request: Request, response: Response,
+                       session: Session = Depends(get_session), principal: Principal = WRITE) -> BuildRead:
+    """Create the environment (and namespace) if needed and submit a build of the spec."""
+    submitted = builds.submit_build(
+        session, body.namespace, body.name, spec_text=body.spec, filename=body.filename, platforms=body.platforms,
+        options=body.options, relock=body.relock, create=True, description=body.description,
+        requested_by=principal.name,
+    )
+    session.commit()
+    if submitted.reused:
+        response.status_code = 200
+    return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
+
+
+@router.get("/environments")
+def list_environments(
+    request: Request,
+    namespace: str | None = None,
+    name: str | None = Query(default=None, description="Environments whose name contains this."),
+    package: str | None = Query(default=None, description="Whose current build contains this package."),
+    package_version: str | None = Query(default=None, description="... at this exact version."),
+    cursor: str | None = None,
+    limit: int = Query(default=50, ge=1, le=500),
+    session: Session = Depends(get_session),
+    _: Principal = READ,
+) -> Page[EnvironmentRead]:
+    rows, next_cursor = catalog.list_environments(session, namespace=namespace, name=name, package=package,
+                                                  package_version=package_version, cursor=cursor, limit=limit)
+    current = [b for _, _, b in rows if b is not None]
+    views = {v.id: v for v in builds.to_read(session, current, request.url.netloc)}
+    items = [EnvironmentRead(namespace=ns, name=e.name, description=e.description,
+                             current_build=views.get(b.id) if b is not None and b.id is not None else None,
+                             created_at=e.created_at, updated_at=e.updated_at) for e, ns, b in rows]
+    return Page[EnvironmentRead](items=items, next_cursor=next_cursor)
+
+
+@router.get("/environments/{namespace}/{name}")
+def get_environment(namespace: str, name: str, request: Request, session: Session = Depends(get_session),
+                    _: Principal = READ) -> EnvironmentRead:
+    environment = catalog.get_environment(session, namespace, name)
+    current = session.get(Build, environment.current_build_id) if environment.current_build_id else None
+    return _environment_view(session, request, environment, namespace, current)
+
+
+@router.patch("/environments/{namespace}/{name}")
+def update_environment(namespace: str, name: str, body: EnvironmentUpdate, request: Request,
+                       session: Session = Depends(get_session), _: Principal = WRITE) -> EnvironmentRead:
+    environment = catalog.get_environment(session, namespace, name)
+    if body.description is not None:
+        environment.description = body.description
+        catalog.touch(environment)
+    session.commit()
+    current = session.get(Build, environment.current_build_id) if environment.current_build_id else None
+    return _environment_view(session, request, environment, namespace, current)
+
+
+@router.delete("/environments/{namespace}/{name}", status_code=204)
+def delete_environment(namespace: str, name: str, session: Session = Depends(get_session),
+                       _: Principal = WRITE) -> Response:
+    catalog.delete_environment(session, namespace, name)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.post("/environments/{namespace}/{name}/builds", status_code=201)
+def submit_build(namespace: str, name: str, body: BuildSubmit, request: Request, response: Response,
+                 session: Session = Depends(get_session), principal: Principal = WRITE) -> BuildRead:
+    submitted = builds.submit_build(session, namespace, name, spec_text=body.spec, filename=body.filename,
+                                    platforms=body.platforms, options=body.options, relock=body.relock,
+                                    requested_by=principal.name)
+    session.commit()
+    if submitted.reused:
+        response.status_code = 200
+    return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
+
+
+@router.put("/environments/{namespace}/{name}/current")
+def set_current(namespace: str, name: str, body: SetCurrent, request: Request,
+                session: Session = Depends(get_session), _: Principal = WRITE) -> EnvironmentRead:
+    """Point the environment at one of its completed builds (rollback)."""
+    environment = builds.set_current(session, namespace, name, body.build_id)
+    session.commit()
+    return _environment_view(session, request, environment, namespace, session.get(Build, body.build_id))

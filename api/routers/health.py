@@ -1,0 +1,30 @@
+"""Liveness and readiness: the only routes served without a token."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy import text
+
+from api.problems import problem_response
+from builder.errors import EnvyardError, ServiceError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+def readyz(request: Request) -> dict[str, str] | object:
+    try:
+        with request.app.state.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        request.app.state.store.stat("0" * 64)
+    except EnvyardError as exc:
+        return problem_response(exc.to_problem(request.url.path), 503)
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        error = ServiceError(f"not ready: {type(exc).__name__}: {exc}", hint="check the database and storage")
+        return problem_response(error.to_problem(request.url.path), 503)
+    return {"status": "ready"}

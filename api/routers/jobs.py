@@ -1,0 +1,192 @@
+"""/api/v1/jobs: the worker protocol (claim, heartbeat, stage, logs, uploads, complete, fail, canceled).
+
+A worker needs only a token with the ``worker`` role and this HTTP protocol: no database credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import Action, Principal, authorize
+from api.deps import get_policy, get_session, get_store
+from api.models import Build, BuildStatus, Environment, Namespace, Spec
+from api.schemas import (
+    BuildOptions,
+    BuildRead,
+    ClaimRequest,
+    CompleteRequest,
+    FailRequest,
+    HeartbeatReply,
+    Job,
+    LeaseRef,
+    StageUpdate,
+    UploadFinish,
+    UploadRequest,
+    UploadTicket,
+)
+from api.services import builds, jobs, logs
+from api.services.jobs import LeasePolicy
+from api.storage import ArtifactStore
+from builder.errors import NotFoundError
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["worker protocol"])
+WORK = Depends(authorize(Action.WORK))
+CLAIM_POLL_SECONDS = 0.25
+UPLOAD_BATCH = 1024 * 1024
+
+
+def _job(session: Session, build: Build, policy: LeasePolicy, heartbeat_seconds: float) -> Job:
+    spec = session.get(Spec, build.spec_id)
+    environment = session.get(Environment, build.environment_id)
+    assert spec is not None and environment is not None and build.id is not None and build.lease_id is not None
+    namespace = session.get(Namespace, environment.namespace_id)
+    assert namespace is not None and build.started_at is not None
+    return Job(build_id=build.id, lease_id=build.lease_id, lease_seconds=policy.lease_seconds,
+               heartbeat_seconds=heartbeat_seconds, attempt=build.attempt, spec_text=spec.content,
+               spec_filename=spec.filename, platforms=build.platforms, options=BuildOptions(**build.options),
+               image_name=f"{namespace.name}/{environment.name}:build-{build.id}",
+               deadline=build.started_at + timedelta(seconds=policy.time_limit_seconds))
+
+
+@router.post("/claim", response_model=None, responses={200: {"model": Job}, 204: {"description": "nothing queued"}})
+async def claim(body: ClaimRequest, request: Request, policy: LeasePolicy = Depends(get_policy),
+                _: Principal = WORK) -> Job | Response:
+    """The oldest queued build this worker can run, leased to it; 204 when none came within wait_seconds."""
+    engine = request.app.state.engine
+    heartbeat_seconds = request.app.state.settings.heartbeat_seconds
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + body.wait_seconds
+
+    def attempt() -> Job | None:
+        with Session(engine, expire_on_commit=False) as session:
+            jobs.reap(session, policy)
+            build = jobs.claim_build(session, body.worker, body.platforms, policy)
+            if build is None:
+                return None
+            logs.append_log(session, build.id or 0,
+                            f"envyard: attempt {build.attempt} claimed by worker {body.worker}\n")
+            session.commit()
+            return _job(session, build, policy, heartbeat_seconds)
+
+    while True:
+        job = await run_in_threadpool(attempt)
+        if job is not None:
+            return job
+        if loop.time() >= deadline or await request.is_disconnected():
+            return Response(status_code=204)
+        await asyncio.sleep(CLAIM_POLL_SECONDS)
+
+
+@router.post("/{build_id}/heartbeat")
+def heartbeat(build_id: int, body: LeaseRef, session: Session = Depends(get_session),
+              policy: LeasePolicy = Depends(get_policy), _: Principal = WORK) -> HeartbeatReply:
+    build = jobs.heartbeat(session, build_id, body.lease_id, policy)
+    assert build.lease_expires_at is not None
+    return HeartbeatReply(cancel_requested=build.cancel_requested, lease_expires_at=build.lease_expires_at)
+
+
+@router.post("/{build_id}/stage")
+def stage(build_id: int, body: StageUpdate, request: Request, session: Session = Depends(get_session),
+          _: Principal = WORK) -> BuildRead:
+    build = jobs.set_stage(session, build_id, body.lease_id, BuildStatus(body.stage))
+    return builds.to_read(session, [build], request.url.netloc)[0]
+
+
+@router.post("/{build_id}/logs", status_code=204)
+async def append_logs(build_id: int, request: Request, lease_id: str = Query(),
+                      _: Principal = WORK) -> Response:
+    """Append the request body (UTF-8 lines) to the build's log."""
+    text = (await request.body()).decode("utf-8", errors="replace")
+    engine = request.app.state.engine
+
+    def append() -> None:
+        with Session(engine) as session:
+            jobs.leased_build(session, build_id, lease_id)
+            logs.append_log(session, build_id, text)
+            session.commit()
+
+    await run_in_threadpool(append)
+    return Response(status_code=204)
+
+
+@router.put("/{build_id}/blobs/{digest}", status_code=201)
+async def upload_blob(build_id: int, digest: str, request: Request, lease_id: str = Query(),
+                      size: int = Query(ge=0), _: Principal = WORK) -> dict[str, object]:
+    """Stream a blob into the store; it is published only if its bytes hash to ``digest``."""
+    algorithm, _sep, expected = digest.partition(":")
+    if algorithm != "sha256" or len(expected) != 64:
+        raise NotFoundError(f"'{digest}' is not a sha256 digest", field="digest", hint="use sha256:<64 hex digits>")
+    engine, store = request.app.state.engine, request.app.state.store
+
+    def check_lease() -> None:
+        with Session(engine) as session:
+            jobs.leased_build(session, build_id, lease_id)
+
+    await run_in_threadpool(check_lease)
+    if store.stat(expected) == size:
+        return {"digest": digest, "size": size, "present": True}
+    writer = store.writer()
+    pending = bytearray()
+    try:
+        async for chunk in request.stream():
+            pending += chunk
+            if len(pending) >= UPLOAD_BATCH:
+                await run_in_threadpool(writer.write, bytes(pending))
+                pending.clear()
+        if pending:
+            await run_in_threadpool(writer.write, bytes(pending))
+        stored = await run_in_threadpool(writer.commit, expected, size)
+    except BaseException:
+        await run_in_threadpool(writer.abort)
+        raise
+    return {"digest": stored.digest, "size": stored.size, "present": False}
+
+
+@router.post("/{build_id}/uploads")
+def start_upload(build_id: int, body: UploadRequest, session: Session = Depends(get_session),
+                 store: ArtifactStore = Depends(get_store), _: Principal = WORK) -> UploadTicket:
+    """Whether the blob is stored already, and otherwise a presigned URL to PUT it to (S3 stores only)."""
+    jobs.leased_build(session, build_id, body.lease_id)
+    if store.stat(body.sha256) == body.size:
+        return UploadTicket(present=True)
+    ticket = store.presigned_upload(3600)
+    if ticket is None:
+        return UploadTicket(present=False)
+    return UploadTicket(present=False, upload_id=ticket.upload_id, url=ticket.url)
+
+
+@router.post("/{build_id}/uploads/finish", status_code=201)
+def finish_upload(build_id: int, body: UploadFinish, session: Session = Depends(get_session),
+                  store: ArtifactStore = Depends(get_store), _: Principal = WORK) -> dict[str, object]:
+    """Adopt a presigned upload after checking its sha256 and size."""
+    jobs.leased_build(session, build_id, body.lease_id)
+    stored = store.finish_upload(body.upload_id, body.sha256, body.size)
+    return {"digest": stored.digest, "size": stored.size}
+
+
+@router.post("/{build_id}/complete")
+def complete(build_id: int, body: CompleteRequest, request: Request, session: Session = Depends(get_session),
+             store: ArtifactStore = Depends(get_store), _: Principal = WORK) -> BuildRead:
+    build = jobs.complete_build(session, build_id, body.lease_id, store, body.artifacts, body.packages,
+                                body.image_digest, body.lock_sha256)
+    return builds.to_read(session, [build], request.url.netloc)[0]
+
+
+@router.post("/{build_id}/fail")
+def fail(build_id: int, body: FailRequest, request: Request, session: Session = Depends(get_session),
+         _: Principal = WORK) -> BuildRead:
+    build = jobs.fail_build(session, build_id, body.lease_id, code=body.code, stage=body.stage,
+                            message=body.message, hint=body.hint)
+    return builds.to_read(session, [build], request.url.netloc)[0]
+
+
+@router.post("/{build_id}/canceled")
+def canceled(build_id: int, body: LeaseRef, request: Request, session: Session = Depends(get_session),
+             _: Principal = WORK) -> BuildRead:
+    build = jobs.confirm_canceled(session, build_id, body.lease_id)
+    return builds.to_read(session, [build], request.url.netloc)[0]

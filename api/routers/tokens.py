@@ -1,0 +1,41 @@
+"""/api/v1/tokens and /api/v1/whoami."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from sqlmodel import Session
+
+from api.auth import Action, Principal, authorize, create_token
+from api.deps import get_session
+from api.models import ApiToken, Role
+from api.schemas import TokenCreate, TokenCreated
+from builder.errors import NotFoundError
+
+router = APIRouter(prefix="/api/v1", tags=["tokens"])
+
+
+@router.get("/whoami")
+def whoami(principal: Principal = Depends(authorize(Action.READ))) -> dict[str, object]:
+    return {"name": principal.name, "role": principal.role, "token_id": principal.token_id}
+
+
+@router.post("/tokens", status_code=201)
+def new_token(body: TokenCreate, session: Session = Depends(get_session),
+              _: Principal = Depends(authorize(Action.ADMIN))) -> TokenCreated:
+    """A new token; its text is shown only in this reply."""
+    token = create_token(session, body.name, Role(body.role))
+    row = session.query(ApiToken).filter(ApiToken.name == body.name).order_by(ApiToken.id.desc()).first()  # type: ignore[union-attr]
+    session.commit()
+    assert row is not None and row.id is not None
+    return TokenCreated(id=row.id, name=row.name, role=row.role, token=token)
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+def revoke_token(token_id: int, request: Request, session: Session = Depends(get_session),
+                 _: Principal = Depends(authorize(Action.ADMIN))) -> None:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFoundError(f"token {token_id} does not exist")
+    row.revoked = True
+    session.commit()
+    request.app.state.token_cache.clear()

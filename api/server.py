@@ -1,0 +1,43 @@
+"""``envyard serve``: the API on uvicorn, with in-process workers that use the same HTTP protocol."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from api.app import create_app
+from api.settings import ServiceSettings
+from worker.runner import WorkerOptions, run_worker
+
+log = logging.getLogger("envyard.serve")
+
+
+def serve(settings: ServiceSettings, host: str, port: int, workers: int, worker_platforms: list[str] | None,
+          log_level: str = "info") -> None:
+    """Serve until SIGINT/SIGTERM; in-process workers stop with the server (their leases then expire)."""
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    stop = threading.Event()
+    threads = []
+    if workers > 0:
+        client_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        options = WorkerOptions(
+            api_url=f"http://{client_host}:{port}", token=app.state.admin_token,
+            name=f"embedded@{socket.gethostname()}", work_dir=Path(settings.data_dir).absolute() / "work",
+            settings=settings, platforms=worker_platforms, concurrency=workers, wait_seconds=5.0,
+        )
+        threads.append(threading.Thread(target=run_worker, args=(options, stop), name="envyard-workers"))
+    for thread in threads:
+        thread.start()
+    try:
+        server.run()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)

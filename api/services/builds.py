@@ -1,0 +1,222 @@
+"""Builds as users see them: submit (reusing an identical spec's build), read, list, cancel, rebuild,
+set-current (rollback) and diff."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from api.models import Build, BuildPackage, BuildStatus, Environment, Namespace, Spec, utcnow
+from api.schemas import BuildDiff, BuildError, BuildOptions, BuildRead, PackageChange
+from api.services import catalog
+from api.services.specs import resolve_platforms
+from api.services.pagination import clamp_limit, decode_cursor, encode_cursor
+from builder.errors import ConflictError, NotFoundError
+
+REUSABLE = tuple(s.value for s in BuildStatus if s not in (BuildStatus.FAILED, BuildStatus.CANCELED))
+TIMESTAMPS = ("created_at", "queued_at", "solving_at", "installing_at", "imaging_at", "pushing_at",
+              "started_at", "finished_at")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedBuild:
+    build: Build
+    reused: bool
+
+
+def spec_digest(filename: str, text: str) -> str:
+    return hashlib.sha256(filename.encode() + b"\0" + text.encode()).hexdigest()
+
+
+def store_spec(session: Session, filename: str, text: str) -> Spec:
+    """The spec row for this text, stored once by content hash."""
+    return catalog.get_or_create(session, Spec, sha256=spec_digest(filename, text), filename=filename, content=text)
+
+
+def submit_build(
+    session: Session,
+    namespace: str,
+    name: str,
+    *,
+    spec_text: str,
+    filename: str,
+    platforms: Sequence[str],
+    options: BuildOptions,
+    relock: bool = False,
+    create: bool = False,
+    description: str = "",
+    requested_by: str | None = None,
+) -> SubmittedBuild:
+    """Queue a build of ``spec_text``, or return the environment's build of the identical spec."""
+    wanted_platforms = resolve_platforms(filename, spec_text, platforms)
+    if create:
+        ns = catalog.ensure_namespace(session, namespace)
+        assert ns.id is not None
+        environment = catalog.get_or_create(session, Environment, namespace_id=ns.id, name=name)
+        if description and not environment.description:
+            environment.description = description
+    else:
+        environment = catalog.get_environment(session, namespace, name)
+    spec = store_spec(session, filename, spec_text)
+    wanted_options = options.model_dump()
+    if not relock:
+        for existing in session.exec(
+            select(Build)
+            .where(Build.environment_id == environment.id, Build.spec_id == spec.id, col(Build.status).in_(REUSABLE))
+            .order_by(col(Build.id).desc())
+        ).all():
+            if existing.platforms == wanted_platforms and existing.options == wanted_options:
+                return SubmittedBuild(existing, reused=True)
+    assert environment.id is not None and spec.id is not None
+    now = utcnow()
+    build = Build(environment_id=environment.id, spec_id=spec.id, platforms=wanted_platforms, options=wanted_options,
+                  queued_at=now, created_at=now, requested_by=requested_by)
+    session.add(build)
+    catalog.touch(environment)
+    session.flush()
+    return SubmittedBuild(build, reused=False)
+
+
+def get_build(session: Session, build_id: int) -> Build:
+    build = session.get(Build, build_id)
+    if build is None:
+        raise NotFoundError(f"build {build_id} does not exist", hint="list builds with GET /api/v1/builds")
+    return build
+
+
+def rebuild(session: Session, build_id: int, requested_by: str | None = None) -> Build:
+    """A new build of the same spec, platforms and options (a fresh solve)."""
+    old = get_build(session, build_id)
+    now = utcnow()
+    build = Build(environment_id=old.environment_id, spec_id=old.spec_id, platforms=list(old.platforms),
+                  options=dict(old.options), queued_at=now, created_at=now, requested_by=requested_by)
+    session.add(build)
+    session.flush()
+    return build
+
+
+def cancel_build(session: Session, build_id: int) -> Build:
+    """Cancel now if queued; ask the worker to stop if running (it confirms within a heartbeat)."""
+    build = get_build(session, build_id)
+    if BuildStatus(build.status).terminal:
+        raise ConflictError(f"build {build_id} already {build.status}", hint="only queued or running builds cancel")
+    now = utcnow()
+    done = session.execute(
+        update(Build)
+        .where(col(Build.id) == build_id, col(Build.status) == BuildStatus.QUEUED)
+        .values(status=BuildStatus.CANCELED, finished_at=now, cancel_requested=True)
+    )
+    if done.rowcount == 0:  # type: ignore[attr-defined]
+        session.execute(update(Build).where(col(Build.id) == build_id).values(cancel_requested=True))
+    session.flush()
+    session.refresh(build)
+    return build
+
+
+def set_current(session: Session, namespace: str, name: str, build_id: int) -> Environment:
+    environment = catalog.get_environment(session, namespace, name)
+    build = get_build(session, build_id)
+    if build.environment_id != environment.id:
+        raise ConflictError(f"build {build_id} belongs to another environment", field="build_id",
+                            hint=f"list this environment's builds: GET /api/v1/builds?environment={namespace}/{name}")
+    if build.status != BuildStatus.COMPLETED:
+        raise ConflictError(f"build {build_id} is {build.status}, not completed", field="build_id",
+                            hint="only a completed build can be current")
+    environment.current_build_id = build.id
+    catalog.touch(environment)
+    session.flush()
+    return environment
+
+
+def list_builds(
+    session: Session,
+    *,
+    environment: str | None = None,
+    status: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[Sequence[Build], str | None]:
+    """Builds newest first (cursor pages by descending id)."""
+    limit = clamp_limit(limit)
+    query = select(Build)
+    after = decode_cursor(cursor)
+    if after:
+        query = query.where(col(Build.id) < after)
+    if environment:
+        namespace, _, name = environment.partition("/")
+        query = query.where(Build.environment_id == catalog.get_environment(session, namespace, name).id)
+    if status:
+        query = query.where(Build.status == status)
+    rows = session.exec(query.order_by(col(Build.id).desc()).limit(limit + 1)).all()
+    next_cursor = encode_cursor(rows[limit - 1].id or 0) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def diff_builds(session: Session, old_id: int, new_id: int) -> BuildDiff:
+    """Packages added, removed and changed between two completed builds, per platform."""
+    def packages(build_id: int) -> dict[tuple[str, str, str], str]:
+        build = get_build(session, build_id)
+        if build.status != BuildStatus.COMPLETED:
+            raise ConflictError(f"build {build_id} is {build.status}", hint="diff needs two completed builds")
+        rows = session.exec(select(BuildPackage).where(BuildPackage.build_id == build_id)).all()
+        return {(r.platform, r.manager, r.name): f"{r.version} {r.build}".strip() for r in rows}
+
+    old, new = packages(old_id), packages(new_id)
+
+    def change(key: tuple[str, str, str]) -> PackageChange:
+        return PackageChange(platform=key[0], manager=key[1], name=key[2], old=old.get(key), new=new.get(key))
+
+    return BuildDiff(
+        old_build=old_id,
+        new_build=new_id,
+        added=[change(k) for k in sorted(new.keys() - old.keys())],
+        removed=[change(k) for k in sorted(old.keys() - new.keys())],
+        changed=[change(k) for k in sorted(old.keys() & new.keys()) if old[k] != new[k]],
+    )
+
+
+def environment_names(session: Session, environment_ids: set[int]) -> dict[int, tuple[str, str, int | None]]:
+    """environment id -> (namespace, name, current build id)."""
+    if not environment_ids:
+        return {}
+    rows = session.exec(
+        select(Environment.id, Namespace.name, Environment.name, Environment.current_build_id)
+        .join(Namespace, Namespace.id == Environment.namespace_id)
+        .where(col(Environment.id).in_(environment_ids))
+    ).all()
+    return {row[0]: (row[1], row[2], row[3]) for row in rows if row[0] is not None}
+
+
+def spec_digests(session: Session, spec_ids: set[int]) -> dict[int, str]:
+    rows = session.exec(select(Spec.id, Spec.sha256).where(col(Spec.id).in_(spec_ids))).all()
+    return {row[0]: row[1] for row in rows if row[0] is not None}
+
+
+def to_read(session: Session, builds: Sequence[Build], registry_host: str | None = None,
+            reused: bool = False) -> list[BuildRead]:
+    """API views of ``builds`` (two queries, whatever their number)."""
+    names = environment_names(session, {b.environment_id for b in builds})
+    specs = spec_digests(session, {b.spec_id for b in builds})
+    views = []
+    for build in builds:
+        namespace, name, current = names[build.environment_id]
+        error = None
+        if build.error_code:
+            error = BuildError(code=build.error_code, stage=build.error_stage, message=build.error_message or "",
+                               hint=build.error_hint)
+        reference = None
+        if build.image_digest and registry_host:
+            reference = f"{registry_host}/{namespace}/{name}@{build.image_digest}"
+        views.append(BuildRead(
+            id=build.id or 0, environment=f"{namespace}/{name}", status=build.status, platforms=build.platforms,
+            options=build.options, attempt=build.attempt, spec_sha256=specs[build.spec_id],
+            current=current == build.id, reused=reused, cancel_requested=build.cancel_requested, error=error,
+            timestamps={key: getattr(build, key) for key in TIMESTAMPS}, image_digest=build.image_digest,
+            image_reference=reference, lock_sha256=build.lock_sha256, package_count=build.package_count,
+            log_lines=build.log_lines, worker=build.lease_owner,
+        ))
+    return views

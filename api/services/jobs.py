@@ -1,0 +1,254 @@
+"""The worker side of builds: claim with a lease, heartbeat, stage transitions, completion, failure,
+and the reaper that requeues builds whose worker vanished and fails builds past their time limit.
+
+Every write that depends on a lease is a conditional UPDATE (``WHERE lease_id = ...``), so two
+workers, or a worker and the reaper, can never both win: the same code is correct on SQLite and
+PostgreSQL without row locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from api.models import RUNNING, STAGE_ORDER, Build, BuildArtifact, BuildPackage, BuildStatus, Environment, utcnow
+from api.schemas import ArtifactEntry, PackageEntry
+from api.services.logs import append_log
+from api.storage import ArtifactStore
+from builder.errors import ConflictError, LeaseLostError, NotFoundError
+
+log = logging.getLogger("envyard.jobs")
+RUNNING_VALUES = tuple(s.value for s in RUNNING)
+CANDIDATES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class LeasePolicy:
+    lease_seconds: float
+    time_limit_seconds: float
+    max_attempts: int
+    backoff_seconds: float
+
+
+def _changed(result: Any) -> bool:
+    return bool(result.rowcount)
+
+
+def claim_build(session: Session, worker: str, platforms: Sequence[str] | None, policy: LeasePolicy) -> Build | None:
+    """Take the oldest queued build this worker can run, or None. Safe against concurrent claimers."""
+    now = utcnow()
+    candidates = session.exec(
+        select(Build)
+        .where(Build.status == BuildStatus.QUEUED, col(Build.lease_id).is_(None))
+        .where((col(Build.not_before).is_(None)) | (col(Build.not_before) <= now))
+        .order_by(col(Build.id))
+        .limit(CANDIDATES)
+    ).all()
+    allowed = set(platforms) if platforms else None
+    for build in candidates:
+        if allowed is not None and not set(build.platforms or ["noarch"]) <= allowed | {"noarch"}:
+            continue
+        lease_id = secrets.token_hex(16)
+        won = session.execute(
+            update(Build)
+            .where(col(Build.id) == build.id, col(Build.status) == BuildStatus.QUEUED, col(Build.lease_id).is_(None))
+            .values(
+                status=BuildStatus.SOLVING, lease_id=lease_id, lease_owner=worker, attempt=Build.attempt + 1,
+                lease_expires_at=now + timedelta(seconds=policy.lease_seconds), solving_at=now, started_at=now,
+                not_before=None,
+            )
+        )
+        session.commit()
+        if _changed(won):
+            session.refresh(build)
+            return build
+    return None
+
+
+def leased_build(session: Session, build_id: int, lease_id: str) -> Build:
+    """The build, if ``lease_id`` still holds it; LeaseLostError otherwise."""
+    build = session.get(Build, build_id)
+    if build is None:
+        raise NotFoundError(f"build {build_id} does not exist")
+    if build.lease_id != lease_id or build.status not in RUNNING_VALUES:
+        raise LeaseLostError(
+            f"build {build_id} is no longer leased to this worker (now {build.status})",
+            hint="the lease expired or the build was canceled; drop this build",
+        )
+    return build
+
+
+def heartbeat(session: Session, build_id: int, lease_id: str, policy: LeasePolicy) -> Build:
+    """Extend the lease; the reply tells the worker whether a cancel was asked for."""
+    expires = utcnow() + timedelta(seconds=policy.lease_seconds)
+    done = session.execute(
+        update(Build)
+        .where(col(Build.id) == build_id, col(Build.lease_id) == lease_id, col(Build.status).in_(RUNNING_VALUES))
+        .values(lease_expires_at=expires)
+    )
+    if not _changed(done):
+        leased_build(session, build_id, lease_id)  # raises the precise error
+    session.commit()
+    return leased_build(session, build_id, lease_id)
+
+
+def set_stage(session: Session, build_id: int, lease_id: str, stage: BuildStatus) -> Build:
+    build = leased_build(session, build_id, lease_id)
+    current = BuildStatus(build.status)
+    if STAGE_ORDER.index(stage) < STAGE_ORDER.index(current):
+        raise ConflictError(f"build {build_id} is already {current}; it cannot go back to {stage}")
+    if stage != current:
+        session.execute(
+            update(Build)
+            .where(col(Build.id) == build_id, col(Build.lease_id) == lease_id)
+            .values({"status": stage, f"{stage.value}_at": utcnow()})
+        )
+    session.commit()
+    session.refresh(build)
+    return build
+
+
+def complete_build(
+    session: Session,
+    build_id: int,
+    lease_id: str,
+    store: ArtifactStore,
+    artifacts: Sequence[ArtifactEntry],
+    packages: Sequence[PackageEntry],
+    image_digest: str | None,
+    lock_sha256: str | None,
+) -> Build:
+    """Publish a build: every artifact must be in the store at its size; then one transaction makes the
+    artifacts visible, records the packages, marks it completed and makes it the environment's current build."""
+    leased_build(session, build_id, lease_id)
+    missing = [a.name for a in artifacts if store.stat(a.sha256) != a.size]
+    if missing:
+        raise ConflictError(
+            f"build {build_id}: {len(missing)} artifacts are not stored at their declared size: {missing[:5]}",
+            hint="upload them (PUT /api/v1/jobs/{id}/blobs/sha256:...) before completing",
+        )
+    names = [a.name for a in artifacts]
+    if len(set(names)) != len(names):
+        raise ConflictError(f"build {build_id}: artifact names repeat", hint="give each artifact its own name")
+    now = utcnow()
+    done = session.execute(
+        update(Build)
+        .where(col(Build.id) == build_id, col(Build.lease_id) == lease_id, col(Build.status).in_(RUNNING_VALUES))
+        .values(status=BuildStatus.COMPLETED, finished_at=now, lease_id=None, lease_expires_at=None,
+                image_digest=image_digest, lock_sha256=lock_sha256,
+                package_count=len({(p.name, p.manager) for p in packages}))
+    )
+    if not _changed(done):
+        session.rollback()
+        leased_build(session, build_id, lease_id)
+    session.add_all(BuildArtifact(build_id=build_id, **a.model_dump()) for a in artifacts)
+    session.add_all(BuildPackage(build_id=build_id, **p.model_dump()) for p in packages)
+    build = session.get(Build, build_id)
+    assert build is not None
+    environment = session.get(Environment, build.environment_id)
+    assert environment is not None
+    environment.current_build_id = build_id
+    environment.updated_at = now
+    session.commit()
+    session.refresh(build)
+    return build
+
+
+def finish_unsuccessfully(
+    session: Session, build_id: int, lease_id: str | None, status: BuildStatus, *, code: str | None = None,
+    stage: str | None = None, message: str | None = None, hint: str | None = None,
+) -> bool:
+    """Mark a running build failed or canceled (conditional on its lease, when given)."""
+    query = update(Build).where(col(Build.id) == build_id, col(Build.status).in_(RUNNING_VALUES))
+    if lease_id is not None:
+        query = query.where(col(Build.lease_id) == lease_id)
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "lease_id": None, "lease_expires_at": None}
+    if status == BuildStatus.FAILED:
+        values.update(error_code=code, error_stage=stage, error_message=message, error_hint=hint)
+    done = session.execute(query.values(values))
+    session.commit()
+    return _changed(done)
+
+
+def fail_build(session: Session, build_id: int, lease_id: str, *, code: str, stage: str | None, message: str,
+               hint: str | None) -> Build:
+    build = leased_build(session, build_id, lease_id)
+    stage = stage or build.status
+    if not finish_unsuccessfully(session, build_id, lease_id, BuildStatus.FAILED, code=code, stage=stage,
+                                 message=message, hint=hint):
+        leased_build(session, build_id, lease_id)
+    session.refresh(build)
+    return build
+
+
+def confirm_canceled(session: Session, build_id: int, lease_id: str) -> Build:
+    build = leased_build(session, build_id, lease_id)
+    finish_unsuccessfully(session, build_id, lease_id, BuildStatus.CANCELED)
+    session.refresh(build)
+    return build
+
+
+def reap(session: Session, policy: LeasePolicy, now: datetime | None = None) -> int:
+    """Requeue (with backoff) or fail builds whose lease expired; fail builds past the time limit."""
+    now = now or utcnow()
+    touched = 0
+    expired = session.exec(
+        select(Build).where(col(Build.status).in_(RUNNING_VALUES), col(Build.lease_expires_at) < now)
+    ).all()
+    for build in expired:
+        touched += _requeue_or_fail(session, build, policy, now)
+    limit = now - timedelta(seconds=policy.time_limit_seconds)
+    overdue = session.exec(
+        select(Build).where(col(Build.status).in_(RUNNING_VALUES), col(Build.started_at) < limit)
+    ).all()
+    for build in overdue:
+        minutes = policy.time_limit_seconds / 60
+        if finish_unsuccessfully(
+            session, build.id or 0, build.lease_id, BuildStatus.FAILED, code="build-timeout", stage=build.status,
+            message=f"the build ran longer than the time limit of {minutes:g} minutes and was stopped",
+            hint="ask an admin to raise ENVYARD_BUILD_TIME_LIMIT_SECONDS, or split the environment",
+        ):
+            append_log(session, build.id or 0, f"envyard: time limit of {minutes:g} minutes reached; build failed\n")
+            session.commit()
+            touched += 1
+    return touched
+
+
+def _requeue_or_fail(session: Session, build: Build, policy: LeasePolicy, now: datetime) -> int:
+    build_id, lease_id = build.id or 0, build.lease_id
+    where = update(Build).where(col(Build.id) == build_id, col(Build.lease_id) == lease_id,
+                                col(Build.status).in_(RUNNING_VALUES))
+    if build.cancel_requested:
+        done = session.execute(where.values(status=BuildStatus.CANCELED, finished_at=now, lease_id=None,
+                                            lease_expires_at=None))
+        note = f"envyard: worker {build.lease_owner} stopped responding; the build was canceled as asked\n"
+    elif build.attempt >= policy.max_attempts:
+        done = session.execute(where.values(
+            status=BuildStatus.FAILED, finished_at=now, lease_id=None, lease_expires_at=None, error_code="worker-lost",
+            error_stage=build.status,
+            error_message=f"the worker stopped responding during {build.status}, {build.attempt} times",
+            error_hint="check the workers' logs and resources (memory, disk), then rebuild",
+        ))
+        note = f"envyard: worker {build.lease_owner} stopped responding; attempt {build.attempt} was the last\n"
+    else:
+        delay = policy.backoff_seconds * 2 ** max(build.attempt - 1, 0)
+        done = session.execute(where.values(
+            status=BuildStatus.QUEUED, lease_id=None, lease_owner=None, lease_expires_at=None, queued_at=now,
+            not_before=now + timedelta(seconds=delay),
+        ))
+        note = (f"envyard: worker {build.lease_owner} stopped responding during {build.status}; requeued "
+                f"(attempt {build.attempt} of {policy.max_attempts}, retry in {delay:g} s)\n")
+    if _changed(done):
+        append_log(session, build_id, note)
+        session.commit()
+        log.warning(note.strip())
+        return 1
+    session.commit()
+    return 0
