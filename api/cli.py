@@ -10,11 +10,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
-from builder.errors import EnvyardError
+from builder.errors import AuthenticationError, EnvyardError
+
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 class DefaultGroup(click.Group):
@@ -60,17 +66,65 @@ class EnvyardCLI(click.Group):
             sys.exit(70)
 
 
+@dataclass
+class ServerOptions:
+    """The root options a command that talks to a server uses (``ctx.obj``); the token is resolved lazily."""
+
+    api_url: str = DEFAULT_API_URL
+    token: str | None = None
+    data_dir: Path | None = None
+
+    def token_files(self) -> list[Path]:
+        """Admin-token files of a local server, in the order they are tried (none for a remote server)."""
+        if urlsplit(self.api_url).hostname not in LOOPBACK_HOSTS:
+            return []
+        env_dir = os.environ.get("ENVYARD_DATA_DIR")
+        dirs = [self.data_dir] if self.data_dir is not None else [*([Path(env_dir)] if env_dir else []),
+                                                                  Path("envyard-data")]
+        return [d / "admin-token" for d in dirs]
+
+    def resolve_token(self) -> str:
+        """``--token``/``ENVYARD_TOKEN``, else a local server's ``<data-dir>/admin-token``."""
+        if self.token:
+            return self.token
+        for path in self.token_files():
+            if path.is_file() and (token := path.read_text().strip()):
+                return token
+        tried = ", ".join(str(p) for p in self.token_files()) or "none (the server is not on this host)"
+        raise AuthenticationError(
+            f"no API token for {self.api_url}",
+            hint="pass --token T, or set ENVYARD_TOKEN, or (for a local server) --data-dir DIR holding the "
+                 f"server's admin-token file; admin-token files tried: {tried}",
+        )
+
+
 @click.group(cls=EnvyardCLI, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="envyard")
-def cli() -> None:
+@click.option("--api", "api_url", envvar="ENVYARD_API_URL", default=DEFAULT_API_URL, show_default=True,
+              metavar="URL", help="The envyard server [ENVYARD_API_URL].")
+@click.option("--token", envvar="ENVYARD_TOKEN", metavar="T",
+              help="API token [ENVYARD_TOKEN; for a local server: <data-dir>/admin-token].")
+@click.option("--data-dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="A local server's data directory, for its admin-token [ENVYARD_DATA_DIR, ./envyard-data].")
+@click.pass_context
+def cli(ctx: click.Context, api_url: str, token: str | None, data_dir: Path | None) -> None:
     """envyard: solve, lock and build conda environments reproducibly."""
+    ctx.obj = ServerOptions(api_url=api_url.rstrip("/"), token=token or None, data_dir=data_dir)
+    given = {name: ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+             for name in ("api_url", "token", "data_dir")}
+    ctx.default_map = {  # root options given on the command line also reach ``serve`` and ``worker``
+        "serve": {"data_dir": data_dir} if given["data_dir"] else {},
+        "worker": {key: value for key, value in (("api_url", api_url), ("token", token)) if given[key]},
+    }
 
 
 def _register() -> None:
-    from api import cli_image, cli_lock
+    from api import cli_client, cli_image, cli_lock, cli_service
 
     cli_lock.register(cli)
     cli_image.register(cli)
+    cli_service.register(cli)
+    cli_client.register(cli)
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ def worker_command(api_url: str | None, token: str | None, platforms: tuple[str,
     """Claim builds from an envyard server and run them until SIGTERM/SIGINT."""
     import os
 
-    from worker.runner import WorkerOptions, run_worker
+    from worker.runner import WorkerOptions, parse_pauses, run_worker
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _service_settings()
@@ -67,7 +67,8 @@ def worker_command(api_url: str | None, token: str | None, platforms: tuple[str,
                            hint="pass --api URL --token T (or set ENVYARD_API_URL and ENVYARD_TOKEN)")
     options = WorkerOptions(api_url=api_url, token=token, name=name or f"worker@{socket.gethostname()}-{os.getpid()}",
                             work_dir=(work_dir or settings.cache_dir / "work").absolute(), settings=settings,
-                            platforms=list(platforms) or None, concurrency=concurrency)
+                            platforms=list(platforms) or None, concurrency=concurrency,
+                            pause_at=parse_pauses(os.environ.get("ENVYARD_TEST_STAGE_DELAY")))
     stop = threading.Event()
 
     def handle(signum: int, frame: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ import uvicorn
 
 from api.app import create_app
 from api.settings import ServiceSettings
-from worker.runner import WorkerOptions, run_worker
+from worker.runner import WorkerOptions, parse_pauses, run_worker
 
 log = logging.getLogger("envyard.serve")
 
@@ -31,6 +32,7 @@ def serve(settings: ServiceSettings, host: str, port: int, workers: int, worker_
             api_url=f"http://{client_host}:{port}", token=app.state.admin_token,
             name=f"embedded@{socket.gethostname()}", work_dir=Path(settings.data_dir).absolute() / "work",
             settings=settings, platforms=worker_platforms, concurrency=workers, wait_seconds=5.0,
+            pause_at=parse_pauses(os.environ.get("ENVYARD_TEST_STAGE_DELAY")),
         )
         threads.append(threading.Thread(target=run_worker, args=(options, stop), name="envyard-workers"))
     for thread in threads:

@@ -7,6 +7,7 @@ the worker dies (SIGKILL included); the lease then expires and another worker ta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -41,6 +42,16 @@ class WorkerOptions:
     wait_seconds: float = 10.0
     kill_grace_seconds: float = 5.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    pause_at: dict[str, float] = field(default_factory=dict)  # stage -> seconds held there (tests of cancel)
+
+
+def parse_pauses(text: str | None) -> dict[str, float]:
+    """``solving=30,pushing=5`` -> {stage: seconds}: hold builds in a stage (ENVYARD_TEST_STAGE_DELAY)."""
+    pauses = {}
+    for item in filter(None, (text or "").split(",")):
+        stage, _, seconds = item.partition("=")
+        pauses[stage.strip()] = float(seconds)
+    return pauses
 
 
 def child_environment(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
@@ -95,6 +106,7 @@ class BuildRunner:
         self.finished = threading.Event()
         self.error: dict[str, Any] | None = None
         self.stage = "solving"
+        self.child: subprocess.Popen[bytes] | None = None
         self._log_lock = threading.Lock()
         self._log_buffer: list[str] = []
         self._log_size = 0
@@ -148,11 +160,29 @@ class BuildRunner:
                     event = json.loads(raw)
                 except ValueError:
                     continue
-                if event.get("event") == "stage" and event.get("stage") != self.stage:
-                    self.stage = event["stage"]
-                    self._call(self.client.stage, self.build_id, self.lease_id, self.stage)
+                if event.get("event") == "stage":
+                    if event.get("stage") != self.stage:
+                        self.stage = event["stage"]
+                        self._call(self.client.stage, self.build_id, self.lease_id, self.stage)
+                    self._hold(self.stage)
                 elif event.get("event") == "error":
                     self.error = event
+
+    def _hold(self, stage: str) -> None:
+        """Keep the build in ``stage`` for the configured pause (the child is stopped meanwhile)."""
+        seconds = self.options.pause_at.get(stage)
+        if not seconds:
+            return
+        child = self.child
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (self.cancel.is_set() or self.lost.is_set()):
+            time.sleep(0.05)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGCONT)
 
     # --- the build --------------------------------------------------------------------------------------
 
@@ -187,13 +217,18 @@ class BuildRunner:
         shutil.rmtree(self.job_dir, ignore_errors=True)
         self.job_dir.mkdir(parents=True)
         (self.job_dir / "job.json").write_text(json.dumps(self._job_json()))
+        tmp = self.job_dir / "tmp"
+        tmp.mkdir()
         read_fd, write_fd = os.pipe()
         child = subprocess.Popen(
-            [sys.executable, "-m", "worker.job", str(self.job_dir), "--events-fd", str(write_fd)],
+            [sys.executable, "-m", "worker.job", str(self.job_dir), "--events-fd", str(write_fd),
+             "--exit-with-stdin"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
-            start_new_session=True, env=child_environment(self.options.settings, self.options.extra_env),
+            start_new_session=True,
+            env={**child_environment(self.options.settings, self.options.extra_env), "TMPDIR": str(tmp)},
         )
         os.close(write_fd)
+        self.child = child
         readers = [threading.Thread(target=self._pump, args=(child.stdout,), daemon=True),
                    threading.Thread(target=self._events, args=(read_fd,), daemon=True)]
         for reader in readers:
@@ -217,6 +252,7 @@ class BuildRunner:
         for sig, wait in ((signal.SIGTERM, self.options.kill_grace_seconds), (signal.SIGKILL, 10.0)):
             try:
                 os.killpg(child.pid, sig)
+                os.killpg(child.pid, signal.SIGCONT)  # a stopped group must run to act on SIGTERM
             except ProcessLookupError:
                 return
             try:
@@ -247,6 +283,7 @@ class BuildRunner:
             return
         self.stage = "pushing"
         self._call(self.client.stage, self.build_id, self.lease_id, "pushing")
+        self._hold("pushing")
         manifest = json.loads((self.job_dir / "out" / "manifest.json").read_text())
         sent: set[str] = set()
         uploaded = 0

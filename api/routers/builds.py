@@ -137,7 +137,7 @@ def _stream(store: ArtifactStore, artifact: BuildArtifact, disposition: str, pre
     return StreamingResponse(chunks, media_type=artifact.media_type, headers=headers)
 
 
-@router.get("/builds/{build_id}/artifacts/{name}", name="download_artifact", response_class=Response)
+@router.get("/builds/{build_id}/artifacts/{name:path}", name="download_artifact", response_class=Response)
 def download_artifact(build_id: int, name: str, presigned: bool = False, session: Session = Depends(get_session),
                       store: ArtifactStore = Depends(get_store), _: Principal = READ) -> Response:
     """The artifact's bytes (``?presigned=true``: a redirect to the object store, where it has one)."""

@@ -3,36 +3,38 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from api.auth import Action, Principal, authorize, create_token
+from api.auth import Action, Principal, authorize, create_token, hash_token
 from api.deps import get_session
 from api.models import ApiToken, Role
 from api.schemas import TokenCreate, TokenCreated
 from builder.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1", tags=["tokens"])
+READ = Depends(authorize(Action.READ))
+ADMIN = Depends(authorize(Action.ADMIN))
 
 
 @router.get("/whoami")
-def whoami(principal: Principal = Depends(authorize(Action.READ))) -> dict[str, object]:
+def whoami(principal: Principal = READ) -> dict[str, object]:
     return {"name": principal.name, "role": principal.role, "token_id": principal.token_id}
 
 
 @router.post("/tokens", status_code=201)
 def new_token(body: TokenCreate, session: Session = Depends(get_session),
-              _: Principal = Depends(authorize(Action.ADMIN))) -> TokenCreated:
+              _: Principal = ADMIN) -> TokenCreated:
     """A new token; its text is shown only in this reply."""
     token = create_token(session, body.name, Role(body.role))
-    row = session.query(ApiToken).filter(ApiToken.name == body.name).order_by(ApiToken.id.desc()).first()  # type: ignore[union-attr]
+    row = session.exec(select(ApiToken).where(ApiToken.token_sha256 == hash_token(token))).one()
     session.commit()
-    assert row is not None and row.id is not None
+    assert row.id is not None
     return TokenCreated(id=row.id, name=row.name, role=row.role, token=token)
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
 def revoke_token(token_id: int, request: Request, session: Session = Depends(get_session),
-                 _: Principal = Depends(authorize(Action.ADMIN))) -> None:
+                 _: Principal = ADMIN) -> None:
     row = session.get(ApiToken, token_id)
     if row is None:
         raise NotFoundError(f"token {token_id} does not exist")

@@ -13,8 +13,8 @@ from sqlmodel import Session, col, select
 from api.models import Build, BuildPackage, BuildStatus, Environment, Namespace, Spec, utcnow
 from api.schemas import BuildDiff, BuildError, BuildOptions, BuildRead, PackageChange
 from api.services import catalog
-from api.services.specs import resolve_platforms
 from api.services.pagination import clamp_limit, decode_cursor, encode_cursor
+from api.services.specs import resolve_platforms
 from builder.errors import ConflictError, NotFoundError
 
 REUSABLE = tuple(s.value for s in BuildStatus if s not in (BuildStatus.FAILED, BuildStatus.CANCELED))
