@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,9 @@ class EnvyardCLI(click.Group):
             sys.exit(70)
 
 
+TOKEN_FILE_WAIT_SECONDS = 30.0
+
+
 @dataclass
 class ServerOptions:
     """The root options a command that talks to a server uses (``ctx.obj``); the token is resolved lazily."""
@@ -87,9 +91,15 @@ class ServerOptions:
         """``--token``/``ENVYARD_TOKEN``, else a local server's ``<data-dir>/admin-token``."""
         if self.token:
             return self.token
-        for path in self.token_files():
-            if path.is_file() and (token := path.read_text().strip()):
-                return token
+        # A local server started just before this command creates its token file at startup: wait for it.
+        deadline = time.monotonic() + (TOKEN_FILE_WAIT_SECONDS if self.data_dir is not None else 0)
+        while True:
+            for path in self.token_files():
+                if path.is_file() and (token := path.read_text().strip()):
+                    return token
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
         tried = ", ".join(str(p) for p in self.token_files()) or "none (the server is not on this host)"
         raise AuthenticationError(
             f"no API token for {self.api_url}",

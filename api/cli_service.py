@@ -14,6 +14,11 @@ import click
 from builder.errors import ServiceError
 
 
+def _quiet_libraries() -> None:
+    for name in ("httpx", "httpcore", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _service_settings(**overrides: Any) -> Any:
     from api.settings import ServiceSettings
 
@@ -37,6 +42,7 @@ def serve_command(host: str, port: int, data_dir: Path | None, database_url: str
     from api.server import serve
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
     settings = _service_settings(data_dir=data_dir, database_url=database_url, storage_url=storage_url)
     click.echo(f"envyard serving on http://{host}:{port} (data: {settings.data_dir.absolute()}, "
                f"admin token in {settings.admin_token_file.absolute()})", err=True)
@@ -59,6 +65,7 @@ def worker_command(api_url: str | None, token: str | None, platforms: tuple[str,
     from worker.runner import WorkerOptions, parse_pauses, run_worker
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
     settings = _service_settings()
     api_url = api_url or settings.api_url
     token = token or settings.token

@@ -53,14 +53,17 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        try:
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
             command.upgrade(config, revision)
-        except OperationalError as exc:
-            raise ServiceError(
-                f"database migration failed: {exc.orig}", hint="check the database URL and that it is writable"
-            ) from None
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0]
+        raise ServiceError(
+            f"database migration failed: {reason}",
+            hint=f"check the database URL ({engine.url.render_as_string(hide_password=True)}) and that it is "
+            "reachable and writable",
+        ) from None
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -22,7 +22,7 @@ def serve(settings: ServiceSettings, host: str, port: int, workers: int, worker_
     """Serve until SIGINT/SIGTERM; in-process workers stop with the server (their leases then expire)."""
     app = create_app(settings)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     stop = threading.Event()
     threads = []
@@ -31,7 +31,7 @@ def serve(settings: ServiceSettings, host: str, port: int, workers: int, worker_
         options = WorkerOptions(
             api_url=f"http://{client_host}:{port}", token=app.state.admin_token,
             name=f"embedded@{socket.gethostname()}", work_dir=Path(settings.data_dir).absolute() / "work",
-            settings=settings, platforms=worker_platforms, concurrency=workers, wait_seconds=5.0,
+            settings=settings, platforms=worker_platforms, concurrency=workers, wait_seconds=2.0,
             pause_at=parse_pauses(os.environ.get("ENVYARD_TEST_STAGE_DELAY")),
         )
         threads.append(threading.Thread(target=run_worker, args=(options, stop), name="envyard-workers"))

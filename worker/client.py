@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,8 +46,10 @@ def error_from_problem(response: httpx.Response) -> EnvyardError:
 class ApiClient:
     """HTTP calls to an envyard server with a bearer token, retried through outages."""
 
-    def __init__(self, api_url: str, token: str, *, retry_seconds: float = 120.0, timeout: float = 60.0) -> None:
+    def __init__(self, api_url: str, token: str, *, retry_seconds: float = 120.0, timeout: float = 60.0,
+                 stop: threading.Event | None = None) -> None:
         self.api_url = api_url.rstrip("/")
+        self.stop = stop or threading.Event()
         self.retry_seconds = retry_seconds
         self.http = httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {token}"},
                                  timeout=httpx.Timeout(timeout, connect=5.0))
@@ -69,7 +72,7 @@ class ApiClient:
                 failure = f"HTTP {response.status_code}"
             except httpx.TransportError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() + delay > deadline or self.stop.is_set():
                 raise ServiceError(f"{method} {self.api_url}{path} failed: {failure}",
                                    hint="check that the envyard server is running and reachable from the worker")
             log.warning("%s %s failed (%s); retrying in %.1f s", method, path, failure, delay)

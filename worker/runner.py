@@ -69,7 +69,7 @@ def child_environment(settings: Settings, extra: dict[str, str]) -> dict[str, st
 
 def run_worker(options: WorkerOptions, stop: threading.Event) -> None:
     """Run ``options.concurrency`` claim loops until ``stop`` is set."""
-    client = ApiClient(options.api_url, options.token)
+    client = ApiClient(options.api_url, options.token, stop=stop)
     slots = [threading.Thread(target=_claim_loop, args=(client, options, stop, slot), name=f"envyard-slot-{slot}")
              for slot in range(options.concurrency)]
     for thread in slots:

@@ -23,6 +23,7 @@ router = APIRouter(prefix="/api/v1", tags=["builds"])
 READ = Depends(authorize(Action.READ))
 WRITE = Depends(authorize(Action.WRITE))
 POLL_SECONDS = 0.3
+KEEPALIVE_SECONDS = 10.0
 
 
 @router.get("/builds")
@@ -92,8 +93,15 @@ async def _log_events(engine: object, build_id: int, after: int, request: Reques
             return chunks, build.status if build else BuildStatus.FAILED
 
     last_status = ""
+    quiet_since = asyncio.get_running_loop().time()
     while True:
         chunks, status = await run_in_threadpool(poll, after)
+        now = asyncio.get_running_loop().time()
+        if chunks:
+            quiet_since = now
+        elif now - quiet_since >= KEEPALIVE_SECONDS:
+            quiet_since = now
+            yield ": keepalive\n\n"  # a comment: keeps proxies and clients from timing out a queued build
         for chunk_id, text in chunks:
             after = chunk_id
             data = "\n".join(f"data: {line}" for line in text.rstrip("\n").split("\n"))

@@ -16,6 +16,7 @@ def append_log(session: Session, build_id: int, text: str) -> None:
     """Append ``text`` (one or more lines) to the build's log; the caller commits."""
     if not text:
         return
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # progress bars' carriage returns become lines
     session.add(LogChunk(build_id=build_id, text=text))
     session.execute(
         update(Build)

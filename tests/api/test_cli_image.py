@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +14,7 @@ import pytest
 
 from tests.locking import lock_spec
 from tests.packages import build_e2e_channel
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,18 +31,23 @@ def e2e_lock(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return lock_spec(root / "lock", root, "e2e", ["e2e-env"])[1]
 
 
-def test_readme_main_command_builds_the_demo_image(tmp_path: Path) -> None:
+def test_readme_main_command_builds_the_demo_on_the_embedded_service(tmp_path: Path) -> None:
+    """README line 1: embedded server (SQLite, local store, in-process worker), one build followed to the end."""
     readme = (REPO / "README.md").read_text()
     line = next(x for x in readme.splitlines() if x.startswith("pip install -e . && "))
-    command = line.removeprefix("pip install -e . && ").replace("specs/", f"{REPO}/specs/")
+    port = str(free_port())
+    command = (line.removeprefix("pip install -e . && ").replace("specs/", f"{REPO}/specs/")
+               .replace("envyard serve ", f"envyard serve --port {port} ")
+               .replace("envyard --data-dir", f"envyard --api http://127.0.0.1:{port} --data-dir"))
     env = {**os.environ, "ENVYARD_CACHE_DIR": str(tmp_path / "cache"), "PWD": str(tmp_path)}
-    result = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "demo-lock/conda-lock.yml").is_file()
-    index = json.loads((tmp_path / "demo-image/index.json").read_text())
-    assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "demo"
-    if shutil.which("skopeo"):
-        subprocess.run(["skopeo", "inspect", f"oci:{tmp_path / 'demo-image'}:demo"], check=True, capture_output=True)
+    assert "build 1 completed" in result.stdout + result.stderr
+    data = tmp_path / ".envyard" / "data"
+    assert (data / "envyard.db").is_file() and (data / "admin-token").stat().st_mode & 0o777 == 0o600
+    blobs = list((data / "artifacts" / "blobs" / "sha256").iterdir())
+    assert blobs and all(hashlib.sha256(b.read_bytes()).hexdigest() == b.name for b in blobs)
     assert shlex.split(command)[0] == "envyard"
 
 

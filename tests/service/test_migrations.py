@@ -1,0 +1,57 @@
+"""The same Alembic migrations on SQLite and PostgreSQL: up, down and up again, ending at the models' schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlmodel import SQLModel
+
+import api.models  # noqa: F401  (registers the tables)
+from api.db import current_revision, make_engine, migrate
+from builder.errors import ServiceError
+from tests.servers import free_port
+
+
+def _url(database: str, tmp_path: Path) -> str:
+    return database or f"sqlite:///{tmp_path / 'envyard.db'}"
+
+
+def test_upgrade_downgrade_upgrade_matches_models(database: str, tmp_path: Path) -> None:
+    engine = make_engine(_url(database, tmp_path))
+    migrate(engine)
+    assert current_revision(engine) == "0001"
+    from alembic import command
+    from alembic.config import Config
+
+    from api.db import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    migrate(engine)
+    migrate(engine)  # idempotent
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    if engine.dialect.name == "sqlite":  # SQLite cannot add the environment -> build key after the fact
+        diff = [d for d in diff if not (d[0] == "add_fk" and d[1].name == "fk_environment_current_build")]
+    assert diff == []
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
+
+
+def test_bad_database_url_is_a_clear_error() -> None:
+    with pytest.raises(ServiceError, match="cannot be parsed"):
+        make_engine("not a url")
+    unreachable = make_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/envyard")
+    with pytest.raises(ServiceError, match="database migration failed") as raised:
+        migrate(unreachable)
+    assert raised.value.hint and "database URL" in raised.value.hint
