@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -21,6 +22,8 @@ def serve(settings: ServiceSettings, host: str, port: int, workers: int, worker_
           log_level: str = "info") -> None:
     """Serve until SIGINT/SIGTERM; in-process workers stop with the server (their leases then expire)."""
     app = create_app(settings)
+    gc.collect()
+    gc.freeze()  # the imported world is long-lived: keep full collections from walking it on every request
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)

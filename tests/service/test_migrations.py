@@ -23,7 +23,7 @@ def _url(database: str, tmp_path: Path) -> str:
 def test_upgrade_downgrade_upgrade_matches_models(database: str, tmp_path: Path) -> None:
     engine = make_engine(_url(database, tmp_path))
     migrate(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     from alembic import command
     from alembic.config import Config
 
