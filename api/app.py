@@ -17,6 +17,7 @@ from api.routers import builds, catalog, health, jobs, tokens
 from api.services.jobs import reap
 from api.settings import ServiceSettings
 from api.storage import open_artifact_store
+from registry import server as registry_server
 
 log = logging.getLogger("envyard.api")
 
@@ -66,6 +67,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.token_cache = TokenCache()
     app.state.admin_token = admin_token
     install_problem_handlers(app)
-    for module in (health, catalog, builds, jobs, tokens):
+    for module in (health, catalog, builds, jobs, tokens, registry_server):
         app.include_router(module.router)
     return app

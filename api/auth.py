@@ -7,6 +7,7 @@ routes without a token.
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
 import os
@@ -114,12 +115,30 @@ class TokenCache:
 _bearer = HTTPBearer(auto_error=False)
 
 
+def presented_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The token of ``Authorization: Bearer T``, or the password of ``Basic`` (any user name), as registry
+    clients (docker, podman, skopeo, containerd) send it."""
+    if credentials is not None and credentials.credentials:
+        return credentials.credentials
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            _user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return password or None
+    return None
+
+
 def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    if credentials is None or not credentials.credentials:
+    token = presented_token(request, credentials)
+    if token is None:
         raise AuthenticationError(
-            "this route needs a token", hint="pass --token, set ENVYARD_TOKEN, or send 'Authorization: Bearer <token>'"
+            "this route needs a token",
+            hint="pass --token, set ENVYARD_TOKEN, or send 'Authorization: Bearer <token>' "
+            "(registry clients: any user name with the token as password)",
         )
-    key = hash_token(credentials.credentials)
+    key = hash_token(token)
     cache: TokenCache = request.app.state.token_cache
     principal = cache.get(key)
     if principal is not None:

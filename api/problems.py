@@ -19,10 +19,34 @@ def problem_response(problem: dict[str, object], status: int) -> JSONResponse:
     return JSONResponse(problem, status_code=status, media_type=PROBLEM_JSON)
 
 
+REGISTRY_PREFIX = "/v2/"
+OCI_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 416: "RANGE_INVALID"}
+
+
+def oci_error_response(exc: EnvyardError) -> JSONResponse:
+    """The distribution-spec error body (``{"errors": [{code, message, detail}]}``) for the /v2/ routes."""
+    code = exc.details.get("oci") or OCI_CODES.get(exc.status, "UNSUPPORTED")
+    body = {"errors": [{"code": code, "message": exc.one_line(),
+                        "detail": {k: v for k, v in exc.details.items() if k != "oci"}}]}
+    return JSONResponse(body, status_code=exc.status, headers=challenge(exc, registry=True))
+
+
+def challenge(exc: EnvyardError, registry: bool = False) -> dict[str, str]:
+    if exc.status != 401:
+        return {}
+    if registry:
+        return {"WWW-Authenticate": 'Basic realm="envyard", charset="UTF-8"'}
+    return {"WWW-Authenticate": 'Bearer realm="envyard"'}
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(EnvyardError)
     async def envyard_error(request: Request, exc: EnvyardError) -> JSONResponse:
-        return problem_response(exc.to_problem(instance=request.url.path), exc.status)
+        if request.url.path.startswith(REGISTRY_PREFIX) or request.url.path == REGISTRY_PREFIX.rstrip("/"):
+            return oci_error_response(exc)
+        response = problem_response(exc.to_problem(instance=request.url.path), exc.status)
+        response.headers.update(challenge(exc))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
