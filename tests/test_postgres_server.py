@@ -58,5 +58,3 @@ def test_postgres_server_serves_sql_and_stops(tmp_path: Path) -> None:
     assert not _pid_alive(backend_pid)
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
