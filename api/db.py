@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
 from builder.errors import ServiceError
@@ -70,9 +70,7 @@ def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         try:
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        except OperationalError:
-            return None
-        except Exception:  # noqa: BLE001 - PostgreSQL raises ProgrammingError for a missing table
+        except SQLAlchemyError:  # no alembic_version table yet (OperationalError or ProgrammingError)
             return None
 
 

@@ -56,10 +56,6 @@ class BuildStatus(enum.StrEnum):
     def terminal(self) -> bool:
         return self in TERMINAL
 
-    @property
-    def running(self) -> bool:
-        return self in RUNNING
-
 
 TERMINAL = frozenset({BuildStatus.COMPLETED, BuildStatus.FAILED, BuildStatus.CANCELED})
 RUNNING = (BuildStatus.SOLVING, BuildStatus.INSTALLING, BuildStatus.IMAGING, BuildStatus.PUSHING)

@@ -6,7 +6,6 @@ Calls retry through connection failures and 5xx answers (an API restart must not
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -143,11 +142,3 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
         while chunk := handle.read(CHUNK):
             yield chunk
 
-
-def file_digest(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    for chunk in _read_chunks(path):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size

@@ -26,7 +26,6 @@ from builder.settings import Settings
 from worker.client import ApiClient
 
 log = logging.getLogger("envyard.worker")
-LOG_FLUSH_SECONDS = 0.5
 LOG_FLUSH_BYTES = 256 * 1024
 
 
@@ -264,14 +263,16 @@ class BuildRunner:
                 continue
             return
 
+    def _confirm_cancel(self) -> None:
+        self.log("envyard: build canceled")
+        self.flush_log()
+        self._call(self.client.canceled, self.build_id, self.lease_id)
+
     def _publish(self, returncode: int) -> None:
         if self.lost.is_set():
             return
         if self.cancel.is_set():
-            self.log("envyard: build canceled")
-            self.flush_log()
-            self._call(self.client.canceled, self.build_id, self.lease_id)
-            return
+            return self._confirm_cancel()
         if self.stop.is_set() and returncode != 0:
             return  # the worker is shutting down; the lease expires and another worker takes the build
         if returncode != 0:
@@ -288,8 +289,10 @@ class BuildRunner:
         sent: set[str] = set()
         uploaded = 0
         for artifact in manifest["artifacts"]:
-            if self.lost.is_set() or self.cancel.is_set():
-                return self._publish(1) if self.cancel.is_set() else None
+            if self.lost.is_set():
+                return None
+            if self.cancel.is_set():
+                return self._confirm_cancel()
             if artifact["sha256"] in sent:
                 continue
             sent.add(artifact["sha256"])

@@ -64,7 +64,6 @@ async def claim(body: ClaimRequest, request: Request, policy: LeasePolicy = Depe
 
     def attempt() -> Job | None:
         with Session(engine, expire_on_commit=False) as session:
-            jobs.reap(session, policy)
             build = jobs.claim_build(session, body.worker, body.platforms, policy)
             if build is None:
                 return None

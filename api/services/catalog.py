@@ -9,7 +9,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, select
 
-from api.models import Build, BuildPackage, Environment, Namespace, utcnow
+from api.models import Build, BuildArtifact, BuildPackage, Environment, LogChunk, Namespace, utcnow
 from api.services.pagination import clamp_limit, decode_cursor, encode_cursor
 from builder.errors import ConflictError, NotFoundError
 
@@ -90,12 +90,6 @@ def get_environment(session: Session, namespace: str, name: str) -> Environment:
     return environment
 
 
-def find_environment(session: Session, namespace_id: int, name: str) -> Environment | None:
-    return session.exec(
-        select(Environment).where(Environment.namespace_id == namespace_id, Environment.name == name)
-    ).first()
-
-
 def list_environments(
     session: Session,
     *,
@@ -134,8 +128,6 @@ def touch(environment: Environment) -> None:
 
 def delete_environment(session: Session, namespace: str, name: str) -> None:
     """Delete an environment that has no build running; its builds' records go with it."""
-    from api.models import BuildArtifact, LogChunk
-
     environment = get_environment(session, namespace, name)
     builds = session.exec(select(Build).where(Build.environment_id == environment.id)).all()
     running = [b.id for b in builds if b.status not in ("completed", "failed", "canceled")]

@@ -25,6 +25,15 @@ def spec_text(deps: list[str], name: str = "svc") -> str:
     return f"name: {name}\nchannels:\n  - e2e\ndependencies:\n" + "".join(f"  - {d}\n" for d in deps)
 
 
+def create_environment(http: httpx.Client, namespace: str, name: str, deps: list[str],
+                       **extra: Any) -> dict[str, Any]:
+    """POST /api/v1/environments with a spec of ``deps`` from the e2e channel; the build it returns."""
+    response = http.post("/api/v1/environments", json={"namespace": namespace, "name": name,
+                                                       "spec": spec_text(deps, name), **extra})
+    assert response.status_code in (200, 201), response.text
+    return dict(response.json())
+
+
 @dataclass
 class Service:
     """A running ``envyard serve`` and the workers started against it."""

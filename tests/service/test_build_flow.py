@@ -12,16 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.conftest import Service, spec_text
+from tests.service.conftest import Service, create_environment
 
 S3_ENV = {"ENVYARD_S3_ACCESS_KEY": "testing", "ENVYARD_S3_SECRET_KEY": "testing"}
 
 
 def create(http: httpx.Client, name: str, deps: list[str], **extra: Any) -> dict[str, Any]:
-    response = http.post("/api/v1/environments", json={"namespace": "lab", "name": name,
-                                                       "spec": spec_text(deps, name), **extra})
-    assert response.status_code in (200, 201), response.text
-    return dict(response.json())
+    return create_environment(http, "lab", name, deps, **extra)
 
 
 def verify_artifacts(http: httpx.Client, build: dict[str, Any]) -> list[dict[str, Any]]:

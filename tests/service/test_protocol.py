@@ -12,15 +12,12 @@ import httpx
 import pytest
 
 from builder.errors import ConflictError, LeaseLostError
-from tests.service.conftest import Service, spec_text
+from tests.service.conftest import Service, create_environment
 from worker.client import ApiClient
 
 
 def submit(http: httpx.Client, name: str, deps: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    body = {"namespace": "team", "name": name, "spec": spec_text(deps or ["e2e-env"], name), **extra}
-    response = http.post("/api/v1/environments", json=body)
-    assert response.status_code in (200, 201), response.text
-    return dict(response.json())
+    return create_environment(http, "team", name, deps or ["e2e-env"], **extra)
 
 
 def worker_client(service: Service) -> ApiClient:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.service.conftest import Service, spec_text
+from tests.service.conftest import Service, create_environment
 
 
 @pytest.fixture
@@ -22,8 +22,7 @@ def built(start: Any, database: str) -> tuple[Service, dict[str, Any]]:
         pytest.skip("the endpoint reads the same tables on PostgreSQL; one database is enough here")
     service: Service = start("--workers", "1")
     with service.client() as http:
-        submitted = http.post("/api/v1/environments", json={"namespace": "lab", "name": "reg",
-                                                            "spec": spec_text(["e2e-env"], "reg")}).json()
+        submitted = create_environment(http, "lab", "reg", ["e2e-env"])
     build = service.wait_for(submitted["id"])
     assert build["status"] == "completed"
     return service, build
