@@ -69,10 +69,25 @@ class Role(enum.StrEnum):
     READER = "reader"
 
 
+class NamespaceRole(enum.StrEnum):
+    """A token's role on one namespace: viewers read (and pull), editors also build."""
+
+    VIEWER = "viewer"
+    EDITOR = "editor"
+
+
+class PublicationStatus(enum.StrEnum):
+    PENDING = "pending"
+    PUSHING = "pushing"
+    PUSHED = "pushed"
+    FAILED = "failed"
+
+
 class Namespace(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=100, unique=True, index=True)
     description: str = Field(default="", max_length=1000)
+    public: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
@@ -147,6 +162,8 @@ class BuildArtifact(SQLModel, table=True):
     sha256: str = Field(max_length=64, index=True)
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
     media_type: str = Field(max_length=200)
+    subject: str | None = Field(default=None, max_length=80, index=True)
+    artifact_type: str | None = Field(default=None, max_length=200)
 
 
 class BuildPackage(SQLModel, table=True):
@@ -175,4 +192,77 @@ class ApiToken(SQLModel, table=True):
     token_sha256: str = Field(max_length=64, unique=True, index=True)
     role: str = Field(default=Role.USER, max_length=20)
     revoked: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class NamespaceGrant(SQLModel, table=True):
+    """A token's role on a namespace (tokens with the admin or worker role need none)."""
+
+    __table_args__ = (UniqueConstraint("namespace_id", "token_id", name="uq_namespace_grant"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    namespace_id: int = Field(sa_column=Column(Integer, ForeignKey("namespace.id"), nullable=False, index=True))
+    token_id: int = Field(sa_column=Column(Integer, ForeignKey("apitoken.id"), nullable=False, index=True))
+    role: str = Field(default=NamespaceRole.VIEWER, max_length=20)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class RegistryTarget(SQLModel, table=True):
+    """An external registry a namespace's completed builds are pushed to; the secret is stored encrypted."""
+
+    __table_args__ = (UniqueConstraint("namespace_id", "name", name="uq_registry_target_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    namespace_id: int = Field(sa_column=Column(Integer, ForeignKey("namespace.id"), nullable=False, index=True))
+    name: str = Field(max_length=100)
+    url: str = Field(max_length=500)
+    repository: str = Field(default="{namespace}/{environment}", max_length=300)
+    username: str | None = Field(default=None, max_length=200)
+    secret_ciphertext: str | None = Field(default=None, sa_column=Column(Text))
+    tls_verify: bool = True
+    enabled: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Publication(SQLModel, table=True):
+    """One completed build pushed (or being pushed) to one registry target."""
+
+    __table_args__ = (
+        UniqueConstraint("build_id", "target_id", name="uq_publication_build_target"),
+        Index("ix_publication_claim", "status", "not_before"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    build_id: int = Field(sa_column=Column(Integer, ForeignKey("build.id"), nullable=False, index=True))
+    target_id: int = Field(sa_column=Column(Integer, ForeignKey("registrytarget.id"), nullable=False, index=True))
+    status: str = Field(default=PublicationStatus.PENDING, max_length=20)
+    attempt: int = 0
+    not_before: datetime | None = _ts()
+    lease_expires_at: datetime | None = _ts()
+    reference: str | None = Field(default=None, max_length=600)
+    digest: str | None = Field(default=None, max_length=80)
+    uploaded_blobs: int = 0
+    uploaded_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    mounted_blobs: int = 0
+    existing_blobs: int = 0
+    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    finished_at: datetime | None = _ts()
+
+
+class BlobHold(SQLModel, table=True):
+    """A blob a running build uploaded or found already stored: garbage collection keeps it while the build runs."""
+
+    __table_args__ = (UniqueConstraint("sha256", "build_id", name="uq_blob_hold"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(max_length=64, index=True)
+    build_id: int = Field(sa_column=Column(Integer, ForeignKey("build.id"), nullable=False, index=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class BlobTombstone(SQLModel, table=True):
+    """A blob garbage collection is deleting right now: uploads wait for it to be gone before storing it again."""
+
+    sha256: str = Field(max_length=64, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

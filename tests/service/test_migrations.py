@@ -23,14 +23,15 @@ def _url(database: str, tmp_path: Path) -> str:
 def test_upgrade_downgrade_upgrade_matches_models(database: str, tmp_path: Path) -> None:
     engine = make_engine(_url(database, tmp_path))
     migrate(engine)
-    assert current_revision(engine) == "0002"
     from alembic import command
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     from api.db import MIGRATIONS
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    assert current_revision(engine) == ScriptDirectory.from_config(config).get_current_head()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.downgrade(config, "base")
@@ -55,3 +56,25 @@ def test_bad_database_url_is_a_clear_error() -> None:
     with pytest.raises(ServiceError, match="database migration failed") as raised:
         migrate(unreachable)
     assert raised.value.hint and "database URL" in raised.value.hint
+
+
+def test_upgrade_to_0003_keeps_namespaces_and_artifacts(database: str, tmp_path: Path) -> None:
+    """Rows written under 0002 survive 0003: namespaces become private, artifacts get no subject."""
+    from alembic import command
+    from alembic.config import Config
+
+    from api.db import MIGRATIONS
+
+    engine = make_engine(_url(database, tmp_path))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+        connection.exec_driver_sql(
+            "INSERT INTO namespace (name, description, created_at) VALUES ('kept', '', '2026-01-01 00:00:00')")
+    migrate(engine)
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql("SELECT name, public FROM namespace").all()
+    assert [(name, bool(public)) for name, public in rows] == [("kept", False)]
+    engine.dispose()
