@@ -14,6 +14,7 @@ from api.db import make_engine, migrate
 from api.deps import lease_policy
 from api.problems import install_problem_handlers
 from api.routers import builds, catalog, health, jobs, tokens
+from api.secret_key import load_or_create_secret_key
 from api.services.jobs import reap
 from api.settings import ServiceSettings
 from api.storage import open_artifact_store
@@ -46,6 +47,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         s3_secret_key=settings.s3_secret_key, s3_region=settings.s3_region, spool_dir=settings.data_dir / "spool",
     )
     admin_token = ensure_admin_token(engine, settings.admin_token_file)
+    secret_key = load_or_create_secret_key(settings.secret_key, settings.secret_key_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,6 +68,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.store = store
     app.state.token_cache = TokenCache()
     app.state.admin_token = admin_token
+    app.state.secret_key = secret_key
     install_problem_handlers(app)
     for module in (health, catalog, builds, jobs, tokens, registry_server):
         app.include_router(module.router)

@@ -33,6 +33,10 @@ class ServiceSettings(Settings):
     retry_backoff_seconds: float = Field(default=2.0, description="First requeue delay; doubles each attempt.")
     api_url: str | None = Field(default=None, description="The server the CLI and workers talk to.")
     token: str | None = Field(default=None, description="API token for the CLI and workers (ENVYARD_TOKEN).")
+    secret_key: str | None = Field(
+        default=None, description="Signs registry tokens and encrypts registry credentials; default "
+        "<data_dir>/secret-key (created once). Every replica of one deployment needs the same key.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -45,3 +49,7 @@ class ServiceSettings(Settings):
     @property
     def admin_token_file(self) -> Path:
         return self.data_dir / "admin-token"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.data_dir / "secret-key"

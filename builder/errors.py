@@ -268,3 +268,12 @@ class BuildTimeoutError(EnvyardError):
     title = "Build exceeded its time limit"
     status = 504
     exit_code = 4
+
+
+class ConfigError(EnvyardError):
+    """A setting (``ENVYARD_*``, a command-line option, a file the server keeps) that cannot be used."""
+
+    code = "config-invalid"
+    title = "Invalid configuration"
+    status = 500
+    exit_code = 2
