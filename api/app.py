@@ -13,12 +13,15 @@ from api.auth import TokenCache, ensure_admin_token
 from api.db import make_engine, migrate
 from api.deps import lease_policy
 from api.problems import install_problem_handlers
-from api.routers import builds, catalog, health, jobs, tokens
+from api.routers import admin, builds, catalog, health, jobs, tokens
+from api.routers import targets as registry_targets
 from api.secret_key import load_or_create_secret_key
+from api.services import gc, publish
 from api.services.jobs import reap
 from api.settings import ServiceSettings
 from api.storage import open_artifact_store
 from registry import server as registry_server
+from registry import token_auth
 
 log = logging.getLogger("envyard.api")
 
@@ -35,6 +38,17 @@ def _reaper(app: FastAPI, stop: threading.Event) -> None:
                 reap(session, lease_policy(settings))
         except Exception:  # noqa: BLE001 - the reaper must outlive a database hiccup
             log.exception("reaper pass failed")
+
+
+def _publisher(app: FastAPI, stop: threading.Event) -> None:
+    """Push completed builds to their namespaces' registry targets: claim and run due publications."""
+    settings: ServiceSettings = app.state.settings
+    while not stop.wait(publish.POLL_SECONDS):
+        try:
+            publish.publish_due(app.state.engine, app.state.store, app.state.secret_key, publish.policy_of(settings),
+                                stop, spool_dir=settings.data_dir / "spool")
+        except Exception:  # noqa: BLE001 - the publisher must outlive a database hiccup
+            log.exception("publisher pass failed")
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -54,11 +68,20 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         stop = threading.Event()
         thread = threading.Thread(target=_reaper, args=(app, stop), name="envyard-reaper", daemon=True)
         thread.start()
+        publisher = threading.Thread(target=_publisher, args=(app, stop), name="envyard-publisher", daemon=True)
+        publisher.start()
+        collector = threading.Thread(target=gc.run_periodically, name="envyard-gc", daemon=True, args=(
+            engine, store, settings.gc_interval_seconds, settings.gc_grace_seconds, stop))
+        if settings.gc_interval_seconds > 0:
+            collector.start()
         try:
             yield
         finally:
             stop.set()
             thread.join(timeout=10)
+            publisher.join(timeout=10)
+            if collector.is_alive():
+                collector.join(timeout=10)
             engine.dispose()
 
     app = FastAPI(title="envyard", version="0.1.0", lifespan=lifespan,
@@ -70,6 +93,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.admin_token = admin_token
     app.state.secret_key = secret_key
     install_problem_handlers(app)
-    for module in (health, catalog, builds, jobs, tokens, registry_server):
+    for module in (health, catalog, builds, jobs, tokens, admin, token_auth, registry_server):
         app.include_router(module.router)
+    app.include_router(registry_targets.router)
     return app

@@ -129,12 +129,19 @@ def cli(ctx: click.Context, api_url: str, token: str | None, data_dir: Path | No
 
 
 def _register() -> None:
-    from api import cli_client, cli_image, cli_lock, cli_service
+    from api import cli_client, cli_image, cli_lock, cli_namespaces, cli_service
 
     cli_lock.register(cli)
     cli_image.register(cli)
     cli_service.register(cli)
     cli_client.register(cli)
+    from api import cli_gc
+
+    cli_gc.register(cli)
+    cli_namespaces.register(cli)
+    from api import cli_targets  # adds ``build publish`` to cli_client's build group
+
+    cli_targets.register(cli)
 
 
 def main() -> None:

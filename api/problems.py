@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api.auth import BEARER_ERROR, REGISTRY_SERVICE, is_registry_path
 from builder.errors import PROBLEM_BASE, EnvyardError
 
 PROBLEM_JSON = "application/problem+json"
@@ -20,32 +22,61 @@ def problem_response(problem: dict[str, object], status: int) -> JSONResponse:
 
 
 REGISTRY_PREFIX = "/v2/"
+TOKEN_PATH = "/v2/token"
 OCI_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 416: "RANGE_INVALID"}
+INTERNAL_DETAILS = ("oci", BEARER_ERROR)
+REGISTRY_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+_HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]{1,300}$")
+_REPOSITORY = re.compile(r"^[a-z0-9._/-]{1,300}$")
 
 
-def oci_error_response(exc: EnvyardError) -> JSONResponse:
+def oci_error_response(exc: EnvyardError, request: Request | None = None) -> JSONResponse:
     """The distribution-spec error body (``{"errors": [{code, message, detail}]}``) for the /v2/ routes."""
     code = exc.details.get("oci") or OCI_CODES.get(exc.status, "UNSUPPORTED")
     body = {"errors": [{"code": code, "message": exc.one_line(),
-                        "detail": {k: v for k, v in exc.details.items() if k != "oci"}}]}
-    return JSONResponse(body, status_code=exc.status, headers=challenge(exc, registry=True))
+                        "detail": {k: v for k, v in exc.details.items() if k not in INTERNAL_DETAILS}}]}
+    return JSONResponse(body, status_code=exc.status, headers={**REGISTRY_HEADERS, **challenge(exc, request)})
 
 
-def challenge(exc: EnvyardError, registry: bool = False) -> dict[str, str]:
+def token_realm(request: Request) -> str:
+    """Where registry clients get bearer tokens: this server as the client reached it. The host is the Host
+    header, the scheme what uvicorn makes of X-Forwarded-Proto (trusted only from FORWARDED_ALLOW_IPS, loopback
+    by default). X-Forwarded-Host is not honoured: a forged one cached by a proxy could send other clients'
+    credentials elsewhere."""
+    host = request.headers.get("host", "")
+    if not _HOST.match(host):
+        server = request.scope.get("server") or ("127.0.0.1", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{request.url.scheme}://{host}{TOKEN_PATH}"
+
+
+def challenge(exc: EnvyardError, request: Request | None = None) -> dict[str, str]:
+    """``WWW-Authenticate`` of a 401: on /v2/ Docker's token auth (realm, service, scope, error), on /v2/token
+    Basic, on the API a bearer token."""
     if exc.status != 401:
         return {}
-    if registry:
-        return {"WWW-Authenticate": 'Basic realm="envyard", charset="UTF-8"'}
-    return {"WWW-Authenticate": 'Bearer realm="envyard"'}
+    path = request.url.path if request is not None else ""
+    if request is None or not is_registry_path(path):
+        return {"WWW-Authenticate": 'Bearer realm="envyard"'}
+    if path == TOKEN_PATH:
+        return {"WWW-Authenticate": f'Basic realm="{REGISTRY_SERVICE}", charset="UTF-8"'}
+    parts = [f'realm="{token_realm(request)}"', f'service="{REGISTRY_SERVICE}"']
+    repository = str(request.path_params.get("name") or "")
+    if _REPOSITORY.match(repository):
+        parts.append(f'scope="repository:{repository}:pull"')
+    error = exc.details.get(BEARER_ERROR)
+    if error:
+        parts.append(f'error="{error}"')
+    return {"WWW-Authenticate": "Bearer " + ",".join(parts)}
 
 
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(EnvyardError)
     async def envyard_error(request: Request, exc: EnvyardError) -> JSONResponse:
-        if request.url.path.startswith(REGISTRY_PREFIX) or request.url.path == REGISTRY_PREFIX.rstrip("/"):
-            return oci_error_response(exc)
+        if is_registry_path(request.url.path):
+            return oci_error_response(exc, request)
         response = problem_response(exc.to_problem(instance=request.url.path), exc.status)
-        response.headers.update(challenge(exc))
+        response.headers.update(challenge(exc, request))
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -20,6 +20,7 @@ class NamespaceRead(BaseModel):
     description: str
     created_at: datetime
     environments: int = 0
+    public: bool = False
 
 
 class BuildOptions(BaseModel):
@@ -218,3 +219,115 @@ class FailRequest(LeaseRef):
     stage: str | None = None
     message: str
     hint: str | None = None
+
+
+class GcRequest(BaseModel):
+    dry_run: bool = Field(default=False, description="Report what would be deleted; delete nothing.")
+    grace_seconds: float | None = Field(
+        default=None, ge=0, description="Keep unreferenced blobs written more recently than this "
+        "[default: the server's ENVYARD_GC_GRACE_SECONDS].",
+    )
+
+
+class GcReport(BaseModel):
+    """What one garbage collection found and did (a dry run deletes nothing and removes nothing)."""
+
+    dry_run: bool
+    grace_seconds: float
+    blobs: int = Field(description="Blobs in the store when it was listed.")
+    bytes: int = Field(description="Their size.")
+    referenced: int = Field(description="Blobs an artifact of a retained build references.")
+    unreferenced: int = Field(description="Blobs no build references: the candidates.")
+    kept_held: int = Field(description="Candidates kept: a running build uploaded or found them.")
+    kept_recent: int = Field(description="Candidates kept: written within the grace period.")
+    kept_racing: int = Field(description="Candidates kept: a build took them while this collection ran.")
+    deletable: int = Field(description="Candidates old enough and not held: what a collection deletes.")
+    deletable_bytes: int
+    deleted: int
+    deleted_bytes: int
+    holds_released: int = Field(description="Holds of finished builds removed.")
+    stale_tombstones: int = Field(description="Tombstones a crashed collection left, removed.")
+    stale_uploads: int = Field(description="Abandoned spool files and presigned staging objects removed.")
+    stale_upload_bytes: int
+    seconds: float
+
+
+# --- namespace access and registry tokens ---------------------------------------------------------------------
+
+
+class NamespaceUpdate(BaseModel):
+    public: bool | None = Field(default=None, description="Anyone (no token needed) may read and pull.")
+    description: str | None = Field(default=None, max_length=1000)
+
+
+class GrantSet(BaseModel):
+    role: Literal["viewer", "editor"] = Field(description="viewer: read and pull; editor: also build.")
+
+
+class GrantRead(BaseModel):
+    namespace: str
+    token_id: int
+    token_name: str
+    token_role: str
+    role: str
+    created_at: datetime
+
+
+class RegistryToken(BaseModel):
+    """Docker token auth's reply: the same token under both names clients look for."""
+
+    token: str
+    access_token: str
+    expires_in: int
+    issued_at: str
+
+
+# --- registry targets and publications ------------------------------------------------------------------------
+
+
+class RegistryTargetCreate(BaseModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    url: str = Field(min_length=1, max_length=500, description="http(s)://host[:port] of the registry.")
+    repository: str = Field(default="{namespace}/{environment}", min_length=1, max_length=300,
+                            description="Repository template: {namespace} and {environment} (in lower case).")
+    username: str | None = Field(default=None, min_length=1, max_length=200)
+    password: str | None = Field(default=None, min_length=1, max_length=10_000, repr=False,
+                                 description="Password or token; stored encrypted, never returned.")
+    tls_verify: bool = Field(default=True, description="Check the registry's TLS certificate (https).")
+    enabled: bool = Field(default=True, description="Publish every completed build of the namespace here.")
+
+
+class RegistryTargetRead(BaseModel):
+    namespace: str
+    name: str
+    url: str
+    repository: str
+    username: str | None
+    has_password: bool
+    tls_verify: bool
+    enabled: bool
+    created_at: datetime
+
+
+class PublishRequest(BaseModel):
+    target: str | None = Field(default=None, pattern=NAME_PATTERN,
+                               description="Only this target [default: every enabled target of the namespace].")
+
+
+class PublicationRead(BaseModel):
+    id: int
+    build_id: int
+    namespace: str
+    target: str
+    status: str
+    attempt: int
+    not_before: datetime | None
+    reference: str | None
+    digest: str | None
+    uploaded_blobs: int
+    uploaded_bytes: int
+    mounted_blobs: int
+    existing_blobs: int
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None

@@ -24,6 +24,9 @@ class ServiceSettings(Settings):
     )
     s3_access_key: str | None = Field(default=None, description="Access key for an s3:// artifact store.")
     s3_secret_key: str | None = Field(default=None, description="Secret key for an s3:// artifact store.")
+    registry_blob_redirect: bool = Field(
+        default=False, description="/v2/ blob GETs answer 307 to a presigned store URL when the store has one (S3)."
+    )
     lease_seconds: float = Field(
         default=30.0, description="How long a claimed build stays a worker's without a heartbeat."
     )
@@ -31,6 +34,20 @@ class ServiceSettings(Settings):
     build_time_limit_seconds: float = Field(default=3600.0, description="Running builds past this are failed.")
     max_attempts: int = Field(default=3, description="Times a build is tried before a lost lease fails it.")
     retry_backoff_seconds: float = Field(default=2.0, description="First requeue delay; doubles each attempt.")
+    publish_max_attempts: int = Field(
+        default=5, ge=1, description="Times a push to a registry target is tried when the registry is unreachable or "
+        "fails (5xx); rejected credentials and other refusals fail at once.",
+    )
+    publish_backoff_seconds: float = Field(
+        default=10.0, ge=0, description="Delay before the second push attempt to a registry target; doubles each time.",
+    )
+    gc_grace_seconds: float = Field(
+        default=3600.0, ge=0, description="Garbage collection keeps unreferenced blobs written more recently than "
+        "this (uploads not yet referenced by their build, writers that take no hold).",
+    )
+    gc_interval_seconds: float = Field(
+        default=0.0, ge=0, description="Run garbage collection this often in the server (0: only on request).",
+    )
     api_url: str | None = Field(default=None, description="The server the CLI and workers talk to.")
     token: str | None = Field(default=None, description="API token for the CLI and workers (ENVYARD_TOKEN).")
     secret_key: str | None = Field(

@@ -277,3 +277,12 @@ class ConfigError(EnvyardError):
     title = "Invalid configuration"
     status = 500
     exit_code = 2
+
+
+class TargetError(EnvyardError):
+    """A registry target that cannot be used as given (URL, repository template, credentials)."""
+
+    code = "invalid-registry-target"
+    title = "Invalid registry target"
+    status = 422
+    exit_code = 2

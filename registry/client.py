@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -82,7 +82,8 @@ class _Window:
 class RegistryClient:
     """Blobs, manifests and referrers on one registry (``host[:port]``).
 
-    Loopback hosts and ``insecure=True`` use plain HTTP, as Docker does; others HTTPS.
+    Loopback hosts and ``insecure=True`` use plain HTTP, as Docker does; others HTTPS (``verify_tls=False``:
+    without checking the certificate).
     Credentials: ``username``/``password``, else the registry's ``auths`` entry in
     ``docker_config`` (a Docker ``config.json``), else anonymous.
     """
@@ -97,7 +98,10 @@ class RegistryClient:
         docker_config: Path | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         timeout: float = 120.0,
+        verify_tls: bool = True,
+        plain_http: bool | None = None,
     ) -> None:
+        """``plain_http`` None: HTTP for ``insecure`` or loopback registries, else HTTPS; a bool forces it."""
         if (username is None) != (password is None):
             raise RegistryError("a username needs a password and a password a username",
                                 hint="pass both --username and --password, or neither")
@@ -106,8 +110,11 @@ class RegistryClient:
                        else docker_config_credentials(registry, docker_config))
         self.registry = registry
         self.chunk_size = chunk_size
-        self.transport = Transport(registry, plain_http=insecure or is_loopback(registry),
+        if plain_http is None:
+            plain_http = insecure or is_loopback(registry)
+        self.transport = Transport(registry, plain_http=plain_http,
                                    credentials=credentials, timeout=timeout)
+        self.transport.session.verify = verify_tls
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -138,22 +145,23 @@ class RegistryClient:
         response.close()
         return response.status_code == 200
 
-    def push_blob(self, repo: str, descriptor: Descriptor, path: Path, *, mount_from: str | None = None
-                  ) -> PushOutcome:
-        """Make ``repo`` hold the blob: already there, mounted from ``mount_from``, or streamed from ``path``."""
+    def push_blob(self, repo: str, descriptor: Descriptor, path: Path | Callable[[], Path], *,
+                  mount_from: str | None = None) -> PushOutcome:
+        """Make ``repo`` hold the blob: already there, mounted from ``mount_from``, or streamed from ``path``.
+
+        ``path`` may be a function giving the file: it is called only when the blob has to be uploaded (a source
+        that must first copy the blob out of remote storage then does so only for blobs the registry lacks)."""
         if self.blob_exists(repo, descriptor.digest):
             return "exists"
-        readable = path.is_file() and path.stat().st_size == descriptor.size
-        if not readable and not mount_from:
-            raise self._unreadable(descriptor, path)
+        if not mount_from:
+            path = self._readable(descriptor, path)
         query = {"mount": descriptor.digest, "from": mount_from} if mount_from else None
         url = self._url(repo, "blobs", "uploads/", query)
         response = self.transport.request("POST", url, ok={201, 202}, headers={"Content-Length": "0"})
         response.close()
         if response.status_code == 201 and mount_from:
             return "mounted"
-        if not readable:
-            raise self._unreadable(descriptor, path)
+        path = self._readable(descriptor, path)
         location = self._location(response, "POST", url)
         if descriptor.size > self.chunk_size:
             location = self._upload_chunks(location, path, descriptor.size)
@@ -169,9 +177,13 @@ class RegistryClient:
         return "uploaded"
 
     @staticmethod
-    def _unreadable(descriptor: Descriptor, path: Path) -> RegistryError:
-        return RegistryError(f"cannot upload blob {descriptor.digest}: {path} is missing or not {descriptor.size} "
-                             "bytes long", hint="rebuild the image; its blob store is incomplete")
+    def _readable(descriptor: Descriptor, path: Path | Callable[[], Path]) -> Path:
+        """The file of the blob, if it holds ``descriptor.size`` bytes; RegistryError otherwise."""
+        path = path() if callable(path) else path
+        if not (path.is_file() and path.stat().st_size == descriptor.size):
+            raise RegistryError(f"cannot upload blob {descriptor.digest}: {path} is missing or not "
+                                f"{descriptor.size} bytes long", hint="rebuild the image; its blob store is incomplete")
+        return path
 
     def _upload_chunks(self, location: str, path: Path, size: int) -> str:
         offset = 0

@@ -9,10 +9,12 @@ the tag ``sha256-<hex of the subject>`` listing the referrers.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from builder.errors import RegistryError
 from builder.oci.model import (
@@ -26,6 +28,13 @@ from builder.oci.model import (
 from builder.oci.store import BlobStore
 from registry.client import RegistryClient, referrers_tag
 from registry.reference import ImageReference
+
+
+class BlobSource(Protocol):
+    """Where a push reads blobs: a :class:`BlobStore`, or an adapter over another store. ``path`` is only
+    called for blobs the registry neither holds nor can mount."""
+
+    def path(self, digest: str) -> Path: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +95,7 @@ def _update_referrers_tag(client: RegistryClient, repo: str, subject: str, added
 
 def push_image(
     image: OciImage,
-    store: BlobStore,
+    store: BlobSource,
     ref: ImageReference,
     client: RegistryClient,
     *,
@@ -102,7 +111,7 @@ def push_image(
     uploaded_bytes = 0
     for blob in _blobs([*manifests, *image.referrers]):
         source = _mount_source(client, repo, blob.digest, mount_from)
-        outcome = client.push_blob(repo, blob, store.path(blob.digest), mount_from=source)
+        outcome = client.push_blob(repo, blob, functools.partial(store.path, blob.digest), mount_from=source)
         counts[outcome] += 1
         uploaded_bytes += blob.size if outcome == "uploaded" else 0
     for manifest in manifests[:-1]:

@@ -1,35 +1,50 @@
 """The OCI distribution endpoint (pull side) over the artifact store: ``/v2/<namespace>/<environment>/...``.
 
 Tags are build ids (``:7``) and ``:latest`` (the environment's current build); manifests and blobs are
-served by digest, only within the repository whose builds reference them. Same tokens as the API
-(registry clients send them as the Basic-auth password), same authorization dependency.
+served by digest, only within the repository whose builds reference them. Same tokens and the same
+authorization dependency as the API: an envyard token as Bearer or as a Basic password, or a registry token
+from the Docker bearer-token flow (:mod:`registry.token_auth`); reading needs the viewer role on the
+namespace, unless an admin made it public.
+
+The referrers API lists the manifests of the repository's completed builds whose ``subject`` is a digest
+(recorded at completion by :mod:`api.services.referrers`). Content is addressed by sha256 only: a malformed
+digest is 400 ``DIGEST_INVALID``, a well-formed digest of another algorithm (sha512) 400 ``UNSUPPORTED``.
+With ``ENVYARD_REGISTRY_BLOB_REDIRECT`` a blob GET answers 307 to a presigned store URL (S3); HEAD and
+stores without presigned URLs are answered directly, streamed.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy import bindparam, func
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from api.auth import Action, Principal, authorize
-from api.deps import get_session, get_store
-from api.models import Build, BuildArtifact, BuildStatus, Environment
-from api.services import catalog
+from api.deps import get_session, get_settings, get_store
+from api.models import Build, BuildArtifact, BuildStatus, Environment, Namespace
+from api.problems import oci_error_response
+from api.services import catalog, referrers
+from api.settings import ServiceSettings
 from api.storage import ArtifactStore
 from builder.errors import EnvyardError, NotFoundError
-from builder.oci.model import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
+from builder.oci.model import MEDIA_TYPE_INDEX
 
 router = APIRouter(prefix="/v2", tags=["registry"])
 READ = Depends(authorize(Action.READ))
 COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 NAME = re.compile(rf"^{COMPONENT}(?:/{COMPONENT})*$")
-DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+ENCODED = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha384": re.compile(r"[a-f0-9]{96}"),
+           "sha512": re.compile(r"[a-f0-9]{128}")}
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-MANIFEST_TYPES = (*MANIFEST_MEDIA_TYPES, *INDEX_MEDIA_TYPES)
 HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+REDIRECT_SECONDS = 900
 
 
 class RangeError(EnvyardError):
@@ -38,8 +53,27 @@ class RangeError(EnvyardError):
     status = 416
 
 
+class DigestError(EnvyardError):
+    code = "digest-invalid"
+    title = "Invalid digest"
+    status = 400
+
+
 def _unknown(what: str, message: str, hint: str) -> NotFoundError:
     return NotFoundError(message, hint=hint, details={"oci": what})
+
+
+def _sha256(digest: str) -> str:
+    """The hex of a sha256 digest; DigestError (DIGEST_INVALID, or UNSUPPORTED for other algorithms) otherwise."""
+    algorithm, _, encoded = digest.partition(":")
+    pattern = ENCODED.get(algorithm)
+    if not DIGEST.match(digest) or (pattern is not None and not pattern.fullmatch(encoded)):
+        raise DigestError(f"'{digest}' is not a valid digest", hint="digests are sha256:<64 lowercase hex digits>",
+                          details={"oci": "DIGEST_INVALID"})
+    if algorithm != "sha256":
+        raise DigestError(f"'{algorithm}' digests are not supported: envyard addresses content by sha256 only",
+                          hint="ask for the content by its sha256 digest", details={"oci": "UNSUPPORTED"})
+    return encoded
 
 
 def _environment(session: Session, name: str) -> Environment:
@@ -67,7 +101,7 @@ def _artifact(session: Session, environment: Environment, hexdigest: str, manife
              .where(Build.environment_id == environment.id, Build.status == BuildStatus.COMPLETED,
                     BuildArtifact.sha256 == hexdigest, col(BuildArtifact.kind).in_(("oci-index", "oci-blob"))))
     if manifests_only:
-        query = query.where(col(BuildArtifact.media_type).in_(MANIFEST_TYPES))
+        query = query.where(col(BuildArtifact.media_type).in_(referrers.MANIFEST_TYPES))
     found = session.exec(query.limit(1)).first()
     if found is None:
         what = "MANIFEST_UNKNOWN" if manifests_only else "BLOB_UNKNOWN"
@@ -77,10 +111,10 @@ def _artifact(session: Session, environment: Environment, hexdigest: str, manife
 
 
 def _manifest_digest(session: Session, environment: Environment, reference: str) -> str:
-    if DIGEST.match(reference):
-        return reference[7:]
+    if ":" in reference:  # tags have no colon: a digest
+        return _sha256(reference)
     if not TAG.match(reference):
-        raise _unknown("MANIFEST_INVALID", f"'{reference}' is neither a tag nor a sha256 digest",
+        raise _unknown("MANIFEST_UNKNOWN", f"'{reference}' is neither a tag nor a digest",
                        "tags are build ids or 'latest'")
     if reference == "latest":
         build = session.get(Build, environment.current_build_id) if environment.current_build_id else None
@@ -94,6 +128,55 @@ def _manifest_digest(session: Session, environment: Environment, reference: str)
     return build.image_digest.removeprefix("sha256:")
 
 
+def _manifest_query(by: str) -> Any:
+    """One prebuilt statement: (sha256, size, media_type) of the manifest a repository's reference names, by
+    ``digest`` (:hex), ``latest`` or ``build`` (:build_id); built once, so a request pays no statement
+    construction, only the compiled-cache lookup and one round trip."""
+    tagged = aliased(Build)
+    query = (select(BuildArtifact.sha256, BuildArtifact.size, BuildArtifact.media_type)
+             .select_from(Namespace).join(Environment, col(Environment.namespace_id) == Namespace.id))
+    if by == "latest":
+        query = query.join(tagged, col(tagged.id) == Environment.current_build_id)
+    elif by == "build":
+        query = query.join(tagged, (col(tagged.id) == bindparam("build_id")) & (
+            col(tagged.environment_id) == Environment.id))
+    query = (query.join(Build, col(Build.environment_id) == Environment.id)
+             .join(BuildArtifact, col(BuildArtifact.build_id) == Build.id)
+             .where(Namespace.name == bindparam("namespace"), Environment.name == bindparam("environment"),
+                    Build.status == BuildStatus.COMPLETED, col(BuildArtifact.kind).in_(("oci-index", "oci-blob")),
+                    col(BuildArtifact.media_type).in_(referrers.MANIFEST_TYPES)))
+    if by == "digest":
+        query = query.where(BuildArtifact.sha256 == bindparam("hex"))
+    else:
+        query = query.where(tagged.status == BuildStatus.COMPLETED,
+                            BuildArtifact.sha256 == func.substr(tagged.image_digest, 8))
+    return query.limit(1)
+
+
+_MANIFEST_QUERIES = {by: _manifest_query(by) for by in ("digest", "latest", "build")}
+
+
+def _fast_manifest(session: Session, name: str, reference: str) -> tuple[str, int, str] | None:
+    """The manifest in one query, or None (then the step-by-step path finds it or raises the right error)."""
+    namespace, _, env_name = name.partition("/")
+    if not NAME.match(name) or "/" in env_name or not env_name:
+        return None
+    params: dict[str, object] = {"namespace": namespace, "environment": env_name}
+    if ":" in reference:
+        algorithm, _, encoded = reference.partition(":")
+        if algorithm != "sha256" or not ENCODED["sha256"].fullmatch(encoded):
+            return None
+        by, params["hex"] = "digest", encoded
+    elif reference == "latest":
+        by = "latest"
+    elif reference.isdigit() and TAG.match(reference):
+        by, params["build_id"] = "build", int(reference)
+    else:
+        return None
+    row = session.execute(_MANIFEST_QUERIES[by], params).first()
+    return (row[0], row[1], row[2]) if row is not None else None
+
+
 @router.get("/")
 def base(_: Principal = READ) -> Response:
     return Response("{}", media_type="application/json", headers=HEADERS)
@@ -102,25 +185,33 @@ def base(_: Principal = READ) -> Response:
 @router.api_route("/{name:path}/manifests/{reference}", methods=["GET", "HEAD"], response_class=Response)
 def manifest(name: str, reference: str, request: Request, session: Session = Depends(get_session),
              store: ArtifactStore = Depends(get_store), _: Principal = READ) -> Response:
-    environment = _environment(session, name)
-    artifact = _artifact(session, environment, _manifest_digest(session, environment, reference), True)
-    headers = {**HEADERS, "Docker-Content-Digest": f"sha256:{artifact.sha256}", "Content-Length": str(artifact.size),
-               "ETag": f'"sha256:{artifact.sha256}"'}
+    found = _fast_manifest(session, name, reference)
+    if found is None:
+        environment = _environment(session, name)
+        artifact = _artifact(session, environment, _manifest_digest(session, environment, reference), True)
+        found = (artifact.sha256, artifact.size, artifact.media_type)
+    sha256, size, media_type = found
+    headers = {**HEADERS, "Docker-Content-Digest": f"sha256:{sha256}", "Content-Length": str(size),
+               "ETag": f'"sha256:{sha256}"'}
     if request.method == "HEAD":
-        return Response(status_code=200, media_type=artifact.media_type, headers=headers)
-    body = b"".join(store.read(artifact.sha256))
-    return Response(body, media_type=artifact.media_type, headers=headers)
+        return Response(status_code=200, media_type=media_type, headers=headers)
+    return Response(b"".join(store.read(sha256)), media_type=media_type, headers=headers)
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """(start, length) of a single ``bytes=a-b`` range; None for no header."""
-    if not header:
+    """(start, length) of a single ``bytes=a-b`` range; None for the whole blob: no header, another unit or
+    several ranges (a server must ignore units it does not know and may ignore any Range, RFC 9110 14.2)."""
+    header = header.strip()
+    if not header.lower().startswith("bytes=") or "," in header:
         return None
-    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header, re.IGNORECASE)
     if match is None or match.group(1) == match.group(2) == "":
         raise RangeError(f"Range '{header}' is not one bytes=START-END range", details={"oci": "RANGE_INVALID"})
     if match.group(1) == "":
         suffix = min(int(match.group(2)), size)
+        if suffix == 0:
+            raise RangeError(f"Range '{header}' selects no bytes of the blob's {size}",
+                             details={"oci": "RANGE_INVALID"})
         return size - suffix, suffix
     start = int(match.group(1))
     end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
@@ -132,13 +223,20 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
 @router.api_route("/{name:path}/blobs/{digest}", methods=["GET", "HEAD"], response_class=Response)
 def blob(name: str, digest: str, request: Request, range_header: str = Header(default="", alias="range"),
          session: Session = Depends(get_session), store: ArtifactStore = Depends(get_store),
-         _: Principal = READ) -> Response:
+         settings: ServiceSettings = Depends(get_settings), _: Principal = READ) -> Response:
     environment = _environment(session, name)
-    if not DIGEST.match(digest):
-        raise _unknown("DIGEST_INVALID", f"'{digest}' is not a sha256 digest", "digests are sha256:<64 hex>")
-    artifact = _artifact(session, environment, digest[7:], False)
+    artifact = _artifact(session, environment, _sha256(digest), False)
     headers = {**HEADERS, "Docker-Content-Digest": digest, "Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
-    wanted = _byte_range(range_header, artifact.size)
+    if request.method == "GET" and settings.registry_blob_redirect:
+        url = store.presigned_get(artifact.sha256, REDIRECT_SECONDS)
+        if url is not None:
+            return Response(status_code=307, headers={**headers, "Location": url})
+    try:
+        wanted = _byte_range(range_header, artifact.size)
+    except RangeError as exc:
+        refused = oci_error_response(exc)
+        refused.headers["Content-Range"] = f"bytes */{artifact.size}"
+        return refused
     if wanted is None:
         headers["Content-Length"] = str(artifact.size)
         if request.method == "HEAD":
@@ -156,14 +254,28 @@ def blob(name: str, digest: str, request: Request, range_header: str = Header(de
 @router.get("/{name:path}/tags/list")
 def tags(name: str, request: Request, n: int | None = Query(default=None, ge=0), last: str | None = None,
          session: Session = Depends(get_session), _: Principal = READ) -> Response:
-    """Tags in lexical order: the ids of completed builds with an image, and ``latest``."""
+    """Tags in lexical order: the ids of completed builds with an image, and ``latest`` when it is one of them."""
     environment = _environment(session, name)
-    builds = _image_builds(session, environment)
-    names = sorted([str(b.id) for b in builds] + (["latest"] if environment.current_build_id else []))
+    ids = [b.id for b in _image_builds(session, environment)]
+    names = sorted([str(i) for i in ids] + (["latest"] if environment.current_build_id in ids else []))
     if last is not None:
         names = [t for t in names if t > last]
     headers = dict(HEADERS)
     if n is not None and len(names) > n:
         names = names[:n]
-        headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={names[-1] if names else ""}>; rel="next"'
+        if names:  # n=0 asks for an empty list and no Link
+            headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={names[-1]}>; rel="next"'
     return Response(json.dumps({"name": name, "tags": names}), media_type="application/json", headers=headers)
+
+
+@router.get("/{name:path}/referrers/{digest}")
+def referrers_list(name: str, digest: str, artifact_type: str | None = Query(default=None, alias="artifactType"),
+                   session: Session = Depends(get_session), store: ArtifactStore = Depends(get_store),
+                   _: Principal = READ) -> Response:
+    """An image index of the manifests in this repository whose subject is ``digest`` (empty when none)."""
+    environment = _environment(session, name)
+    subject = f"sha256:{_sha256(digest)}"
+    assert environment.id is not None
+    found = referrers.list_referrers(session, store, environment.id, subject, artifact_type or None)
+    headers = {**HEADERS, "OCI-Filters-Applied": "artifactType"} if artifact_type else dict(HEADERS)
+    return Response(json.dumps(referrers.index(found)), media_type=MEDIA_TYPE_INDEX, headers=headers)

@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import Action, Principal, authorize
+from api.auth import Action, Principal, authorize, readable_namespaces
 from api.deps import get_session, get_store
 from api.models import Build, BuildArtifact, BuildStatus, Spec
 from api.schemas import ArtifactRead, BuildDiff, BuildRead, Page
@@ -30,9 +30,9 @@ KEEPALIVE_SECONDS = 10.0
 def list_builds(request: Request, environment: str | None = Query(default=None, description="NAMESPACE/NAME"),
                 status: BuildStatus | None = None, cursor: str | None = None,
                 limit: int = Query(default=50, ge=1, le=500), session: Session = Depends(get_session),
-                _: Principal = READ) -> Page[BuildRead]:
+                principal: Principal = READ) -> Page[BuildRead]:
     rows, next_cursor = builds.list_builds(session, environment=environment, status=status, cursor=cursor,
-                                           limit=limit)
+                                           limit=limit, readable=readable_namespaces(request, principal))
     return Page[BuildRead](items=builds.to_read(session, rows, request.url.netloc), next_cursor=next_cursor)
 
 

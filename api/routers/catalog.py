@@ -1,21 +1,24 @@
-"""/api/v1/namespaces and /api/v1/environments."""
+"""/api/v1/namespaces (with their grants and public flag) and /api/v1/environments."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
 
-from api.auth import Action, Principal, authorize
+from api.auth import Action, Principal, authorize, readable_namespaces, require
 from api.deps import get_session
-from api.models import Build, Environment
+from api.models import ApiToken, Build, Environment, Namespace, NamespaceGrant, NamespaceRole
 from api.schemas import (
     BuildRead,
     BuildSubmit,
     EnvironmentCreate,
     EnvironmentRead,
     EnvironmentUpdate,
+    GrantRead,
+    GrantSet,
     NamespaceCreate,
     NamespaceRead,
+    NamespaceUpdate,
     Page,
     SetCurrent,
 )
@@ -24,32 +27,88 @@ from api.services import builds, catalog
 router = APIRouter(prefix="/api/v1", tags=["environments"])
 READ = Depends(authorize(Action.READ))
 WRITE = Depends(authorize(Action.WRITE))
+ADMIN = Depends(authorize(Action.ADMIN))
+
+
+def _namespace_view(namespace: Namespace, environments: int = 0) -> NamespaceRead:
+    return NamespaceRead(name=namespace.name, description=namespace.description, created_at=namespace.created_at,
+                         environments=environments, public=namespace.public)
+
+
+def _forget_access(request: Request) -> None:
+    """Drop cached principals and public namespaces after an access change (other replicas: within seconds)."""
+    request.app.state.token_cache.clear()
 
 
 @router.post("/namespaces", status_code=201)
 def create_namespace(body: NamespaceCreate, session: Session = Depends(get_session),
-                     _: Principal = WRITE) -> NamespaceRead:
-    namespace = catalog.create_namespace(session, body.name, body.description)
+                     principal: Principal = WRITE) -> NamespaceRead:
+    """A new namespace; a user token that creates one becomes its editor."""
+    namespace = catalog.create_namespace(session, body.name, body.description,
+                                         editor=principal.token_id if principal.restricted else None)
     session.commit()
-    return NamespaceRead(name=namespace.name, description=namespace.description, created_at=namespace.created_at)
+    return _namespace_view(namespace)
 
 
 @router.get("/namespaces")
-def list_namespaces(session: Session = Depends(get_session), _: Principal = READ) -> list[NamespaceRead]:
-    return [NamespaceRead(name=n.name, description=n.description, created_at=n.created_at, environments=count)
-            for n, count in catalog.list_namespaces(session)]
+def list_namespaces(request: Request, session: Session = Depends(get_session),
+                    principal: Principal = READ) -> list[NamespaceRead]:
+    """The namespaces the caller may read."""
+    return [_namespace_view(n, count)
+            for n, count in catalog.list_namespaces(session, readable_namespaces(request, principal))]
 
 
 @router.get("/namespaces/{namespace}")
 def get_namespace(namespace: str, session: Session = Depends(get_session), _: Principal = READ) -> NamespaceRead:
-    found = catalog.get_namespace(session, namespace)
-    return NamespaceRead(name=found.name, description=found.description, created_at=found.created_at)
+    return _namespace_view(catalog.get_namespace(session, namespace))
+
+
+@router.patch("/namespaces/{namespace}")
+def update_namespace(namespace: str, body: NamespaceUpdate, request: Request,
+                     session: Session = Depends(get_session), _: Principal = ADMIN) -> NamespaceRead:
+    """Make a namespace public (anyone may read and pull it, without a token) or private; edit its description."""
+    found = catalog.update_namespace(session, namespace, public=body.public, description=body.description)
+    session.commit()
+    _forget_access(request)
+    return _namespace_view(found)
 
 
 @router.delete("/namespaces/{namespace}", status_code=204)
-def delete_namespace(namespace: str, session: Session = Depends(get_session), _: Principal = WRITE) -> Response:
+def delete_namespace(namespace: str, request: Request, session: Session = Depends(get_session),
+                     _: Principal = WRITE) -> Response:
     catalog.delete_namespace(session, namespace)
     session.commit()
+    _forget_access(request)
+    return Response(status_code=204)
+
+
+def _grant_view(namespace: str, grant: NamespaceGrant, token: ApiToken) -> GrantRead:
+    return GrantRead(namespace=namespace, token_id=grant.token_id, token_name=token.name, token_role=token.role,
+                     role=grant.role, created_at=grant.created_at)
+
+
+@router.get("/namespaces/{namespace}/grants")
+def list_grants(namespace: str, session: Session = Depends(get_session), _: Principal = ADMIN) -> list[GrantRead]:
+    """Which tokens have which role on the namespace (admin and worker tokens need none)."""
+    return [_grant_view(namespace, grant, token) for grant, token in catalog.list_grants(session, namespace)]
+
+
+@router.put("/namespaces/{namespace}/grants/{token_id}")
+def set_grant(namespace: str, token_id: int, body: GrantSet, request: Request,
+              session: Session = Depends(get_session), _: Principal = ADMIN) -> GrantRead:
+    """Give a user or reader token a role on the namespace: viewer (read, pull) or editor (also build)."""
+    grant, token = catalog.set_grant(session, namespace, token_id, NamespaceRole(body.role))
+    session.commit()
+    _forget_access(request)
+    return _grant_view(namespace, grant, token)
+
+
+@router.delete("/namespaces/{namespace}/grants/{token_id}", status_code=204)
+def delete_grant(namespace: str, token_id: int, request: Request, session: Session = Depends(get_session),
+                 _: Principal = ADMIN) -> Response:
+    catalog.delete_grant(session, namespace, token_id)
+    session.commit()
+    _forget_access(request)
     return Response(status_code=204)
 
 
@@ -63,7 +122,10 @@ def _environment_view(session: Session, request: Request, environment: Environme
 @router.post("/environments", status_code=201)
 def create_environment(body: EnvironmentCreate, request: Request, response: Response,
                        session: Session = Depends(get_session), principal: Principal = WRITE) -> BuildRead:
-    """Create the environment (and namespace) if needed and submit a build of the spec."""
+    """Create the environment (and namespace: a user token becomes its editor) if needed and submit a build."""
+    if not catalog.create_namespace_if_absent(session, body.namespace,
+                                              editor=principal.token_id if principal.restricted else None):
+        require(request, principal, Action.WRITE, body.namespace)  # the namespace is in the body, not the path
     submitted = builds.submit_build(
         session, body.namespace, body.name, spec_text=body.spec, filename=body.filename, platforms=body.platforms,
         options=body.options, relock=body.relock, create=True, description=body.description,
@@ -85,10 +147,12 @@ def list_environments(
     cursor: str | None = None,
     limit: int = Query(default=50, ge=1, le=500),
     session: Session = Depends(get_session),
-    _: Principal = READ,
+    principal: Principal = READ,
 ) -> Page[EnvironmentRead]:
+    """Environments in the namespaces the caller may read."""
     rows, next_cursor = catalog.list_environments(session, namespace=namespace, name=name, package=package,
-                                                  package_version=package_version, cursor=cursor, limit=limit)
+                                                  package_version=package_version, cursor=cursor, limit=limit,
+                                                  readable=readable_namespaces(request, principal))
     current = [b for _, _, b in rows if b is not None]
     views = {v.id: v for v in builds.to_read(session, current, request.url.netloc)}
     items = [EnvironmentRead(namespace=ns, name=e.name, description=e.description,

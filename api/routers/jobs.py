@@ -29,7 +29,7 @@ from api.schemas import (
     UploadRequest,
     UploadTicket,
 )
-from api.services import builds, jobs, logs
+from api.services import builds, gc, jobs, logs
 from api.services.jobs import LeasePolicy
 from api.storage import ArtifactStore
 from builder.errors import NotFoundError
@@ -125,6 +125,7 @@ async def upload_blob(build_id: int, digest: str, request: Request, lease_id: st
     def check_lease() -> None:
         with Session(engine) as session:
             jobs.leased_build(session, build_id, lease_id)
+            gc.hold_blobs(session, build_id, [expected.lower()])  # before the store is looked at: see api.services.gc
 
     await run_in_threadpool(check_lease)
     if store.stat(expected) == size:
@@ -151,6 +152,7 @@ def start_upload(build_id: int, body: UploadRequest, session: Session = Depends(
                  store: ArtifactStore = Depends(get_store), _: Principal = WORK) -> UploadTicket:
     """Whether the blob is stored already, and otherwise a presigned URL to PUT it to (S3 stores only)."""
     jobs.leased_build(session, build_id, body.lease_id)
+    gc.hold_blobs(session, build_id, [body.sha256])
     if store.stat(body.sha256) == body.size:
         return UploadTicket(present=True)
     ticket = store.presigned_upload(3600)
@@ -164,6 +166,7 @@ def finish_upload(build_id: int, body: UploadFinish, session: Session = Depends(
                   store: ArtifactStore = Depends(get_store), _: Principal = WORK) -> dict[str, object]:
     """Adopt a presigned upload after checking its sha256 and size."""
     jobs.leased_build(session, build_id, body.lease_id)
+    gc.hold_blobs(session, build_id, [body.sha256])
     stored = store.finish_upload(body.upload_id, body.sha256, body.size)
     return {"digest": stored.digest, "size": stored.size}
 

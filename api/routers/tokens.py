@@ -9,6 +9,7 @@ from api.auth import Action, Principal, authorize, create_token, hash_token
 from api.deps import get_session
 from api.models import ApiToken, Role
 from api.schemas import TokenCreate, TokenCreated
+from api.services import catalog
 from builder.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1", tags=["tokens"])
@@ -17,8 +18,10 @@ ADMIN = Depends(authorize(Action.ADMIN))
 
 
 @router.get("/whoami")
-def whoami(principal: Principal = READ) -> dict[str, object]:
-    return {"name": principal.name, "role": principal.role, "token_id": principal.token_id}
+def whoami(session: Session = Depends(get_session), principal: Principal = READ) -> dict[str, object]:
+    """The caller's token: name, role and its roles on namespaces."""
+    grants = catalog.grants_of_token(session, principal.token_id) if principal.token_id is not None else {}
+    return {"name": principal.name, "role": principal.role, "token_id": principal.token_id, "grants": grants}
 
 
 @router.post("/tokens", status_code=201)
@@ -40,4 +43,4 @@ def revoke_token(token_id: int, request: Request, session: Session = Depends(get
         raise NotFoundError(f"token {token_id} does not exist")
     row.revoked = True
     session.commit()
-    request.app.state.token_cache.clear()
+    request.app.state.token_cache.clear()  # here at once; other replicas within api.auth.CACHE_SECONDS

@@ -4,7 +4,7 @@ set-current (rollback) and diff."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import update
@@ -139,8 +139,9 @@ def list_builds(
     status: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    readable: Collection[str] | None = None,
 ) -> tuple[Sequence[Build], str | None]:
-    """Builds newest first (cursor pages by descending id)."""
+    """Builds newest first (cursor pages by descending id); ``readable``: only in these namespaces."""
     limit = clamp_limit(limit)
     query = select(Build)
     after = decode_cursor(cursor)
@@ -151,6 +152,10 @@ def list_builds(
         query = query.where(Build.environment_id == catalog.get_environment(session, namespace, name).id)
     if status:
         query = query.where(Build.status == status)
+    if readable is not None:
+        query = query.where(col(Build.environment_id).in_(
+            select(Environment.id).join(Namespace, col(Namespace.id) == Environment.namespace_id)
+            .where(col(Namespace.name).in_(list(readable)))))
     rows = session.exec(query.order_by(col(Build.id).desc()).limit(limit + 1)).all()
     next_cursor = encode_cursor(rows[limit - 1].id or 0) if len(rows) > limit else None
     return rows[:limit], next_cursor

@@ -1,15 +1,32 @@
-"""Namespaces and environments: create, read, list (cursor pages, filters), update, delete."""
+"""Namespaces and environments: create, read, list (cursor pages, filters), update, delete; namespace grants.
+
+Listings take ``readable``: the namespace names the caller may read (None: all), from
+:func:`api.auth.readable_namespaces`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, select
 
-from api.models import Build, BuildArtifact, BuildPackage, Environment, LogChunk, Namespace, utcnow
+from api.models import (
+    ApiToken,
+    BlobHold,
+    Build,
+    BuildArtifact,
+    BuildPackage,
+    Environment,
+    LogChunk,
+    Namespace,
+    NamespaceGrant,
+    NamespaceRole,
+    Role,
+    utcnow,
+)
 from api.services.pagination import clamp_limit, decode_cursor, encode_cursor
 from builder.errors import ConflictError, NotFoundError
 
@@ -21,7 +38,8 @@ def get_namespace(session: Session, name: str) -> Namespace:
     return namespace
 
 
-def create_namespace(session: Session, name: str, description: str = "") -> Namespace:
+def create_namespace(session: Session, name: str, description: str = "", editor: int | None = None) -> Namespace:
+    """A new namespace; ``editor``: the id of a token that gets the editor grant on it (its creator)."""
     if session.exec(select(Namespace.id).where(Namespace.name == name)).first() is not None:
         raise ConflictError(f"namespace '{name}' already exists", field="name", hint="choose another name")
     namespace = Namespace(name=name, description=description)
@@ -30,7 +48,31 @@ def create_namespace(session: Session, name: str, description: str = "") -> Name
         session.flush()
     except IntegrityError:
         raise ConflictError(f"namespace '{name}' already exists", field="name", hint="choose another name") from None
+    if editor is not None:
+        assert namespace.id is not None
+        session.add(NamespaceGrant(namespace_id=namespace.id, token_id=editor, role=NamespaceRole.EDITOR))
+        session.flush()
     return namespace
+
+
+def create_namespace_if_absent(session: Session, name: str, editor: int | None = None) -> bool:
+    """Create namespace ``name`` unless it exists (``editor`` as in :func:`create_namespace`); whether it did.
+
+    Safe when another request creates it at the same moment: then this one did not.
+    """
+    if session.exec(select(Namespace.id).where(Namespace.name == name)).first() is not None:
+        return False
+    try:
+        with session.begin_nested():
+            namespace = Namespace(name=name)
+            session.add(namespace)
+            session.flush()
+            if editor is not None:
+                assert namespace.id is not None
+                session.add(NamespaceGrant(namespace_id=namespace.id, token_id=editor, role=NamespaceRole.EDITOR))
+    except IntegrityError:
+        return False
+    return True
 
 
 M = TypeVar("M", bound=SQLModel)
@@ -57,25 +99,91 @@ def ensure_namespace(session: Session, name: str) -> Namespace:
     return get_or_create(session, Namespace, name=name)
 
 
-def list_namespaces(session: Session) -> list[tuple[Namespace, int]]:
+def list_namespaces(session: Session, readable: Collection[str] | None = None) -> list[tuple[Namespace, int]]:
     counts = (
         select(Environment.namespace_id, func.count().label("n")).group_by(Environment.namespace_id).subquery()
     )
-    rows = session.exec(
+    query = (
         select(Namespace, func.coalesce(counts.c.n, 0))
         .join(counts, counts.c.namespace_id == Namespace.id, isouter=True)
         .order_by(Namespace.name)
-    ).all()
+    )
+    if readable is not None:
+        query = query.where(col(Namespace.name).in_(list(readable)))
+    rows = session.exec(query).all()
     return [(namespace, int(count)) for namespace, count in rows]
 
 
 def delete_namespace(session: Session, name: str) -> None:
+    """Delete an empty namespace and its grants."""
     namespace = get_namespace(session, name)
     if session.exec(select(Environment.id).where(Environment.namespace_id == namespace.id)).first() is not None:
         raise ConflictError(
             f"namespace '{name}' still holds environments", hint="delete its environments first"
         )
+    for grant in session.exec(select(NamespaceGrant).where(NamespaceGrant.namespace_id == namespace.id)).all():
+        session.delete(grant)
+    session.flush()
+    from api.services import targets  # (targets imports this module)
+
+    targets.delete_targets_of_namespace(session, namespace.id)
     session.delete(namespace)
+
+
+def update_namespace(session: Session, name: str, *, public: bool | None = None,
+                     description: str | None = None) -> Namespace:
+    namespace = get_namespace(session, name)
+    if public is not None:
+        namespace.public = public
+    if description is not None:
+        namespace.description = description
+    session.flush()
+    return namespace
+
+
+def list_grants(session: Session, namespace: str) -> list[tuple[NamespaceGrant, ApiToken]]:
+    """The grants on a namespace with their tokens, by token id."""
+    found = get_namespace(session, namespace)
+    return [(grant, token) for grant, token in session.exec(
+        select(NamespaceGrant, ApiToken).join(ApiToken, col(ApiToken.id) == NamespaceGrant.token_id)
+        .where(NamespaceGrant.namespace_id == found.id).order_by(col(NamespaceGrant.token_id))
+    ).all()]
+
+
+def grants_of_token(session: Session, token_id: int) -> dict[str, str]:
+    """Namespace name -> the token's role there."""
+    return dict(session.exec(
+        select(Namespace.name, NamespaceGrant.role).join(Namespace, col(Namespace.id) == NamespaceGrant.namespace_id)
+        .where(NamespaceGrant.token_id == token_id).order_by(Namespace.name)
+    ).all())
+
+
+def set_grant(session: Session, namespace: str, token_id: int, role: NamespaceRole) -> tuple[NamespaceGrant, ApiToken]:
+    """Give token ``token_id`` ``role`` on ``namespace`` (replacing its grant there, if any)."""
+    found = get_namespace(session, namespace)
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFoundError(f"token {token_id} does not exist", field="token_id",
+                            hint="token ids are in the reply of POST /api/v1/tokens")
+    if token.role in (Role.ADMIN, Role.WORKER):
+        raise ConflictError(f"token {token_id} has the {token.role} role, which reads every namespace already",
+                            field="token_id", hint="grants are for user and reader tokens")
+    assert found.id is not None
+    grant = get_or_create(session, NamespaceGrant, namespace_id=found.id, token_id=token_id)
+    grant.role = role
+    session.flush()
+    return grant, token
+
+
+def delete_grant(session: Session, namespace: str, token_id: int) -> None:
+    found = get_namespace(session, namespace)
+    grant = session.exec(select(NamespaceGrant).where(NamespaceGrant.namespace_id == found.id,
+                                                      NamespaceGrant.token_id == token_id)).first()
+    if grant is None:
+        raise NotFoundError(f"token {token_id} has no grant on namespace '{namespace}'", field="token_id",
+                            hint=f"list them: GET /api/v1/namespaces/{namespace}/grants")
+    session.delete(grant)
+    session.flush()
 
 
 def get_environment(session: Session, namespace: str, name: str) -> Environment:
@@ -99,6 +207,7 @@ def list_environments(
     package_version: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    readable: Collection[str] | None = None,
 ) -> tuple[Sequence[tuple[Environment, str, Build | None]], str | None]:
     """A page of environments ordered by id, with their namespace name and current build."""
     limit = clamp_limit(limit)
@@ -110,6 +219,8 @@ def list_environments(
     )
     if namespace:
         query = query.where(Namespace.name == namespace)
+    if readable is not None:
+        query = query.where(col(Namespace.name).in_(list(readable)))
     if name:
         query = query.where(Environment.name.contains(name))  # type: ignore[attr-defined]
     if package:
@@ -138,7 +249,10 @@ def delete_environment(session: Session, namespace: str, name: str) -> None:
     environment.current_build_id = None
     session.flush()
     ids = [b.id for b in builds]
-    for model in (BuildArtifact, BuildPackage, LogChunk):
+    from api.services import targets  # (targets imports this module)
+
+    targets.delete_publications_of_builds(session, ids)
+    for model in (BuildArtifact, BuildPackage, LogChunk, BlobHold):
         for row in session.exec(select(model).where(model.build_id.in_(ids))).all():  # type: ignore[attr-defined]
             session.delete(row)
     session.flush()

@@ -20,7 +20,10 @@ from sqlmodel import Session, col, select
 
 from api.models import RUNNING, STAGE_ORDER, Build, BuildArtifact, BuildPackage, BuildStatus, Environment, utcnow
 from api.schemas import ArtifactEntry, PackageEntry
+from api.services import referrers
+from api.services.gc import hold_blobs, release_holds
 from api.services.logs import append_log
+from api.services.publish import enqueue_publications
 from api.storage import ArtifactStore
 from builder.errors import ConflictError, LeaseLostError, NotFoundError
 
@@ -128,6 +131,7 @@ def complete_build(
     """Publish a build: every artifact must be in the store at its size; then one transaction makes the
     artifacts visible, records the packages, marks it completed and makes it the environment's current build."""
     leased_build(session, build_id, lease_id)
+    hold_blobs(session, build_id, [a.sha256 for a in artifacts])  # before the stat: see api.services.gc
     missing = [a.name for a in artifacts if store.stat(a.sha256) != a.size]
     if missing:
         raise ConflictError(
@@ -137,6 +141,7 @@ def complete_build(
     names = [a.name for a in artifacts]
     if len(set(names)) != len(names):
         raise ConflictError(f"build {build_id}: artifact names repeat", hint="give each artifact its own name")
+    found = referrers.describe(store, artifacts)  # subject and artifactType of each manifest, checked
     now = utcnow()
     done = session.execute(
         update(Build)
@@ -148,7 +153,8 @@ def complete_build(
     if not _changed(done):
         session.rollback()
         leased_build(session, build_id, lease_id)
-    session.add_all(BuildArtifact(build_id=build_id, **a.model_dump()) for a in artifacts)
+    session.add_all(BuildArtifact(build_id=build_id, **a.model_dump(), **referrers.fields_of(found, a.name))
+                    for a in artifacts)
     session.add_all(BuildPackage(build_id=build_id, **p.model_dump()) for p in packages)
     build = session.get(Build, build_id)
     assert build is not None
@@ -156,6 +162,8 @@ def complete_build(
     assert environment is not None
     environment.current_build_id = build_id
     environment.updated_at = now
+    release_holds(session, build_id)  # in the transaction that adds the references
+    enqueue_publications(session, build)  # one pending publication per enabled registry target
     session.commit()
     session.refresh(build)
     return build

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from api.storage.base import CHUNK_SIZE, ArtifactStore, BlobWriter, PresignedUpload, StoredBlob
+from api.storage.base import (
+    CHUNK_SIZE,
+    ArtifactStore,
+    BlobWriter,
+    ListedBlob,
+    PresignedUpload,
+    StaleUploads,
+    StoredBlob,
+)
 from api.storage.local import LocalArtifactStore, LocalBlobWriter
 from api.storage.s3 import S3ArtifactStore, S3BlobWriter
 from builder.errors import StorageError
@@ -14,11 +22,13 @@ __all__ = [
     "CHUNK_SIZE",
     "ArtifactStore",
     "BlobWriter",
+    "ListedBlob",
     "LocalArtifactStore",
     "LocalBlobWriter",
     "PresignedUpload",
     "S3ArtifactStore",
     "S3BlobWriter",
+    "StaleUploads",
     "StoredBlob",
     "open_artifact_store",
 ]

@@ -4,12 +4,17 @@ Two backends implement it: :mod:`api.storage.local` (a directory, the embedded d
 and :mod:`api.storage.s3` (S3/MinIO through the ``minio`` SDK, path-style). Blobs are
 immutable and named only by their digest; a blob becomes visible only once all of its
 bytes are stored and their sha256 checked, so a reader never sees a partial artifact.
+
+Garbage collection (:mod:`api.services.gc`) lists what is stored with :meth:`ArtifactStore.iter_blobs`,
+deletes with :meth:`ArtifactStore.delete`, and clears abandoned uploads (spool files, presigned staging
+objects) with :meth:`ArtifactStore.remove_stale_uploads`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +31,23 @@ class StoredBlob:
     @property
     def digest(self) -> str:
         return f"sha256:{self.sha256}"
+
+
+@dataclass(frozen=True, slots=True)
+class ListedBlob:
+    """A published blob as a listing shows it: digest, size, and when it was written (aware UTC)."""
+
+    sha256: str
+    size: int
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StaleUploads:
+    """What :meth:`ArtifactStore.remove_stale_uploads` found (and removed, unless it was a dry run)."""
+
+    count: int = 0
+    bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +102,19 @@ class ArtifactStore(Protocol):
         """Re-read the blob and check its sha256 (False when absent or corrupted)."""
         ...
 
-    def delete(self, sha256: str) -> None: ...
+    def delete(self, sha256: str) -> None:
+        """Remove the blob (nothing happens when it is absent); StorageError when the store refuses."""
+        ...
+
+    def iter_blobs(self) -> Iterator[ListedBlob]:
+        """Every published blob, in no particular order; uploads still in progress (spool files, presigned
+        staging objects) are not blobs and are not listed."""
+        ...
+
+    def remove_stale_uploads(self, older_than: datetime, *, dry_run: bool = False) -> StaleUploads:
+        """Remove spool files and presigned staging objects last written before ``older_than``: uploads that
+        were abandoned (an upload in progress keeps writing, a presigned PUT is finished right after it)."""
+        ...
 
     def presigned_get(self, sha256: str, expires_seconds: int = 3600, filename: str | None = None) -> str | None:
         """A URL that serves the blob without the API (S3), or None when the API must stream it (local)."""

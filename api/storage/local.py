@@ -2,6 +2,8 @@
 
 Writers stream into ``<root>/tmp/`` while hashing, so a blob's bytes are never held in memory and
 a blob only appears under ``blobs/`` once its digest (and any declared size) has been checked.
+Only files named by a digest under ``blobs/sha256/`` are blobs: :meth:`LocalArtifactStore.iter_blobs` lists
+nothing else, and spool files left in ``tmp/`` by a crashed upload are removed by ``remove_stale_uploads``.
 The spooling and chunked reading here are shared with :mod:`api.storage.s3`.
 """
 
@@ -10,14 +12,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
-from api.storage.base import CHUNK_SIZE, BlobWriter, PresignedUpload, StoredBlob
+from api.storage.base import CHUNK_SIZE, BlobWriter, ListedBlob, PresignedUpload, StaleUploads, StoredBlob
 from builder.errors import ArtifactIntegrityError, NotFoundError, StorageError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+SPOOL_PREFIX = "envyard-upload-"
 MISSING_HINT = "the artifact was never uploaded or was garbage-collected"
 
 
@@ -38,13 +43,53 @@ def missing(sha256: str) -> NotFoundError:
     return NotFoundError(f"no artifact with digest sha256:{sha256}", hint=MISSING_HINT)
 
 
+def is_sha256(name: str) -> bool:
+    return _SHA256.fullmatch(name) is not None
+
+
+def mtime(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def remove_stale_spool_files(directory: Path | None, older_than: datetime, dry_run: bool = False) -> StaleUploads:
+    """Remove this store's spool files (``envyard-upload-*``) in ``directory`` last written before ``older_than``.
+    A spool file is written to for as long as its upload runs, so an old one belongs to an upload that died."""
+    if directory is None:
+        return StaleUploads()
+    count = size = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return StaleUploads()
+    except OSError as exc:
+        raise StorageError(f"cannot list spool directory {directory}: {exc}",
+                           hint="check that the directory is readable") from exc
+    for entry in entries:
+        if not entry.name.startswith(SPOOL_PREFIX):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or mtime(info.st_mtime) >= older_than:
+                continue
+            if not dry_run:
+                os.unlink(entry.path)
+        except FileNotFoundError:
+            continue  # finished (renamed or discarded) meanwhile
+        except OSError as exc:
+            raise StorageError(f"cannot remove spool file {entry.path}: {exc}",
+                               hint="check the permissions of the spool directory") from exc
+        count += 1
+        size += info.st_size
+    return StaleUploads(count, size)
+
+
 class HashingSpool:
     """A temporary file that hashes what is written to it; ``finish`` checks the declared digest and size."""
 
     def __init__(self, directory: Path | None, *, durable: bool = False) -> None:
         self.durable = durable
         try:
-            fd, name = tempfile.mkstemp(prefix="envyard-upload-", dir=directory)
+            fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, dir=directory)
         except OSError as exc:
             raise StorageError(f"cannot create a spool file in {directory or tempfile.gettempdir()}: {exc}",
                                hint="check that the directory exists, is writable and has free space") from exc
@@ -269,7 +314,32 @@ class LocalArtifactStore(StoreMixin):
         return ChunkStream(iter(lambda: handle.read(CHUNK_SIZE), b""), handle.close, length)
 
     def delete(self, sha256: str) -> None:
-        self._path(sha256).unlink(missing_ok=True)
+        path = self._path(sha256)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete blob sha256:{sha256} in {self.root}: {exc}",
+                               hint="check that the artifact directory is writable") from exc
+
+    def iter_blobs(self) -> Iterator[ListedBlob]:
+        try:
+            entries = os.scandir(self.blob_dir)
+        except OSError as exc:
+            raise StorageError(f"cannot list the artifact directory {self.blob_dir}: {exc}",
+                               hint="check that the artifact directory exists and is readable") from exc
+        with entries:
+            for entry in entries:
+                if not is_sha256(entry.name):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                if stat.S_ISREG(info.st_mode):
+                    yield ListedBlob(entry.name, info.st_size, mtime(info.st_mtime))
+
+    def remove_stale_uploads(self, older_than: datetime, *, dry_run: bool = False) -> StaleUploads:
+        return remove_stale_spool_files(self.tmp_dir, older_than, dry_run)
 
     def presigned_get(self, sha256: str, expires_seconds: int = 3600, filename: str | None = None) -> str | None:
         check_sha256(sha256)

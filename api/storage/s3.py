@@ -3,7 +3,9 @@
 Uploads through the API are spooled to a local temporary file while hashing, checked, then sent
 to their final key, so a blob never appears before its digest is known to be right. Workers may
 instead PUT to a presigned staging key ``<prefix>uploads/<id>``, which :meth:`S3ArtifactStore.finish_upload`
-hashes and copies server-side to the final key.
+hashes and copies server-side to the final key. :meth:`S3ArtifactStore.iter_blobs` lists only the final keys
+(with S3's LastModified); staging objects never finished, and this replica's spool files, are removed by
+``remove_stale_uploads``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -24,7 +26,7 @@ from minio.commonconfig import CopySource
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import DictType, check_bucket_name
 
-from api.storage.base import CHUNK_SIZE, PresignedUpload, StoredBlob
+from api.storage.base import CHUNK_SIZE, ListedBlob, PresignedUpload, StaleUploads, StoredBlob
 from api.storage.local import (
     ChunkStream,
     HashingSpool,
@@ -33,7 +35,9 @@ from api.storage.local import (
     check_range,
     check_sha256,
     hash_chunks,
+    is_sha256,
     missing,
+    remove_stale_spool_files,
 )
 from builder.errors import ArtifactIntegrityError, NotFoundError, StorageError
 
@@ -217,6 +221,30 @@ class S3ArtifactStore(StoreMixin):
 
     def delete(self, sha256: str) -> None:
         self._remove(self._key(sha256))
+
+    def _list(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+        """(name after ``prefix``, size, last modified) of every object under ``prefix``."""
+        with self._calls(f"listing of {prefix}"):
+            for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                if item.object_name is None or item.is_dir:
+                    continue
+                modified = item.last_modified or datetime.now(UTC)  # S3 always sends it; unknown counts as new
+                yield item.object_name[len(prefix):], int(item.size or 0), modified.astimezone(UTC)
+
+    def iter_blobs(self) -> Iterator[ListedBlob]:
+        for name, size, modified in self._list(f"{self.prefix}blobs/sha256/"):
+            if is_sha256(name):
+                yield ListedBlob(name, size, modified)
+
+    def remove_stale_uploads(self, older_than: datetime, *, dry_run: bool = False) -> StaleUploads:
+        prefix = f"{self.prefix}uploads/"
+        stale = [(name, size) for name, size, modified in self._list(prefix)
+                 if _UPLOAD_ID.fullmatch(name) and modified < older_than]
+        for name, _size in stale:
+            if not dry_run:
+                self._remove(prefix + name)
+        spooled = remove_stale_spool_files(self.spool_dir, older_than, dry_run)
+        return StaleUploads(len(stale) + spooled.count, sum(size for _, size in stale) + spooled.bytes)
 
     def presigned_get(self, sha256: str, expires_seconds: int = 3600, filename: str | None = None) -> str | None:
         key = self._key(sha256)

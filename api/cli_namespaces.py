@@ -1,0 +1,104 @@
+"""``envyard namespace ...``: namespaces, who may read and build in them, and which are public (admin token).
+
+A user or reader token reads a namespace it has a grant on (viewer: read and pull; editor: also build; a
+reader token never builds); a public namespace is readable without a token. Changes take effect within a few
+seconds on every server replica (principals are cached that long).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from api.cli_client import NAME, _client, _emit, _json_mode, _table, _when
+from builder.errors import SpecError
+
+
+def _namespace(value: str) -> str:
+    if not NAME.match(value):
+        raise SpecError(f"'{value}' is not a namespace name", field="NAMESPACE",
+                        hint="letters, digits, '.', '_' and '-', e.g. data-science")
+    return value
+
+
+@click.group("namespace")
+def namespace_group() -> None:
+    """Namespaces: list, make public or private, grant tokens access (see the root options --api, --token)."""
+
+
+@namespace_group.command("list")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def namespace_list(ctx: click.Context, json_output: bool) -> None:
+    """The namespaces the token may read."""
+    _json_mode(ctx, json_output)
+    namespaces = _client(ctx).json("GET", "/api/v1/namespaces")
+    if json_output:
+        _emit(namespaces)
+        return
+    _table("namespace", "environments", "public", "created", "description", rows=[
+        [n["name"], n["environments"], "yes" if n["public"] else "no", _when(n["created_at"]), n["description"]]
+        for n in namespaces])
+
+
+@namespace_group.command("public")
+@click.argument("namespace")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def namespace_public(ctx: click.Context, namespace: str, state: str, json_output: bool) -> None:
+    """Make NAMESPACE public (on: anyone may read and pull it, without a token) or private (off)."""
+    _json_mode(ctx, json_output)
+    found = _client(ctx).json("PATCH", f"/api/v1/namespaces/{_namespace(namespace)}", json={"public": state == "on"})
+    if json_output:
+        _emit(found)
+    else:
+        click.echo(f"{namespace} is {'public: anyone may read and pull it' if found['public'] else 'private'}")
+
+
+@namespace_group.command("grant")
+@click.argument("namespace")
+@click.argument("token_id", metavar="TOKEN_ID", type=int)
+@click.option("--role", type=click.Choice(["viewer", "editor"]), default="viewer", show_default=True,
+              help="viewer: read and pull; editor: also build.")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def namespace_grant(ctx: click.Context, namespace: str, token_id: int, role: str, json_output: bool) -> None:
+    """Give token TOKEN_ID (a user or reader token) ROLE on NAMESPACE."""
+    _json_mode(ctx, json_output)
+    grant = _client(ctx).json("PUT", f"/api/v1/namespaces/{_namespace(namespace)}/grants/{token_id}",
+                              json={"role": role})
+    if json_output:
+        _emit(grant)
+    else:
+        click.echo(f"token {token_id} ({grant['token_name']}) is {grant['role']} of {namespace}")
+
+
+@namespace_group.command("revoke")
+@click.argument("namespace")
+@click.argument("token_id", metavar="TOKEN_ID", type=int)
+@click.pass_context
+def namespace_revoke(ctx: click.Context, namespace: str, token_id: int) -> None:
+    """Remove token TOKEN_ID's grant on NAMESPACE."""
+    _client(ctx).request("DELETE", f"/api/v1/namespaces/{_namespace(namespace)}/grants/{token_id}")
+    click.echo(f"token {token_id} has no grant on {namespace} any more")
+
+
+@namespace_group.command("grants")
+@click.argument("namespace")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def namespace_grants(ctx: click.Context, namespace: str, json_output: bool) -> None:
+    """The tokens with a grant on NAMESPACE."""
+    _json_mode(ctx, json_output)
+    grants: list[dict[str, Any]] = _client(ctx).json("GET", f"/api/v1/namespaces/{_namespace(namespace)}/grants")
+    if json_output:
+        _emit(grants)
+        return
+    _table("token", "name", "token role", "role", "since", rows=[
+        [g["token_id"], g["token_name"], g["token_role"], g["role"], _when(g["created_at"])] for g in grants])
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(namespace_group)
