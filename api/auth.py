@@ -16,7 +16,7 @@ registry's ``name``, ``<namespace>/<environment>``; ``build_id`` and ``other_id`
 
 On ``/v2/`` a request may also carry a registry token (Docker's token auth: ``GET /v2/token``, see
 ``registry/token_auth.py``): an HMAC-signed JWT naming the envyard token it was issued to (or none:
-anonymous) and the repositories it may pull, valid :data:`REGISTRY_TOKEN_SECONDS`. Its principal is loaded
+anonymous) and the repositories it may pull (:mod:`api.registry_tokens`). Its principal is loaded
 afresh (through the cache) on every request, so a revoked token's registry tokens stop working too.
 
 Principals (with their grants) and the set of public namespaces are cached for :data:`CACHE_SECONDS`. The
@@ -28,13 +28,9 @@ deny is checked once more against the database, so new grants and newly public n
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import hashlib
-import hmac
-import json
 import os
-import re
 import secrets
 import threading
 import time
@@ -50,14 +46,16 @@ from sqlmodel import Session, col, select
 
 from api.db import session_scope
 from api.models import ApiToken, Build, BuildArtifact, Environment, Namespace, NamespaceGrant, NamespaceRole, Role
-from api.secret_key import derive_key
+from api.registry_tokens import (
+    is_registry_token,
+    registry_token_key,
+    verify_registry_token,
+)
 from builder.errors import AuthenticationError, EnvyardError, PermissionDeniedError
 
 TOKEN_PREFIX = "ey_"
 CACHE_SECONDS = 5.0
 REGISTRY_PREFIX = "/v2/"
-REGISTRY_SERVICE = "envyard"
-REGISTRY_TOKEN_SECONDS = 300
 BEARER_ERROR = "bearer_error"  # details key: the RFC 6750 error code of a registry 401 challenge
 TOKEN_HINT = ("pass --token, set ENVYARD_TOKEN, or send 'Authorization: Bearer <token>' "
               "(registry clients: any user name with the token as password)")
@@ -274,7 +272,7 @@ def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | N
     token = presented_token(request, credentials)
     if token is None:
         return ANONYMOUS
-    if is_registry_token(token):
+    if is_registry_token(token, TOKEN_PREFIX):
         return _registry_principal(request, token)
     key = hash_token(token)
     principal = _cached_principal(request, key, ApiToken.token_sha256 == key)
@@ -467,69 +465,3 @@ def readable_namespaces(request: Request, principal: Principal) -> frozenset[str
         return frozenset(session.exec(
             select(Namespace.name).where(col(Namespace.public) | col(Namespace.id).in_(granted))
         ).all())
-
-
-# --- registry tokens (Docker token auth) ----------------------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-_JWT_HEADER = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-_JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
-
-
-@dataclass(frozen=True, slots=True)
-class RegistryClaims:
-    subject: int | None  # the envyard token's id; None: issued without credentials
-    repositories: frozenset[str]  # pullable
-    issued_at: int
-    expires_at: int
-
-
-def registry_token_key(secret: bytes) -> bytes:
-    return derive_key(secret, "registry-token")
-
-
-def is_registry_token(token: str) -> bool:
-    return not token.startswith(TOKEN_PREFIX) and bool(_JWT.match(token))
-
-
-def sign_registry_token(key: bytes, subject: int | None, repositories: Collection[str], *,
-                        issued_at: int | None = None, seconds: int = REGISTRY_TOKEN_SECONDS) -> str:
-    """A compact JWT (HS256) with the Docker token claims: ``sub``, ``aud`` (the service) and ``access``."""
-    now = int(time.time()) if issued_at is None else issued_at
-    claims = {"iss": REGISTRY_SERVICE, "sub": "anonymous" if subject is None else str(subject),
-              "aud": REGISTRY_SERVICE, "iat": now, "nbf": now, "exp": now + seconds, "jti": secrets.token_hex(8),
-              "access": [{"type": "repository", "name": name, "actions": ["pull"]} for name in sorted(repositories)]}
-    signing_input = f"{_JWT_HEADER}.{_b64(json.dumps(claims, separators=(',', ':')).encode())}"
-    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64(signature)}"
-
-
-def verify_registry_token(key: bytes, token: str, now: float | None = None) -> RegistryClaims | None:
-    """The claims of a token this server signed and that has not expired; None for anything else."""
-    header, _, rest = token.partition(".")
-    payload, _, signature = rest.partition(".")
-    if header != _JWT_HEADER or not _JWT.match(token):
-        return None
-    expected = hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    try:
-        if not hmac.compare_digest(expected, _unb64(signature)):
-            return None
-        claims = json.loads(_unb64(payload))
-        subject = None if claims["sub"] == "anonymous" else int(claims["sub"])
-        repositories = frozenset(str(a["name"]) for a in claims["access"]
-                                 if a.get("type") == "repository" and "pull" in a.get("actions", ()))
-        issued_at, expires_at = int(claims["iat"]), int(claims["exp"])
-    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    now = time.time() if now is None else now
-    if claims.get("aud") != REGISTRY_SERVICE or claims.get("iss") != REGISTRY_SERVICE or expires_at <= now:
-        return None
-    return RegistryClaims(subject, repositories, issued_at, expires_at)

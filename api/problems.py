@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from api.auth import BEARER_ERROR, REGISTRY_SERVICE, is_registry_path
+from api.auth import BEARER_ERROR, is_registry_path
+from api.registry_tokens import REGISTRY_SERVICE
 from builder.errors import PROBLEM_BASE, EnvyardError
 
 PROBLEM_JSON = "application/problem+json"

@@ -4,7 +4,7 @@ A registry client that meets ``WWW-Authenticate: Bearer realm=".../v2/token",ser
 /v2/ asks here for a token, with Basic auth (any user name, an envyard token as password) or without
 credentials. The reply grants pull of the requested repositories the caller may read (a public namespace's
 for anyone), nothing else: push is never granted, unknown or unreadable repositories are left out. Wrong
-credentials are a 401. The token (a signed JWT, see :func:`api.auth.sign_registry_token`) is then sent as
+credentials are a 401. The token (a signed JWT, see :func:`api.registry_tokens.sign_registry_token`) is then sent as
 ``Authorization: Bearer`` on /v2/ until it expires.
 """
 
@@ -15,15 +15,8 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from api.auth import (
-    REGISTRY_TOKEN_SECONDS,
-    Action,
-    Principal,
-    authorize,
-    may,
-    registry_token_key,
-    sign_registry_token,
-)
+from api.auth import Action, Principal, authorize, may
+from api.registry_tokens import REGISTRY_TOKEN_SECONDS, registry_token_key, sign_registry_token
 from api.schemas import RegistryToken
 
 router = APIRouter(prefix="/v2", tags=["registry"])
