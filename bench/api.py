@@ -55,6 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.solve import CROSS_PLATFORM, DERIVED  # noqa: E402
+from bench.table import format_table  # noqa: E402
 from tests.servers import free_port, postgres_available, postgres_server, stop_process, wait_for_port  # noqa: E402
 
 TARGETS = {"latency": 3.0, "resubmit": 50.0, "logs": 2.0}
@@ -105,13 +106,7 @@ def ms(seconds: float) -> str:
 
 
 def print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    line = "  ".join("-" * w for w in widths)
-    print("  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-    print("  " + line)
-    for row in rows:
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-    print("  " + line, flush=True)
+    print("\n".join(format_table(headers, rows, indent="  ")), flush=True)
 
 
 @dataclass

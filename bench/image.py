@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import shadow  # noqa: E402
 from bench.solve import DERIVED, pangeo_sized_specs  # noqa: E402
+from bench.table import format_table  # noqa: E402
 from builder.install import InstallOptions, install_lock  # noqa: E402
 from builder.model import LockedCondaPackage, PlatformLock  # noqa: E402
 from builder.oci.image import BuiltLayer, ImageOptions, build_platform_image  # noqa: E402
@@ -139,15 +140,10 @@ class Report:
 
     def print_table(self) -> None:
         headers = ("measurement", "envyard", "baseline", "ratio", "target", "result")
-        rows = [headers] + [(r.label, r.ours, r.baseline, r.ratio, r.target, r.result) for r in self.rows]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
-        line = "  ".join("-" * w for w in widths)
+        rows = [(r.label, r.ours, r.baseline, r.ratio, r.target, r.result) for r in self.rows]
         print()
-        print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-        print(line)
-        for row in rows[1:]:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-        print(line)
+        for text in format_table(headers, rows):
+            print(text)
         for note in self.notes:
             print(f"note: {note}")
         print()

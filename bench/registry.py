@@ -59,6 +59,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.table import format_table  # noqa: E402
 from tests.servers import docker_registry, docker_registry_executable, free_port, stop_process  # noqa: E402
 
 TARGETS = {"copy": 1.2}
@@ -138,15 +139,10 @@ class Report:
 
     def print_table(self) -> None:
         headers = ("measurement (median)", "envyard", "docker-registry", "ratio", "target", "result")
-        rows = [headers] + [(r.label, r.ours, r.baseline, r.ratio, r.target, r.result) for r in self.rows]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
-        line = "  ".join("-" * w for w in widths)
+        rows = [(r.label, r.ours, r.baseline, r.ratio, r.target, r.result) for r in self.rows]
         say()
-        say("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-        say(line)
-        for row in rows[1:]:
-            say("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-        say(line)
+        for text in format_table(headers, rows):
+            say(text)
         for note in self.notes:
             say(f"note: {note}")
         say()

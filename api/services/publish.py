@@ -41,18 +41,18 @@ from api.models import (
     RegistryTarget,
     utcnow,
 )
-from api.services.targets import TargetError, get_target, render_repository, target_password
+from api.services.referrers import MANIFEST_TYPES
+from api.services.targets import get_target, render_repository, target_password
 from api.settings import ServiceSettings
 from api.storage import ArtifactStore, LocalArtifactStore
-from builder.errors import ConflictError, EnvyardError, NotFoundError, RegistryError, StorageError
-from builder.oci.model import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, Descriptor, ManifestBlob, OciImage, sha256_digest
+from builder.errors import ConflictError, EnvyardError, NotFoundError, RegistryError, StorageError, TargetError
+from builder.oci.model import Descriptor, ManifestBlob, OciImage, sha256_digest
 
 if TYPE_CHECKING:
     from registry.push import PushReport
 
 log = logging.getLogger("envyard.publish")
 DOCKER_HUB = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
-MANIFEST_TYPES = (*MANIFEST_MEDIA_TYPES, *INDEX_MEDIA_TYPES)
 CANDIDATES = 16
 MOUNT_SOURCES = 3
 POLL_SECONDS = 1.0
