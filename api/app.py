@@ -1,4 +1,5 @@
-"""The FastAPI application: routers, the problem-details error pipeline, and the reaper."""
+"""The FastAPI application: routers, the problem-details error pipeline, and the background threads (the reaper,
+the publisher that pushes builds to registry targets, and the optional periodic garbage collection)."""
 
 from __future__ import annotations
 
@@ -66,22 +67,20 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        thread = threading.Thread(target=_reaper, args=(app, stop), name="envyard-reaper", daemon=True)
-        thread.start()
-        publisher = threading.Thread(target=_publisher, args=(app, stop), name="envyard-publisher", daemon=True)
-        publisher.start()
-        collector = threading.Thread(target=gc.run_periodically, name="envyard-gc", daemon=True, args=(
-            engine, store, settings.gc_interval_seconds, settings.gc_grace_seconds, stop))
+        loops = [("reaper", _reaper, (app, stop)), ("publisher", _publisher, (app, stop))]
         if settings.gc_interval_seconds > 0:
-            collector.start()
+            loops.append(("gc", gc.run_periodically,
+                         (engine, store, settings.gc_interval_seconds, settings.gc_grace_seconds, stop)))
+        threads = [threading.Thread(target=target, args=args, name=f"envyard-{name}", daemon=True)
+                   for name, target, args in loops]
+        for thread in threads:
+            thread.start()
         try:
             yield
         finally:
             stop.set()
-            thread.join(timeout=10)
-            publisher.join(timeout=10)
-            if collector.is_alive():
-                collector.join(timeout=10)
+            for thread in threads:
+                thread.join(timeout=10)
             engine.dispose()
 
     app = FastAPI(title="envyard", version="0.1.0", lifespan=lifespan,
@@ -93,7 +92,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.admin_token = admin_token
     app.state.secret_key = secret_key
     install_problem_handlers(app)
-    for module in (health, catalog, builds, jobs, tokens, admin, token_auth, registry_server):
+    for module in (health, catalog, builds, jobs, tokens, registry_targets, admin, token_auth, registry_server):
         app.include_router(module.router)
-    app.include_router(registry_targets.router)
     return app
