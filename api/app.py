@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.auth import TokenCache, ensure_admin_token
+from api.auth import TokenCache
 from api.db import make_engine, migrate
 from api.deps import lease_policy
 from api.problems import install_problem_handlers
@@ -21,6 +21,7 @@ from api.services import gc, publish
 from api.services.jobs import reap
 from api.settings import ServiceSettings
 from api.storage import open_artifact_store
+from api.tokens import ensure_admin_token
 from registry import server as registry_server
 from registry import token_auth
 

@@ -1,6 +1,6 @@
 """Tokens, principals and the one authorization dependency every route goes through.
 
-Tokens are random strings shown once; the database keeps their sha256. A token has a global role, and
+Tokens (:mod:`api.tokens`) are stored as their sha256. A token has a global role, and
 user and reader tokens also have a role per namespace (a :class:`~api.models.NamespaceGrant`):
 
 * ``admin``: everything; ``worker``: read and work everywhere (a remote worker reads any build);
@@ -29,14 +29,10 @@ from __future__ import annotations
 
 import base64
 import enum
-import hashlib
-import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, Request
@@ -44,16 +40,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from api.db import session_scope
 from api.models import ApiToken, Build, BuildArtifact, Environment, Namespace, NamespaceGrant, NamespaceRole, Role
 from api.registry_tokens import (
     is_registry_token,
     registry_token_key,
     verify_registry_token,
 )
+from api.tokens import TOKEN_PREFIX, hash_token
 from builder.errors import AuthenticationError, EnvyardError, PermissionDeniedError
 
-TOKEN_PREFIX = "ey_"
 CACHE_SECONDS = 5.0
 REGISTRY_PREFIX = "/v2/"
 BEARER_ERROR = "bearer_error"  # details key: the RFC 6750 error code of a registry 401 challenge
@@ -114,40 +109,6 @@ class Principal:
 
 
 ANONYMOUS = Principal(token_id=None, name="anonymous", role=None)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def create_token(session: Session, name: str, role: Role) -> str:
-    """A new token (returned once, in clear) with ``role``."""
-    token = new_token()
-    session.add(ApiToken(name=name, token_sha256=hash_token(token), role=role))
-    session.flush()
-    return token
-
-
-def ensure_admin_token(engine: Engine, path: Path) -> str:
-    """The admin token in ``path`` (mode 600); a new one is created when the file is absent or not known."""
-    if path.exists():
-        token = path.read_text().strip()
-        with session_scope(engine) as session:
-            row = session.exec(select(ApiToken).where(ApiToken.token_sha256 == hash_token(token))).first()
-            if row is not None and not row.revoked and row.role == Role.ADMIN:
-                return token
-    with session_scope(engine) as session:
-        token = create_token(session, "admin (created by envyard serve)", Role.ADMIN)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(token + "\n")
-    os.chmod(path, 0o600)
-    return token
 
 
 class TokenCache:

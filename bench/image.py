@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import shadow  # noqa: E402
 from bench.solve import DERIVED, pangeo_sized_specs  # noqa: E402
-from bench.table import format_table  # noqa: E402
+from bench.table import Row, report_lines  # noqa: E402
 from builder.install import InstallOptions, install_lock  # noqa: E402
 from builder.model import LockedCondaPackage, PlatformLock  # noqa: E402
 from builder.oci.image import BuiltLayer, ImageOptions, build_platform_image  # noqa: E402
@@ -117,16 +117,6 @@ def verdict(value: float, target: float) -> str:
 
 
 @dataclass
-class Row:
-    label: str
-    ours: str
-    baseline: str
-    ratio: str
-    target: str
-    result: str
-
-
-@dataclass
 class Report:
     rows: list[Row] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)
@@ -140,14 +130,7 @@ class Report:
 
     def print_table(self) -> None:
         headers = ("measurement", "envyard", "baseline", "ratio", "target", "result")
-        rows = [(r.label, r.ours, r.baseline, r.ratio, r.target, r.result) for r in self.rows]
-        print()
-        for text in format_table(headers, rows):
-            print(text)
-        for note in self.notes:
-            print(f"note: {note}")
-        print()
-        for text in self.summary:
+        for text in report_lines(headers, self.rows, self.notes, self.summary):
             print(text)
 
 

@@ -59,7 +59,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.table import format_table  # noqa: E402
+from bench.table import Row, report_lines  # noqa: E402
 from tests.servers import docker_registry, docker_registry_executable, free_port, stop_process  # noqa: E402
 
 TARGETS = {"copy": 1.2}
@@ -116,16 +116,6 @@ def rmtree(path: Path) -> None:
 
 
 @dataclass
-class Row:
-    label: str
-    ours: str
-    baseline: str
-    ratio: str
-    target: str
-    result: str
-
-
-@dataclass
 class Report:
     rows: list[Row] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)
@@ -139,14 +129,7 @@ class Report:
 
     def print_table(self) -> None:
         headers = ("measurement (median)", "envyard", "docker-registry", "ratio", "target", "result")
-        rows = [(r.label, r.ours, r.baseline, r.ratio, r.target, r.result) for r in self.rows]
-        say()
-        for text in format_table(headers, rows):
-            say(text)
-        for note in self.notes:
-            say(f"note: {note}")
-        say()
-        for text in self.summary:
+        for text in report_lines(headers, self.rows, self.notes, self.summary):
             say(text)
 
 

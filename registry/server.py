@@ -76,12 +76,23 @@ def _sha256(digest: str) -> str:
     return encoded
 
 
-def _environment(session: Session, name: str) -> Environment:
-    """The environment a repository name denotes (``namespace/environment``), validated before any lookup."""
+def _repository(name: str) -> tuple[str, str]:
+    """(namespace, environment) of a repository name, validated by the name grammar before any lookup."""
     namespace, _, env_name = name.partition("/")
     if not NAME.match(name) or "/" in env_name or not env_name:
         raise _unknown("NAME_INVALID", f"'{name}' is not a repository envyard serves",
                        "repositories are <namespace>/<environment> in lower case")
+    return namespace, env_name
+
+
+def _build_id(reference: str) -> int | None:
+    """The build id a tag names (a number that fits the id column), or None."""
+    return int(reference) if reference.isdigit() and int(reference) < 2**31 else None
+
+
+def _environment(session: Session, name: str) -> Environment:
+    """The environment a repository name denotes (``namespace/environment``)."""
+    namespace, env_name = _repository(name)
     try:
         return catalog.get_environment(session, namespace, env_name)
     except NotFoundError:
@@ -119,7 +130,8 @@ def _manifest_digest(session: Session, environment: Environment, reference: str)
     if reference == "latest":
         build = session.get(Build, environment.current_build_id) if environment.current_build_id else None
     else:
-        build = session.get(Build, int(reference)) if reference.isdigit() else None
+        build_id = _build_id(reference)
+        build = session.get(Build, build_id) if build_id is not None else None
         if build is not None and build.environment_id != environment.id:
             build = None
     if build is None or build.status != BuildStatus.COMPLETED or not build.image_digest:
@@ -157,20 +169,15 @@ _MANIFEST_QUERIES = {by: _manifest_query(by) for by in ("digest", "latest", "bui
 
 
 def _fast_manifest(session: Session, name: str, reference: str) -> tuple[str, int, str] | None:
-    """The manifest in one query, or None (then the step-by-step path finds it or raises the right error)."""
-    namespace, _, env_name = name.partition("/")
-    if not NAME.match(name) or "/" in env_name or not env_name:
-        return None
+    """The manifest in one query; None when there is none (then the step-by-step path names the error)."""
+    namespace, env_name = _repository(name)
     params: dict[str, object] = {"namespace": namespace, "environment": env_name}
     if ":" in reference:
-        algorithm, _, encoded = reference.partition(":")
-        if algorithm != "sha256" or not ENCODED["sha256"].fullmatch(encoded):
-            return None
-        by, params["hex"] = "digest", encoded
+        by, params["hex"] = "digest", _sha256(reference)
     elif reference == "latest":
         by = "latest"
-    elif reference.isdigit() and TAG.match(reference):
-        by, params["build_id"] = "build", int(reference)
+    elif (build_id := _build_id(reference)) is not None:
+        by, params["build_id"] = "build", build_id
     else:
         return None
     row = session.execute(_MANIFEST_QUERIES[by], params).first()

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from sqlmodel import Session, select
 
-from api.auth import Action, Principal, authorize, create_token, hash_token
+from api.auth import Action, Principal, authorize
 from api.deps import get_session
 from api.models import ApiToken, Role
 from api.schemas import TokenCreate, TokenCreated
 from api.services import catalog
+from api.tokens import create_token, hash_token
 from builder.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1", tags=["tokens"])

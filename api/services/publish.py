@@ -315,7 +315,7 @@ class ArtifactSource:
 
 def load_image(session: Session, store: ArtifactStore, build: Build) -> OciImage:
     """The build's image from its artifacts: the root, the manifests under it (children first) and the
-    referrers whose subject is the root; manifests are the exact stored bytes."""
+    referrers whose recorded subject is the root; manifests are the exact stored bytes."""
     rows = session.exec(select(BuildArtifact).where(BuildArtifact.build_id == build.id,
                                                     col(BuildArtifact.kind).in_(("oci-index", "oci-blob")))).all()
     roots = [r for r in rows if r.kind == "oci-index"]
@@ -343,12 +343,8 @@ def load_image(session: Session, store: ArtifactStore, build: Build) -> OciImage
                 ordered[child.digest] = found
 
     walk(root)
-    referrers = []
-    for digest, row in manifests.items():
-        if digest not in ordered and digest != root.descriptor.digest and row.kind == "oci-blob":
-            candidate = read(row)
-            if (candidate.json().get("subject") or {}).get("digest") == root.descriptor.digest:
-                referrers.append(candidate)
+    referrers = [read(row) for row in manifests.values()  # subjects were recorded when the build completed
+                 if row.subject == root.descriptor.digest and row.kind == "oci-blob"]
     return OciImage(root, (*ordered.values(), root), tuple(referrers))
 
 

@@ -35,7 +35,8 @@ from api.models import (
     Spec,
     utcnow,
 )
-from api.services import catalog, publish, targets
+from api.schemas import ArtifactEntry
+from api.services import catalog, publish, referrers, targets
 from api.storage import ArtifactStore, LocalArtifactStore, S3ArtifactStore
 from builder.errors import ConflictError, NotFoundError
 from builder.oci.model import OciImage
@@ -144,6 +145,11 @@ def add_build(session: Session, store: ArtifactStore, blobs: BlobStore, namespac
                 rows[descriptor.digest] = BuildArtifact(
                     build_id=build.id or 0, kind="oci-blob", name=f"blobs/sha256/{descriptor.hex}",
                     sha256=descriptor.hex, size=descriptor.size, media_type=descriptor.media_type)
+    found = referrers.describe(store, [ArtifactEntry(**row.model_dump(include=set(ArtifactEntry.model_fields)))
+                                       for row in rows.values()])  # as complete_build records them
+    for row in rows.values():
+        for column, value in referrers.fields_of(found, row.name).items():
+            setattr(row, column, value)
     session.add_all(rows.values())
     env.current_build_id = build.id
     publish.enqueue_publications(session, build)

@@ -82,6 +82,7 @@ def test_protocol_details(built: tuple[Service, dict[str, Any]]) -> None:
 
         assert code(http.get("/v2/lab/reg/manifests/sha256:" + "0" * 64)) == "MANIFEST_UNKNOWN"
         assert code(http.get("/v2/lab/reg/manifests/999")) == "MANIFEST_UNKNOWN"
+        assert code(http.get("/v2/lab/reg/manifests/" + "9" * 40)) == "MANIFEST_UNKNOWN"  # past any build id
         assert code(http.get("/v2/lab/reg/blobs/sha256:" + "0" * 64)) == "BLOB_UNKNOWN"
         assert code(http.get("/v2/lab/nope/tags/list")) == "NAME_UNKNOWN"
         assert code(http.get("/v2/Lab/../reg/tags/list")) == "NAME_INVALID"
