@@ -292,7 +292,35 @@ def _exit_when_stdin_closes() -> None:
         while os.read(0, 4096):
             pass
     finally:
-        os.kill(0, signal.SIGKILL)  # pid 0: this process group (the build and every process it started)
+        try:  # processes that left this process group (uv resolves in its own session): freeze, then kill
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in _descendants():
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, sig)
+        finally:
+            os.kill(0, signal.SIGKILL)  # pid 0: this process group (the build and every process it started)
+
+
+def _descendants() -> list[int]:
+    """The pids of every process descended from this one (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", encoding="utf-8", errors="replace") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for pid in children.get(todo.pop(), ()):
+            found.append(pid)
+            todo.append(pid)
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:
