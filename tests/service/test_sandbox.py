@@ -264,3 +264,31 @@ def test_gc_removes_abandoned_spool_files_but_not_a_live_uploads(tmp_path: Path,
             os.close(holder)
     finally:
         service.stop()
+
+
+def test_namespace_sdists_command(tmp_path: Path, service_env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
+    service = start_service(tmp_path / "svc", service_env, "--workers", "0")
+    env = {k: v for k, v in service.env.items() if k not in ("ENVYARD_TOKEN", "ENVYARD_API_URL", "ENVYARD_DATA_DIR")}
+
+    def envyard(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "api.cli", "--api", service.url, "--token",
+                               token or service.token, *args], capture_output=True, text=True, timeout=120, env=env,
+                              cwd=service.log_dir)
+
+    try:
+        with service.client() as http:
+            assert http.post("/api/v1/namespaces", json={"name": "lab"}).status_code == 201
+            user = http.post("/api/v1/tokens", json={"name": "u", "role": "user"}).json()["token"]
+        on = envyard("namespace", "sdists", "lab", "on")
+        assert on.returncode == 0 and "may build pip source distributions" in on.stdout, on.stderr
+        listed = envyard("namespace", "list")
+        assert listed.returncode == 0 and "sdists" in listed.stdout.splitlines()[0]
+        off = envyard("namespace", "sdists", "lab", "off", "--json")
+        assert off.returncode == 0 and json.loads(off.stdout)["allow_sdists"] is False
+        refused = envyard("namespace", "sdists", "lab", "on", token=user)
+        assert refused.returncode == 8 and refused.stderr.startswith("error: ")
+    finally:
+        service.stop()
