@@ -24,7 +24,7 @@ def _namespace(value: str) -> str:
 
 @click.group("namespace")
 def namespace_group() -> None:
-    """Namespaces: list, make public or private, grant tokens access (see the root options --api, --token)."""
+    """Namespaces: list, make public or private, allow sdists, grant tokens access (root options --api, --token)."""
 
 
 @namespace_group.command("list")
@@ -37,9 +37,9 @@ def namespace_list(ctx: click.Context, json_output: bool) -> None:
     if json_output:
         _emit(namespaces)
         return
-    _table("namespace", "environments", "public", "created", "description", rows=[
-        [n["name"], n["environments"], "yes" if n["public"] else "no", _when(n["created_at"]), n["description"]]
-        for n in namespaces])
+    _table("namespace", "environments", "public", "sdists", "created", "description", rows=[
+        [n["name"], n["environments"], "yes" if n["public"] else "no", "yes" if n.get("allow_sdists") else "no",
+         _when(n["created_at"]), n["description"]] for n in namespaces])
 
 
 @namespace_group.command("public")
@@ -55,6 +55,28 @@ def namespace_public(ctx: click.Context, namespace: str, state: str, json_output
         _emit(found)
     else:
         click.echo(f"{namespace} is {'public: anyone may read and pull it' if found['public'] else 'private'}")
+
+
+@namespace_group.command("sdists")
+@click.argument("namespace")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def namespace_sdists(ctx: click.Context, namespace: str, state: str, json_output: bool) -> None:
+    """Allow (on) or forbid (off) pip source distributions in NAMESPACE's builds (admin token).
+
+    Off (the default), pip packages are resolved and installed from wheels only. Building an sdist runs code
+    from the package index on the worker (inside its build sandbox): allow it only for trusted submitters.
+    """
+    _json_mode(ctx, json_output)
+    found = _client(ctx).json("PATCH", f"/api/v1/namespaces/{_namespace(namespace)}",
+                              json={"allow_sdists": state == "on"})
+    if json_output:
+        _emit(found)
+    elif found["allow_sdists"]:
+        click.echo(f"{namespace}: builds may build pip source distributions (their code runs on the workers)")
+    else:
+        click.echo(f"{namespace}: builds use pip wheels only")
 
 
 @namespace_group.command("grant")

@@ -56,7 +56,7 @@ def serve_command(host: str, port: int, data_dir: Path | None, database_url: str
 @click.option("--concurrency", default=1, show_default=True, type=int, help="Builds run at once.")
 @click.option("--name", help="Worker name shown on builds [default: worker@HOSTNAME-PID].")
 @click.option("--work-dir", type=click.Path(path_type=Path), help="Scratch space for builds "
-              "[default: <cache-dir>/work].")
+              "[default: ENVYARD_WORK_ROOT, else <cache-dir>/work].")
 def worker_command(api_url: str | None, token: str | None, platforms: tuple[str, ...], concurrency: int,
                    name: str | None, work_dir: Path | None) -> None:
     """Claim builds from an envyard server and run them until SIGTERM/SIGINT."""
@@ -73,7 +73,7 @@ def worker_command(api_url: str | None, token: str | None, platforms: tuple[str,
         raise ServiceError("a worker needs the server's URL and a token",
                            hint="pass --api URL --token T (or set ENVYARD_API_URL and ENVYARD_TOKEN)")
     options = WorkerOptions(api_url=api_url, token=token, name=name or f"worker@{socket.gethostname()}-{os.getpid()}",
-                            work_dir=(work_dir or settings.cache_dir / "work").absolute(), settings=settings,
+                            work_dir=(work_dir or settings.resolved_work_root).absolute(), settings=settings,
                             platforms=list(platforms) or None, concurrency=concurrency,
                             pause_at=parse_pauses(os.environ.get("ENVYARD_TEST_STAGE_DELAY")))
     stop = threading.Event()

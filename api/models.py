@@ -88,6 +88,7 @@ class Namespace(SQLModel, table=True):
     name: str = Field(max_length=100, unique=True, index=True)
     description: str = Field(default="", max_length=1000)
     public: bool = False
+    allow_sdists: bool = False  # pip may build source distributions (runs their code on the worker); admin-set
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 

@@ -21,6 +21,7 @@ class NamespaceRead(BaseModel):
     created_at: datetime
     environments: int = 0
     public: bool = False
+    allow_sdists: bool = False
 
 
 class BuildOptions(BaseModel):
@@ -158,6 +159,7 @@ class Job(BaseModel):
     options: BuildOptions
     image_name: str
     deadline: datetime
+    allow_sdists: bool = False
 
 
 class LeaseRef(BaseModel):
@@ -258,6 +260,10 @@ class GcReport(BaseModel):
 class NamespaceUpdate(BaseModel):
     public: bool | None = Field(default=None, description="Anyone (no token needed) may read and pull.")
     description: str | None = Field(default=None, max_length=1000)
+    allow_sdists: bool | None = Field(
+        default=None, description="Builds may resolve and install pip source distributions, which runs their "
+        "build code on the worker (in its sandbox); off by default: wheels only.",
+    )
 
 
 class GrantSet(BaseModel):

@@ -7,7 +7,6 @@ import logging
 import os
 import socket
 import threading
-from pathlib import Path
 
 import uvicorn
 
@@ -33,7 +32,7 @@ def serve(settings: ServiceSettings, host: str, port: int, workers: int, worker_
         client_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         options = WorkerOptions(
             api_url=f"http://{client_host}:{port}", token=app.state.admin_token,
-            name=f"embedded@{socket.gethostname()}", work_dir=Path(settings.data_dir).absolute() / "work",
+            name=f"embedded@{socket.gethostname()}", work_dir=settings.resolved_work_root,
             settings=settings, platforms=worker_platforms, concurrency=workers, wait_seconds=2.0,
             pause_at=parse_pauses(os.environ.get("ENVYARD_TEST_STAGE_DELAY")),
         )

@@ -6,6 +6,7 @@ One object per process, read from ``ENVYARD_*`` variables (and command-line opti
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -54,6 +55,26 @@ class ServiceSettings(Settings):
         default=None, description="Signs registry tokens and encrypts registry credentials; default "
         "<data_dir>/secret-key (created once). Every replica of one deployment needs the same key.",
     )
+
+    work_root: Path | None = Field(
+        default=None, description="Where workers build (one directory per build attempt, removed after it, swept "
+        "at start); default <cache_dir>/work. Keep it outside the data directory: builds may read it.",
+    )
+    build_sandbox: Literal["bwrap", "uid", "none"] | None = Field(
+        default=None, description="How build processes are isolated from the server's files: 'bwrap' (a "
+        "bubblewrap sandbox that sees only the build's directory, the caches and the Python installation), "
+        "'uid' (run as build_uid; the worker must be root) or 'none'; default bwrap when it works, else uid when "
+        "the worker runs as root, else none. The network is shared (builds fetch their channels and indexes).",
+    )
+    build_uid: int = Field(default=65534, ge=1, description="The user (and group) builds run as in 'uid' mode.")
+    build_read_only_paths: list[Path] = Field(
+        default_factory=list, description="More paths a sandboxed build may read (JSON list), e.g. a local "
+        "channel's directory; file:// channel aliases, mirrors and pip indexes of the settings are added.",
+    )
+
+    @property
+    def resolved_work_root(self) -> Path:
+        return (self.work_root or self.cache_dir / "work").absolute()
 
     @property
     def resolved_database_url(self) -> str:

@@ -129,6 +129,13 @@ class PipResolutionError(EnvyardError):
     status = 422
 
 
+class SdistNotAllowedError(PipResolutionError):
+    """A pip requirement has only a source distribution, and building sdists (which runs their code) is off."""
+
+    code = "sdist-not-allowed"
+    title = "a pip package needs a source build, which is not allowed"
+
+
 class LockfileError(EnvyardError):
     """A lockfile that cannot be read, or a lock that is not closed."""
 

@@ -25,10 +25,11 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import rattler
 
-from builder.errors import EnvyardError, InstallError
+from builder.errors import EnvyardError, InstallError, SdistNotAllowedError
 from builder.fetch import FetchedPackage, fetch_packages, remove_archive_copies
 from builder.model import PlatformLock
 from builder.progress import NullReporter, Reporter, Stage
@@ -47,6 +48,7 @@ class InstallOptions:
     uv: str | None = None
     pip_cache_dir: Path | None = None
     replace: bool = False
+    allow_sdists: bool = False  # without it uv installs wheels only (building an sdist runs its code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,12 @@ def _install_pip(lock: PlatformLock, stage: Path, target: str, options: InstallO
             f"the lock has {len(lock.pip)} pip packages but no python in the environment",
             hint="add python to the spec's conda dependencies and re-lock",
         )
+    sdists = sorted(p.normalized_name for p in lock.pip if not urlsplit(p.url).path.endswith(".whl"))
+    if sdists and not options.allow_sdists:
+        from builder.pip_resolve import SDIST_HINT
+
+        raise SdistNotAllowedError(f"pip package {', '.join(sdists)} is locked as a source distribution, and "
+                                   "building sdists is not allowed", hint=SDIST_HINT, details={"packages": sdists})
     uv = options.uv or shutil.which("uv") or str(Path(sys.executable).parent / "uv")
     bin_dir = stage / "bin"
     before = set(bin_dir.iterdir()) if bin_dir.is_dir() else set()
@@ -130,6 +138,8 @@ def _install_pip(lock: PlatformLock, stage: Path, target: str, options: InstallO
                    "--prefix", str(stage), "--python", str(python), "-r", str(requirements)]
         if options.pip_cache_dir is not None:
             command += ["--cache-dir", str(options.pip_cache_dir)]
+        if not options.allow_sdists:
+            command.append("--no-build")
         result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise InstallError(f"pip packages could not be installed: {result.stderr.strip()[-2000:]}",

@@ -45,6 +45,7 @@ class LockOptions:
     pip_find_links: tuple[str, ...] = ()
     pip_no_index: bool = False
     pip_cache_dir: Path | None = None
+    pip_allow_sdists: bool = False  # building an sdist runs its code: only where the submitter is trusted
     environ: Mapping[str, str] | None = None
 
 
@@ -151,6 +152,7 @@ def _pip_packages(
         exclude_newer=options.exclude_newer,
         cache_dir=options.pip_cache_dir,
         environ=options.environ,
+        allow_sdists=options.pip_allow_sdists,
     )
 
 

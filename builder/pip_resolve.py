@@ -14,6 +14,10 @@ be PyPI names after PEP 503 normalization (true for most, not for e.g. ``pytorch
 a conda version that is not PEP 440 cannot be stubbed, so that name is excluded from the
 resolution instead (never fetched, but its version is not checked).
 
+Wheels only, unless ``allow_sdists``: resolving a source distribution without static metadata runs its build
+backend (arbitrary code from the index) on this machine, so by default uv gets ``--no-build`` and a requirement
+that only an sdist satisfies fails with :class:`~builder.errors.SdistNotAllowedError` naming the package.
+
 >>> uv_python_platform(PipTarget("linux-64", "3.12.13", glibc_version="2.34"))
 'x86_64-manylinux_2_34'
 >>> locked_pip_to_requirement_line(LockedPipPackage("b", "2.0", "https://x/b-2.0-py3-none-any.whl", "ab"))
@@ -42,7 +46,7 @@ from urllib.parse import unquote, urlsplit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from builder.errors import LockfileError, PipResolutionError
+from builder.errors import LockfileError, PipResolutionError, SdistNotAllowedError
 from builder.model import LockedPipPackage, normalize_pypi_name
 
 _ARCH = {"linux-64": "x86_64", "linux-aarch64": "aarch64", "osx-64": "x86_64", "osx-arm64": "aarch64"}
@@ -114,8 +118,12 @@ def resolve_pip_requirements(
     uv_executable: str | None = None,
     environ: Mapping[str, str] | None = None,
     timeout: float | None = 600,
+    allow_sdists: bool = False,
 ) -> tuple[LockedPipPackage, ...]:
-    """Pin *requirements* (PEP 508 lines) for *target*: URL and sha256 per package, sorted by name."""
+    """Pin *requirements* (PEP 508 lines) for *target*: URL and sha256 per package, sorted by name.
+
+    Only wheels are considered unless *allow_sdists* (building an sdist runs the package's code).
+    """
     for line in requirements:
         try:
             Requirement(line)
@@ -146,6 +154,8 @@ def resolve_pip_requirements(
             args += ["--find-links", link if "://" in link else str(Path(link).resolve())]
         if no_index:
             args.append("--no-index")
+        if not allow_sdists:
+            args.append("--no-build")
         if exclude_newer is not None:
             when = exclude_newer if exclude_newer.tzinfo else exclude_newer.replace(tzinfo=UTC)
             args += ["--exclude-newer", when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
@@ -230,8 +240,23 @@ def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float | None)
     return None if proc.returncode == 0 else stderr
 
 
+_NEEDS_BUILD = re.compile(r"Wheels are required for `([^`]+)` because building from source is disabled")
+SDIST_HINT = ("envyard resolves pip packages from wheels only, because building a source distribution runs its "
+              "code; pin a version that has a wheel for the platform, or have an admin allow sdists for the "
+              "namespace ('envyard namespace sdists NAMESPACE on')")
+
+
 def _resolution_error(stderr: str, requirements: Sequence[str], target: PipTarget,
                       provided: Mapping[str, str]) -> PipResolutionError:
+    needs_build = sorted({normalize_pypi_name(n) for n in _NEEDS_BUILD.findall(stderr)})
+    if needs_build:
+        return SdistNotAllowedError(
+            f"pip package {', '.join(needs_build)} has no wheel for {target.platform} (Python "
+            f"{target.python_version}), only a source distribution, and building sdists is not allowed",
+            hint=SDIST_HINT,
+            details={"platform": target.platform, "python_version": target.python_version,
+                     "requirements": list(requirements), "packages": needs_build},
+        )
     lines, skipping = [], False
     for line in stderr.splitlines():
         if line.startswith(("warning:", "error:", "hint:")):

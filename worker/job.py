@@ -149,7 +149,7 @@ class _Build:
             return
         for platform in self.platforms:
             prefix = self.job_dir / "work" / platform / "env"
-            options = _install_options(self.settings, PACKED_PREFIX if job.archive else job.env_prefix)
+            options = _install_options(self.settings, job, PACKED_PREFIX if job.archive else job.env_prefix)
             install_lock(self.lock.platforms[platform], prefix, options, self.reporter)
             if job.archive:
                 archive = self.out / f"env-{platform}.tar.zst"
@@ -173,8 +173,8 @@ class _Build:
             self.events.log(f"  no image for {', '.join(skipped)} (images are linux only)")
         options = ImageOptions(env_prefix=self.job.env_prefix, source_date_epoch=self.job.source_date_epoch or 0)
         store = BlobStore(self.job_dir / "work" / "oci")
-        request = ImageRequest(self.lock, imaged, options, _install_options(self.settings), sbom=self.job.sbom,
-                               name=title)
+        request = ImageRequest(self.lock, imaged, options, _install_options(self.settings, self.job),
+                               sbom=self.job.sbom, name=title)
         image = build_image(request, store, self.reporter).image
         blob_dir = write_layout(image, store, self.out / "oci", tag) / "blobs" / "sha256"
         root = image.root.descriptor
@@ -219,14 +219,14 @@ def _lock_options(job: JobSpec, settings: Settings) -> Any:
     channels = ChannelOptions(channel_alias=job.channel_alias or settings.channel_alias, mirrors=settings.mirrors,
                               s3=S3Options(settings.s3_endpoint_url, settings.s3_region, settings.s3_addressing_style))
     return LockOptions(platforms=tuple(job.platforms), channels=channels, pip_index_url=settings.pip_index_url,
-                       pip_cache_dir=settings.pip_cache_dir)
+                       pip_cache_dir=settings.pip_cache_dir, pip_allow_sdists=job.allow_sdists)
 
 
-def _install_options(settings: Settings, target_prefix: str | None = None) -> Any:
+def _install_options(settings: Settings, job: JobSpec, target_prefix: str | None = None) -> Any:
     from builder.install import InstallOptions
 
     return InstallOptions(cache_layers=settings.package_cache_layers, pip_cache_dir=settings.pip_cache_dir,
-                          target_prefix=target_prefix, replace=True)
+                          target_prefix=target_prefix, replace=True, allow_sdists=job.allow_sdists)
 
 
 def _image_title(job: JobSpec, lock: EnvironmentLock) -> tuple[str, str]:
@@ -283,11 +283,44 @@ def _run(job_dir: Path, events: JsonLinesEvents) -> int:
 
 
 def _exit_when_stdin_closes() -> None:
-    """The worker holds our stdin open; EOF means it is gone (even SIGKILLed), so stop everything we started."""
-    while sys.stdin.buffer.read(4096):
-        pass
-    print("envyard: the worker went away; stopping this build", file=sys.stderr, flush=True)
-    os.killpg(os.getpgid(0), signal.SIGKILL)
+    """The worker holds our stdin open; EOF means it is gone (even SIGKILLed), so stop everything we started.
+
+    Nothing comes before the kill: stdout and stderr lead to the dead worker (a write would raise
+    BrokenPipeError), and whatever ends the wait (EOF or an error reading) ends in the kill.
+    """
+    try:
+        while os.read(0, 4096):
+            pass
+    finally:
+        try:  # processes that left this process group (uv resolves in its own session): freeze, then kill
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in _descendants():
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, sig)
+        finally:
+            os.kill(0, signal.SIGKILL)  # pid 0: this process group (the build and every process it started)
+
+
+def _descendants() -> list[int]:
+    """The pids of every process descended from this one (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", encoding="utf-8", errors="replace") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for pid in children.get(todo.pop(), ()):
+            found.append(pid)
+            todo.append(pid)
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:

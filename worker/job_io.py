@@ -46,6 +46,7 @@ class JobSpec(BaseModel):
     sbom: Literal["spdx", "cyclonedx"] | None = "spdx"
     image_name: str = ""
     source_date_epoch: int | None = None
+    allow_sdists: bool = False  # the namespace lets pip build source distributions (runs their code)
 
     @field_validator("spec_filename")
     @classmethod

@@ -3,11 +3,18 @@
 Each build runs as ``python -m worker.job`` in its own process group, so a cancel, a lost lease or a time
 limit stops the stage and every subprocess it started. The child watches its stdin and ends itself when
 the worker dies (SIGKILL included); the lease then expires and another worker takes the build over.
+
+The child runs in the worker's build sandbox (:mod:`worker.sandbox`) with an allow-listed environment and no
+inherited descriptor but its event pipe. Each attempt builds in ``<work root>/build-N-attempt-M-L/``, locked
+(``flock`` on the ``.lock`` file beside it) for as long as its worker lives; directories whose lock nobody holds
+belonged to a worker that died and are removed when a worker starts and after each attempt
+(:func:`sweep_work_root`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -24,6 +31,7 @@ from typing import Any
 from builder.errors import EnvyardError, LeaseLostError
 from builder.settings import Settings
 from worker.client import ApiClient
+from worker.sandbox import Sandbox, child_environment, sandbox_for
 
 log = logging.getLogger("envyard.worker")
 LOG_FLUSH_BYTES = 256 * 1024
@@ -42,6 +50,7 @@ class WorkerOptions:
     kill_grace_seconds: float = 5.0
     extra_env: dict[str, str] = field(default_factory=dict)
     pause_at: dict[str, float] = field(default_factory=dict)  # stage -> seconds held there (tests of cancel)
+    sandbox: Sandbox | None = None  # None: the one the settings ask for (worker.sandbox.sandbox_for)
 
 
 def parse_pauses(text: str | None) -> dict[str, float]:
@@ -53,21 +62,67 @@ def parse_pauses(text: str | None) -> dict[str, float]:
     return pauses
 
 
-def child_environment(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
-    """The child's environment: the worker's, with its builder settings spelled as ENVYARD_* variables."""
-    env = dict(os.environ)
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
+LOCK_SUFFIX = ".lock"
+
+
+def _try_lock(path: Path, create: bool) -> int | None:
+    """A descriptor holding an exclusive flock on ``path``, or None when another process holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o600)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def sweep_work_root(work_root: Path) -> int:
+    """Remove the build directories under ``work_root`` no live worker holds (left by a worker that died, with
+    their temporary files and spools); the number removed. Safe with other workers sharing ``work_root``:
+    a worker locks an attempt's ``.lock`` file before creating its directory and removes both before unlocking."""
+    removed = 0
+    try:
+        entries = list(os.scandir(work_root))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith("build-") or entry.name.endswith(LOCK_SUFFIX):
             continue
-        text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
-        env[f"ENVYARD_{name.upper()}"] = text
-    env.update(extra)
-    return env
+        lock = Path(entry.path + LOCK_SUFFIX)
+        fd = _try_lock(lock, create=False)
+        if fd is None and lock.exists():
+            continue  # a live attempt (or one just finishing)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
+            removed += 1
+        finally:
+            if fd is not None:
+                os.close(fd)
+    for entry in entries:  # lock files whose directory is gone and whose worker is too
+        if entry.name.startswith("build-") and entry.name.endswith(LOCK_SUFFIX) \
+                and not os.path.lexists(entry.path[: -len(LOCK_SUFFIX)]):
+            fd = _try_lock(Path(entry.path), create=False)
+            if fd is not None:
+                Path(entry.path).unlink(missing_ok=True)
+                os.close(fd)
+    if removed:
+        log.info("removed %d build directories left in %s by workers that stopped", removed, work_root)
+    return removed
 
 
 def run_worker(options: WorkerOptions, stop: threading.Event) -> None:
     """Run ``options.concurrency`` claim loops until ``stop`` is set."""
+    if options.sandbox is None:
+        options.sandbox = sandbox_for(options.settings, os.environ)
+    options.work_dir.mkdir(parents=True, exist_ok=True)
+    sweep_work_root(options.work_dir)
     client = ApiClient(options.api_url, options.token, stop=stop)
     slots = [threading.Thread(target=_claim_loop, args=(client, options, stop, slot), name=f"envyard-slot-{slot}")
              for slot in range(options.concurrency)]
@@ -99,7 +154,8 @@ class BuildRunner:
         self.client, self.options, self.job, self.stop, self.name = client, options, job, stop, name
         self.build_id: int = job["build_id"]
         self.lease_id: str = job["lease_id"]
-        self.job_dir = options.work_dir / f"build-{self.build_id}-attempt-{job['attempt']}"
+        self.job_dir = options.work_dir / f"build-{self.build_id}-attempt-{job['attempt']}-{self.lease_id[:8]}"
+        self._lock_fd: int | None = None
         self.cancel = threading.Event()
         self.lost = threading.Event()
         self.finished = threading.Event()
@@ -202,7 +258,8 @@ class BuildRunner:
             self.finished.set()
             self.flush_log()
             heartbeat.join(timeout=30)
-            shutil.rmtree(self.job_dir, ignore_errors=True)
+            self._release_job_dir()
+            sweep_work_root(self.options.work_dir)
 
     def _job_json(self) -> dict[str, Any]:
         options = self.job["options"]
@@ -210,23 +267,45 @@ class BuildRunner:
                 "spec_filename": self.job["spec_filename"], "platforms": self.job["platforms"],
                 "channel_alias": options.get("channel_alias"), "image": options.get("image", True),
                 "archive": options.get("archive", True), "sbom": options.get("sbom"),
-                "image_name": self.job["image_name"], "env_prefix": self.options.settings.env_prefix}
+                "image_name": self.job["image_name"], "env_prefix": self.options.settings.env_prefix,
+                "allow_sdists": bool(self.job.get("allow_sdists", False))}
+
+    def _claim_job_dir(self) -> None:
+        """Lock the attempt's ``.lock`` file, then create its directory (see :func:`sweep_work_root`)."""
+        self.options.work_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _try_lock(Path(str(self.job_dir) + LOCK_SUFFIX), create=True)
+        if self._lock_fd is None:
+            raise EnvyardError(f"{self.job_dir} is in use by another worker", hint="retry the build")
+        shutil.rmtree(self.job_dir, ignore_errors=True)
+        self.job_dir.mkdir()
+
+    def _release_job_dir(self) -> None:
+        if self._lock_fd is None:
+            return
+        shutil.rmtree(self.job_dir, ignore_errors=True)
+        Path(str(self.job_dir) + LOCK_SUFFIX).unlink(missing_ok=True)
+        os.close(self._lock_fd)
+        self._lock_fd = None
 
     def _run_child(self) -> int:
-        shutil.rmtree(self.job_dir, ignore_errors=True)
-        self.job_dir.mkdir(parents=True)
+        self._claim_job_dir()
         (self.job_dir / "job.json").write_text(json.dumps(self._job_json()))
-        tmp = self.job_dir / "tmp"
-        tmp.mkdir()
+        (self.job_dir / "tmp").mkdir()
+        sandbox = self.options.sandbox or Sandbox("none")
+        sandbox.prepare(self.job_dir)
         read_fd, write_fd = os.pipe()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "worker.job", str(self.job_dir), "--events-fd", str(write_fd),
-             "--exit-with-stdin"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
-            start_new_session=True,
-            env={**child_environment(self.options.settings, self.options.extra_env), "TMPDIR": str(tmp)},
-        )
-        os.close(write_fd)
+        argv = [sys.executable, "-m", "worker.job", str(self.job_dir), "--events-fd", str(write_fd),
+                "--exit-with-stdin"]
+        try:
+            child = subprocess.Popen(
+                sandbox.command(argv, self.job_dir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, close_fds=True, pass_fds=(write_fd,), start_new_session=True,
+                cwd=self.job_dir, env=child_environment(self.options.settings, os.environ, self.job_dir,
+                                                        self.options.extra_env),
+                **sandbox.popen_options(),
+            )
+        finally:
+            os.close(write_fd)
         self.child = child
         readers = [threading.Thread(target=self._pump, args=(child.stdout,), daemon=True),
                    threading.Thread(target=self._events, args=(read_fd,), daemon=True)]

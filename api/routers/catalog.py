@@ -32,7 +32,7 @@ ADMIN = Depends(authorize(Action.ADMIN))
 
 def _namespace_view(namespace: Namespace, environments: int = 0) -> NamespaceRead:
     return NamespaceRead(name=namespace.name, description=namespace.description, created_at=namespace.created_at,
-                         environments=environments, public=namespace.public)
+                         environments=environments, public=namespace.public, allow_sdists=namespace.allow_sdists)
 
 
 def _forget_access(request: Request) -> None:
@@ -66,8 +66,10 @@ def get_namespace(namespace: str, session: Session = Depends(get_session), _: Pr
 @router.patch("/namespaces/{namespace}")
 def update_namespace(namespace: str, body: NamespaceUpdate, request: Request,
                      session: Session = Depends(get_session), _: Principal = ADMIN) -> NamespaceRead:
-    """Make a namespace public (anyone may read and pull it, without a token) or private; edit its description."""
-    found = catalog.update_namespace(session, namespace, public=body.public, description=body.description)
+    """Make a namespace public (anyone may read and pull it, without a token) or private; edit its description;
+    allow or forbid pip source distributions in its builds (admin only)."""
+    found = catalog.update_namespace(session, namespace, public=body.public, description=body.description,
+                                     allow_sdists=body.allow_sdists)
     session.commit()
     _forget_access(request)
     return _namespace_view(found)

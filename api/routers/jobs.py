@@ -50,7 +50,8 @@ def _job(session: Session, build: Build, policy: LeasePolicy, heartbeat_seconds:
                heartbeat_seconds=heartbeat_seconds, attempt=build.attempt, spec_text=spec.content,
                spec_filename=spec.filename, platforms=build.platforms, options=BuildOptions(**build.options),
                image_name=f"{namespace.name}/{environment.name}:build-{build.id}",
-               deadline=build.started_at + timedelta(seconds=policy.time_limit_seconds))
+               deadline=build.started_at + timedelta(seconds=policy.time_limit_seconds),
+               allow_sdists=namespace.allow_sdists)
 
 
 @router.post("/claim", response_model=None, responses={200: {"model": Job}, 204: {"description": "nothing queued"}})

@@ -131,10 +131,12 @@ def delete_namespace(session: Session, name: str) -> None:
 
 
 def update_namespace(session: Session, name: str, *, public: bool | None = None,
-                     description: str | None = None) -> Namespace:
+                     description: str | None = None, allow_sdists: bool | None = None) -> Namespace:
     namespace = get_namespace(session, name)
     if public is not None:
         namespace.public = public
+    if allow_sdists is not None:
+        namespace.allow_sdists = allow_sdists
     if description is not None:
         namespace.description = description
     session.flush()

@@ -34,9 +34,10 @@ Holds cover blobs a build found already stored just as well as those it uploaded
 
 What the grace period is for. Holds protect everything that goes through the worker protocol; the grace period
 (``ENVYARD_GC_GRACE_SECONDS``) gives anything else written to the store (an operator's copy, a writer that
-takes no hold) that long to become referenced. Abandoned uploads (spool files, presigned staging objects) are
-removed only when older than ``max(grace, STAGING_MIN_AGE_SECONDS)``: presigned URLs live an hour, and an upload
-in progress keeps writing its spool file.
+takes no hold) that long to become referenced. Abandoned presigned staging objects are removed only when older
+than ``max(grace, STAGING_MIN_AGE_SECONDS)``: presigned URLs live an hour. Abandoned spool files (an upload whose
+process died) are removed when no live upload holds their lock and they are older than the grace (at least
+``SPOOL_MIN_AGE_SECONDS``): an upload in progress locks and keeps writing its spool file.
 
 One collector at a time. A tombstone row under ``LOCK_KEY`` (never a digest, so no upload waits for it) is the
 lock; several API replicas may race for it, one wins and the others get a ConflictError. The winner renews it
@@ -76,6 +77,7 @@ BATCH_SECONDS = 120.0
 BATCH = 100
 TOMBSTONE_WAIT_SECONDS = 30.0
 STAGING_MIN_AGE_SECONDS = 3600.0
+SPOOL_MIN_AGE_SECONDS = 60.0  # a spool file no upload locks any more may still be between close and rename
 IN_CHUNK = 500  # digests per IN (...) list
 TERMINAL_VALUES = tuple(s.value for s in TERMINAL)
 
@@ -312,7 +314,8 @@ def _collect(engine: Engine, store: ArtifactStore, grace_seconds: float, lock: G
         else:
             stale_tombstones = _remove_stale_tombstones(session, None, stale_cutoff)
     staging_cutoff = now - timedelta(seconds=max(grace_seconds, STAGING_MIN_AGE_SECONDS))
-    stale_uploads = store.remove_stale_uploads(staging_cutoff, dry_run=dry_run)
+    spool_cutoff = now - timedelta(seconds=max(grace_seconds, SPOOL_MIN_AGE_SECONDS))
+    stale_uploads = store.remove_stale_uploads(staging_cutoff, dry_run=dry_run, spool_older_than=spool_cutoff)
 
     listed = []  # G1
     renewed = time.monotonic()

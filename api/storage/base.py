@@ -111,9 +111,11 @@ class ArtifactStore(Protocol):
         staging objects) are not blobs and are not listed."""
         ...
 
-    def remove_stale_uploads(self, older_than: datetime, *, dry_run: bool = False) -> StaleUploads:
-        """Remove spool files and presigned staging objects last written before ``older_than``: uploads that
-        were abandoned (an upload in progress keeps writing, a presigned PUT is finished right after it)."""
+    def remove_stale_uploads(self, older_than: datetime, *, dry_run: bool = False,
+                             spool_older_than: datetime | None = None) -> StaleUploads:
+        """Remove spool files and presigned staging objects last written before ``older_than`` (spool files:
+        before ``spool_older_than`` when given, and only those no live upload locks): uploads that were
+        abandoned (an upload in progress keeps writing, a presigned PUT is finished right after it)."""
         ...
 
     def presigned_get(self, sha256: str, expires_seconds: int = 3600, filename: str | None = None) -> str | None:

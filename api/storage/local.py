@@ -9,6 +9,8 @@ The spooling and chunked reading here are shared with :mod:`api.storage.s3`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -52,8 +54,9 @@ def mtime(seconds: float) -> datetime:
 
 
 def remove_stale_spool_files(directory: Path | None, older_than: datetime, dry_run: bool = False) -> StaleUploads:
-    """Remove this store's spool files (``envyard-upload-*``) in ``directory`` last written before ``older_than``.
-    A spool file is written to for as long as its upload runs, so an old one belongs to an upload that died."""
+    """Remove this store's spool files (``envyard-upload-*``) in ``directory`` last written before ``older_than``
+    that no live upload owns. A live upload holds an exclusive ``flock`` on its spool file (released when its
+    process dies) and keeps writing to it, so an old, unlocked one belongs to an upload that died."""
     if directory is None:
         return StaleUploads()
     count = size = 0
@@ -69,7 +72,7 @@ def remove_stale_spool_files(directory: Path | None, older_than: datetime, dry_r
             continue
         try:
             info = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(info.st_mode) or mtime(info.st_mtime) >= older_than:
+            if not stat.S_ISREG(info.st_mode) or mtime(info.st_mtime) >= older_than or _owned(entry.path):
                 continue
             if not dry_run:
                 os.unlink(entry.path)
@@ -83,6 +86,18 @@ def remove_stale_spool_files(directory: Path | None, older_than: datetime, dry_r
     return StaleUploads(count, size)
 
 
+def _owned(path: str) -> bool:
+    """Whether a live upload holds the lock of the spool file at ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock taken just now
+    return False
+
+
 class HashingSpool:
     """A temporary file that hashes what is written to it; ``finish`` checks the declared digest and size."""
 
@@ -94,6 +109,8 @@ class HashingSpool:
             raise StorageError(f"cannot create a spool file in {directory or tempfile.gettempdir()}: {exc}",
                                hint="check that the directory exists, is writable and has free space") from exc
         self.path = Path(name)
+        with contextlib.suppress(OSError):  # ownership for garbage collection; lost when this process dies
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._file = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
         self.size = 0
@@ -338,8 +355,9 @@ class LocalArtifactStore(StoreMixin):
                 if stat.S_ISREG(info.st_mode):
                     yield ListedBlob(entry.name, info.st_size, mtime(info.st_mtime))
 
-    def remove_stale_uploads(self, older_than: datetime, *, dry_run: bool = False) -> StaleUploads:
-        return remove_stale_spool_files(self.tmp_dir, older_than, dry_run)
+    def remove_stale_uploads(self, older_than: datetime, *, dry_run: bool = False,
+                             spool_older_than: datetime | None = None) -> StaleUploads:
+        return remove_stale_spool_files(self.tmp_dir, spool_older_than or older_than, dry_run)
 
     def presigned_get(self, sha256: str, expires_seconds: int = 3600, filename: str | None = None) -> str | None:
         check_sha256(sha256)

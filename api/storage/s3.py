@@ -236,14 +236,15 @@ class S3ArtifactStore(StoreMixin):
             if is_sha256(name):
                 yield ListedBlob(name, size, modified)
 
-    def remove_stale_uploads(self, older_than: datetime, *, dry_run: bool = False) -> StaleUploads:
+    def remove_stale_uploads(self, older_than: datetime, *, dry_run: bool = False,
+                             spool_older_than: datetime | None = None) -> StaleUploads:
         prefix = f"{self.prefix}uploads/"
         stale = [(name, size) for name, size, modified in self._list(prefix)
                  if _UPLOAD_ID.fullmatch(name) and modified < older_than]
         for name, _size in stale:
             if not dry_run:
                 self._remove(prefix + name)
-        spooled = remove_stale_spool_files(self.spool_dir, older_than, dry_run)
+        spooled = remove_stale_spool_files(self.spool_dir, spool_older_than or older_than, dry_run)
         return StaleUploads(len(stale) + spooled.count, sum(size for _, size in stale) + spooled.bytes)
 
     def presigned_get(self, sha256: str, expires_seconds: int = 3600, filename: str | None = None) -> str | None:

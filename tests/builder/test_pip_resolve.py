@@ -364,3 +364,42 @@ def test_conda_provided_is_never_requested_from_the_index(
     assert [p.name for p in pkgs] == ["uses-numpy"]
     assert "GET /simple/uses-numpy/" in requests
     assert not [r for r in requests if "numpy" in r and "uses" not in r], requests
+
+
+# --- source distributions: wheels only unless allowed ---------------------------------------------
+
+
+def test_sdist_only_package_is_refused_and_its_backend_never_runs(tmp_path: Path, uv_cache: Path) -> None:
+    from builder.errors import SdistNotAllowedError
+    from tests.sdists import build_sdist
+
+    marker = tmp_path / "backend-ran"
+    links = tmp_path / "links"
+    build_sdist(links, "Only-Source", "1.0", hook=f"open({str(marker)!r}, 'a').write('ran\\n')")
+    build_wheel(links, "b", "1.0")
+    kw: dict[str, Any] = {"find_links": [str(links)], "no_index": True, "cache_dir": uv_cache}
+    with pytest.raises(SdistNotAllowedError) as caught:
+        resolve_pip_requirements(["b", "only-source"], LINUX, **kw)
+    err = caught.value
+    assert err.details["packages"] == ["only-source"] and "only-source" in err.message
+    assert "admin" in (err.hint or "") and "sdists" in (err.hint or "")
+    assert err.code == "sdist-not-allowed" and isinstance(err, PipResolutionError)
+    assert not marker.exists()  # uv never ran the backend
+
+    locked = resolve_pip_requirements(["only-source"], LINUX, allow_sdists=True, **kw)
+    assert [(p.name, p.url.endswith("only_source-1.0.tar.gz")) for p in locked] == [("only-source", True)]
+    assert marker.exists()
+
+
+def test_install_refuses_a_locked_sdist_unless_allowed(tmp_path: Path) -> None:
+    from builder.errors import SdistNotAllowedError
+    from builder.install import InstallOptions, _install_pip
+    from builder.model import PlatformLock
+
+    stage = tmp_path / "env"
+    (stage / "bin").mkdir(parents=True)
+    (stage / "bin" / "python").symlink_to(sys.executable)
+    lock = PlatformLock("linux-64", conda=(), pip=(LockedPipPackage("evil", "1.0", "https://x/evil-1.0.tar.gz",
+                                                                    "a" * 64),))
+    with pytest.raises(SdistNotAllowedError, match="evil is locked as a source distribution"):
+        _install_pip(lock, stage, str(stage), InstallOptions(cache_layers=[]))

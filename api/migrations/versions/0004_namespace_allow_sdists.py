@@ -1,0 +1,25 @@
+"""Namespaces: ``allow_sdists``, the admin's opt-in to building pip source distributions (off: wheels only).
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("namespace", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("allow_sdists", sa.Boolean(), nullable=False, server_default=sa.false()))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("namespace", schema=None) as batch_op:
+        batch_op.drop_column("allow_sdists")
