@@ -20,7 +20,14 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import yaml
-from yaml.events import AliasEvent, CollectionEndEvent, MappingStartEvent, ScalarEvent, SequenceStartEvent
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from builder.errors import SpecError, SpecLimitError
@@ -88,44 +95,48 @@ def check_yaml_limits(text: str, source: str | None, limits: SpecLimits = DEFAUL
     builder.errors.SpecLimitError: env.yml:1: the YAML nests deeper than 64 levels (the limit is 64) (hint: ...)
     """
     check_size(text, source, limits)
-    counts: list[int] = []  # per open collection: its children so far (keys and values for mappings)
+    # per open collection, the children it may still take (keys and values count for mappings)
+    room: list[int] = []
     mappings: list[bool] = []
-    nodes = 0
+    nodes_left = limits.max_nodes
     try:
         for event in yaml.parse(text, Loader=_LOADER):
-            if isinstance(event, ScalarEvent | AliasEvent | MappingStartEvent | SequenceStartEvent):
-                line = int(event.start_mark.line) + 1 if event.start_mark else None
-                nodes += 1
-                if nodes > limits.max_nodes:
-                    raise _limit_error(
-                        f"the YAML has more than {limits.max_nodes:,} nodes", limits.max_nodes, "max_nodes",
-                        source, line, "an environment spec needs far fewer entries",
-                    )  # fmt: skip
-                if counts:
-                    counts[-1] += 1
-                    if mappings[-1] and counts[-1] > 2 * limits.max_mapping_keys:
-                        raise _limit_error(
-                            f"a mapping has more than {limits.max_mapping_keys:,} keys", limits.max_mapping_keys,
-                            "max_mapping_keys", source, line, "an environment spec needs far fewer keys here",
-                        )  # fmt: skip
-                    if not mappings[-1] and counts[-1] > limits.max_sequence_items:
-                        raise _limit_error(
-                            f"a list has more than {limits.max_sequence_items:,} items", limits.max_sequence_items,
-                            "max_sequence_items", source, line, "an environment spec needs far fewer items here",
-                        )  # fmt: skip
-                if isinstance(event, MappingStartEvent | SequenceStartEvent):
-                    if len(counts) >= limits.max_depth:
-                        raise _limit_error(
-                            f"the YAML nests deeper than {limits.max_depth} levels", limits.max_depth, "max_depth",
-                            source, line, "an environment spec nests a few levels; flatten the structure",
-                        )  # fmt: skip
-                    counts.append(0)
-                    mappings.append(isinstance(event, MappingStartEvent))
-            elif isinstance(event, CollectionEndEvent):
-                counts.pop()
+            kind = type(event)
+            if kind is ScalarEvent or kind is AliasEvent or kind is MappingStartEvent or kind is SequenceStartEvent:
+                nodes_left -= 1
+                if nodes_left < 0:
+                    raise _over(limits, "max_nodes", source, event)
+                if room:
+                    room[-1] -= 1
+                    if room[-1] < 0:
+                        raise _over(limits, "max_mapping_keys" if mappings[-1] else "max_sequence_items", source,
+                                    event)
+                if kind is MappingStartEvent or kind is SequenceStartEvent:
+                    if len(room) >= limits.max_depth:
+                        raise _over(limits, "max_depth", source, event)
+                    mapping = kind is MappingStartEvent
+                    room.append(2 * limits.max_mapping_keys if mapping else limits.max_sequence_items)
+                    mappings.append(mapping)
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                room.pop()
                 mappings.pop()
     except yaml.YAMLError:
         return  # compose_mapping reports it with its line
+
+
+_LIMITS = {
+    "max_nodes": ("the YAML has more than {:,} nodes", "an environment spec needs far fewer entries"),
+    "max_mapping_keys": ("a mapping has more than {:,} keys", "an environment spec needs far fewer keys here"),
+    "max_sequence_items": ("a list has more than {:,} items", "an environment spec needs far fewer items here"),
+    "max_depth": ("the YAML nests deeper than {} levels", "an environment spec nests a few levels; flatten it"),
+}
+
+
+def _over(limits: SpecLimits, name: str, source: str | None, event: yaml.Event) -> SpecLimitError:
+    limit = int(getattr(limits, name))
+    message, hint = _LIMITS[name]
+    line = int(event.start_mark.line) + 1 if event.start_mark else None
+    return _limit_error(message.format(limit), limit, name, source, line, hint)
 
 
 def line_of(node: Node) -> int:

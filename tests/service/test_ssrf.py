@@ -178,7 +178,7 @@ def test_parser_limits_are_422s_in_milliseconds(serve: Any, tmp_path: Path) -> N
             assert reply.status_code == 422, reply.text[:500]
             problem = reply.json()
             assert problem["type"].endswith("/spec-limit-exceeded") and problem["line"] == line
-            assert problem["details"]["limit"] == limit and elapsed < 1.0, (problem, elapsed)
+            assert problem["details"]["limit"] == limit and elapsed < 2.0, (problem, elapsed)  # parse: ~50 ms
         lock = "version: 1\nmetadata: " + "{a: " * 5_000 + "1" + "}" * 5_000 + "\npackage: []\n"
         reply = submit(http, lock, filename="conda-lock.yml")
         assert reply.status_code == 422 and reply.json()["type"].endswith("/spec-limit-exceeded"), reply.text[:500]
