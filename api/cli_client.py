@@ -110,6 +110,9 @@ def env_create(ctx: click.Context, environment: str, spec_file: Path, platforms:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read the spec: {exc}", file=spec_file, hint="pass an environment.yml with -f") \
             from None
+    from builder.spec_inline import inline_includes
+
+    spec = inline_includes(spec, spec_file)  # the server reads no files: pip -r FILE goes in as FILE's lines
     body = {"namespace": namespace, "name": name, "spec": spec,
             "filename": re.sub(r"[^A-Za-z0-9._-]", "_", spec_file.name)[:200], "platforms": list(platforms),
             "options": {"image": not no_image, "archive": not no_archive, "sbom": None if sbom == "none" else sbom,

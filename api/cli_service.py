@@ -35,15 +35,29 @@ def _service_settings(**overrides: Any) -> Any:
 @click.option("--storage", "storage_url", help="file:///path or s3://bucket/prefix [default: <data-dir>/artifacts].")
 @click.option("--workers", default=1, show_default=True, type=int, help="In-process build workers (0: none).")
 @click.option("--worker-platform", "worker_platforms", multiple=True, help="Platforms in-process workers take.")
+@click.option("--allow-url", "allow_urls", multiple=True, metavar="PREFIX",
+              help="Let specs name channels, channel aliases and pip indexes under PREFIX besides public https:// "
+              "hosts (repeatable): an http(s) URL prefix, or file:///dir/ (or a directory) for local channels. "
+              "Adds to ENVYARD_ALLOWED_URL_PREFIXES / ENVYARD_ALLOWED_FILE_ROOTS.")
 @click.option("--log-level", default="info", show_default=True)
 def serve_command(host: str, port: int, data_dir: Path | None, database_url: str | None, storage_url: str | None,
-                  workers: int, worker_platforms: tuple[str, ...], log_level: str) -> None:
+                  workers: int, worker_platforms: tuple[str, ...], allow_urls: tuple[str, ...],
+                  log_level: str) -> None:
     """Run the API, in-process workers and the artifact store on one port."""
+    from urllib.request import url2pathname
+
     from api.server import serve
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     settings = _service_settings(data_dir=data_dir, database_url=database_url, storage_url=storage_url)
+    roots = [Path(url2pathname(u[len("file://"):])) if u.startswith("file://") else Path(u)
+             for u in allow_urls if u.startswith("file://") or "://" not in u]
+    prefixes = [u for u in allow_urls if "://" in u and not u.startswith("file://")]
+    settings = settings.model_copy(update={
+        "allowed_url_prefixes": [*settings.allowed_url_prefixes, *prefixes],
+        "allowed_file_roots": [*settings.allowed_file_roots, *(r.absolute() for r in roots)],
+    })
     click.echo(f"envyard serving on http://{host}:{port} (data: {settings.data_dir.absolute()}, "
                f"admin token in {settings.admin_token_file.absolute()})", err=True)
     serve(settings, host, port, workers, list(worker_platforms) or None, log_level)

@@ -98,6 +98,27 @@ class SpecError(EnvyardError):
     status = 422
 
 
+class SpecLimitError(SpecError):
+    """A spec past one of the parser's limits (size, nesting depth, nodes, keys per mapping, list length)."""
+
+    code = "spec-limit-exceeded"
+    title = "Environment spec exceeds a limit"
+
+
+class SpecIncludeError(SpecError):
+    """A spec submitted to the service that would read a file (``-r``, ``-c``, ``-e``, local paths)."""
+
+    code = "spec-include-refused"
+    title = "Submitted specs cannot include files"
+
+
+class ForbiddenUrlError(SpecError):
+    """A channel, index or link URL outside what the service may fetch (loopback, private, link-local, ...)."""
+
+    code = "forbidden-url"
+    title = "URL not allowed"
+
+
 class ChannelError(EnvyardError):
     """A channel that cannot be resolved or whose repodata cannot be fetched."""
 

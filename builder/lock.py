@@ -25,6 +25,7 @@ from builder.model import SUPPORTED_PLATFORMS, EnvironmentLock, LockedCondaPacka
 from builder.progress import NullReporter, Reporter, Stage
 from builder.solve import ChannelPriorityMode, SolveRequest, SolveStrategy, solve_platforms
 from builder.spec import EnvironmentSpec
+from builder.url_policy import UrlPolicy
 from builder.virtual_packages import VirtualPackage, virtual_packages_for
 
 DEFAULT_PLATFORMS: tuple[str, ...] = ("linux-64",)
@@ -47,6 +48,8 @@ class LockOptions:
     pip_cache_dir: Path | None = None
     pip_allow_sdists: bool = False  # building an sdist runs its code: only where the submitter is trusted
     environ: Mapping[str, str] | None = None
+    #: Service builds: the URLs the lock may fetch, checked right before rattler and uv run (None: no check).
+    url_policy: UrlPolicy | None = None
 
 
 def target_platforms(spec: EnvironmentSpec, options: LockOptions) -> tuple[str, ...]:
@@ -153,6 +156,7 @@ def _pip_packages(
         cache_dir=options.pip_cache_dir,
         environ=options.environ,
         allow_sdists=options.pip_allow_sdists,
+        url_policy=options.url_policy,
     )
 
 
@@ -167,7 +171,7 @@ async def lock_environment(
     platforms = target_platforms(spec, options)
     requests = [solve_request(spec, p, options) for p in platforms]
     reporter.stage_started(Stage.SOLVE, ", ".join(platforms))
-    solved = await solve_platforms(requests, gateway)
+    solved = await solve_platforms(requests, gateway, options.url_policy)
     reporter.stage_finished(Stage.SOLVE, packages=sum(len(v) for v in solved.values()))
 
     pip: dict[str, tuple[LockedPipPackage, ...]] = {}

@@ -48,6 +48,8 @@ from packaging.version import InvalidVersion, Version
 
 from builder.errors import LockfileError, PipResolutionError, SdistNotAllowedError
 from builder.model import LockedPipPackage, normalize_pypi_name
+from builder.spec_pip import redact_url
+from builder.url_policy import UrlPolicy
 
 _ARCH = {"linux-64": "x86_64", "linux-aarch64": "aarch64", "osx-64": "x86_64", "osx-arm64": "aarch64"}
 _OTHER_PLATFORMS = {"win-64": "x86_64-pc-windows-msvc", "win-arm64": "aarch64-pc-windows-msvc"}
@@ -119,17 +121,23 @@ def resolve_pip_requirements(
     environ: Mapping[str, str] | None = None,
     timeout: float | None = 600,
     allow_sdists: bool = False,
+    url_policy: UrlPolicy | None = None,
 ) -> tuple[LockedPipPackage, ...]:
     """Pin *requirements* (PEP 508 lines) for *target*: URL and sha256 per package, sorted by name.
 
     Only wheels are considered unless *allow_sdists* (building an sdist runs the package's code).
+    ``url_policy`` (service builds): the indexes, find-links and direct URLs are checked against it (hosts
+    freshly resolved) before uv runs.
     """
+    parsed = []
     for line in requirements:
         try:
-            Requirement(line)
+            parsed.append(Requirement(line))
         except InvalidRequirement as exc:
             raise PipResolutionError(f"invalid pip requirement {line!r}: {exc}",
                                      hint="write PEP 508 requirements, e.g. 'requests>=2,<3'") from None
+    if url_policy is not None:
+        _check_urls(url_policy, [index_url, *extra_index_urls], find_links, [r.url for r in parsed if r.url])
     if not requirements:
         return ()
     platform = uv_python_platform(target)
@@ -168,6 +176,19 @@ def resolve_pip_requirements(
         found = [_to_locked(pkg, work) for pkg in lock.get("packages", [])]
     result = [p for p in found if p.normalized_name not in stubbed]
     return tuple(sorted(result, key=lambda p: (p.normalized_name, p.version)))
+
+
+def _check_urls(policy: UrlPolicy, indexes: Sequence[str | None], find_links: Sequence[str],
+                direct: Sequence[str]) -> None:
+    checked = policy.cached()
+    for url in filter(None, indexes):
+        checked.check(url, what="pip index", shown=redact_url(url), field="pip")
+    for link in find_links:
+        checked.check(link if "://" in link else Path(link).resolve().as_uri(), what="pip find-links",
+                      shown=redact_url(link), field="pip")
+    for url in direct:
+        bare = url.split("+", 1)[1] if "+" in url.split("://", 1)[0] else url
+        checked.check(bare, what="pip requirement URL", shown=redact_url(url), field="pip")
 
 
 def _find_uv(uv_executable: str | None) -> str:

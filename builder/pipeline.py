@@ -27,16 +27,22 @@ class LockResult:
     reexported: bool
 
 
-def read_input(path: Path, environ: Mapping[str, str] | None = None) -> EnvironmentSpec | EnvironmentLock:
-    """A spec to solve, or an existing lock (conda-lock.yml, pixi.lock, @EXPLICIT) to re-export."""
+def read_input(
+    path: Path, environ: Mapping[str, str] | None = None, *, allow_includes: bool = True
+) -> EnvironmentSpec | EnvironmentLock:
+    """A spec to solve, or an existing lock (conda-lock.yml, pixi.lock, @EXPLICIT) to re-export.
+
+    ``allow_includes=False`` for specs that are not the caller's own files (a service's builds):
+    their pip ``-r`` lines are refused instead of read.
+    """
     from builder.lockfiles import read_lockfile
 
     text = read_text(path, file=str(path), line=None)
     kind = detect_input_kind(path, text)
     if kind == "environment":
-        return parse_environment_yaml(text, source=str(path), environ=environ)
+        return parse_environment_yaml(text, source=str(path), environ=environ, allow_includes=allow_includes)
     if kind == "requirements":
-        return parse_requirements_txt(text, source=str(path), environ=environ)
+        return parse_requirements_txt(text, source=str(path), environ=environ, allow_includes=allow_includes)
     return read_lockfile(path)
 
 
@@ -49,13 +55,17 @@ def lock_to_directory(
     environ: Mapping[str, str] | None = None,
     reporter: Reporter | None = None,
     gateway: rattler.Gateway | None = None,
+    allow_includes: bool = True,
 ) -> LockResult:
-    """Read ``source``; solve it (or take an existing lock as it is); write every lock format."""
+    """Read ``source``; solve it (or take an existing lock as it is); write every lock format.
+
+    ``allow_includes``: as in :func:`read_input` (false for a service's builds).
+    """
     from builder.lockfiles import write_lock_files
 
     reporter = reporter or NullReporter()
     reporter.stage_started(Stage.PARSE, str(source))
-    loaded = read_input(source, environ)
+    loaded = read_input(source, environ, allow_includes=allow_includes)
     reporter.stage_finished(Stage.PARSE)
     if isinstance(loaded, EnvironmentLock):
         lock, reexported = loaded, True

@@ -51,6 +51,21 @@ class Settings(BaseSettings):
         description="Read-only package caches looked up after the writable one (JSON list in "
         "ENVYARD_SHARED_PACKAGE_CACHES), e.g. a cache baked into a worker image or on a shared volume.",
     )
+    allowed_url_prefixes: list[str] = Field(
+        default_factory=list,
+        description="Service builds: channel, channel_alias, pip index and find-links URL prefixes a spec may name "
+        "besides public https:// hosts (JSON list in ENVYARD_ALLOWED_URL_PREFIXES), e.g. an internal mirror on a "
+        "private address. The server's own channel_alias, mirrors and pip_index_url are always allowed.",
+    )
+    allowed_file_roots: list[Path] = Field(
+        default_factory=list,
+        description="Service builds: directories whose file:// channels and find-links a spec may name (JSON list "
+        "in ENVYARD_ALLOWED_FILE_ROOTS); no other path of the server is readable by a build.",
+    )
+    allow_public_https: bool = Field(
+        default=True,
+        description="Service builds: also allow https:// URLs whose host resolves only to public addresses.",
+    )
     env_prefix: str = Field(default="/opt/env", description="Where environments live inside images.")
     docker_config: Path = Field(
         default_factory=lambda: Path.home() / ".docker" / "config.json",

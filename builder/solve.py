@@ -22,6 +22,7 @@ from rattler.platform import Subdir
 from builder.errors import ChannelError, MissingVirtualPackageError, SolveError, SpecError
 from builder.model import LockedCondaPackage
 from builder.records import check_records
+from builder.url_policy import UrlPolicy
 from builder.virtual_packages import VirtualPackage
 
 SolveStrategy = Literal["highest", "lowest", "lowest-direct"]
@@ -171,10 +172,29 @@ def verify_solution(records: Sequence[rattler.RepoDataRecord], request: SolveReq
     )
 
 
+def check_channel_hosts(requests: Sequence[SolveRequest], policy: UrlPolicy) -> None:
+    """ForbiddenUrlError for the first channel (or ``channel::`` / URL spec) ``policy`` refuses, hosts freshly
+    resolved: rattler's gateway fetches internally, so this runs right before it is handed the channels."""
+    checked = policy.cached()
+    for request in requests:
+        for channel in request.channels:
+            checked.check(channel, what="channel", field="channels")
+        for spec in request.specs:
+            head = spec.split()[0] if spec.split() else spec
+            source = spec.rsplit("::", 1)[0] if "::" in spec else head if "://" in head else None
+            if source is not None and "://" in source:  # qualify_spec leaves pkgs/ and defaults names to rattler
+                checked.check(source, what="channel", field="dependencies")
+
+
 async def solve_platforms(
-    requests: Sequence[SolveRequest], gateway: rattler.Gateway
+    requests: Sequence[SolveRequest], gateway: rattler.Gateway, url_policy: UrlPolicy | None = None
 ) -> dict[str, tuple[LockedCondaPackage, ...]]:
-    """Solve several platforms concurrently; the first failure (in platform order) is raised."""
+    """Solve several platforms concurrently; the first failure (in platform order) is raised.
+
+    ``url_policy`` (service builds): every channel is checked against it first (:func:`check_channel_hosts`).
+    """
+    if url_policy is not None:
+        check_channel_hosts(requests, url_policy)
     results = await asyncio.gather(*(solve_platform(r, gateway) for r in requests), return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):

@@ -37,7 +37,17 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from builder.errors import SpecError
 from builder.spec_pip import PipCollector, PipRequirement, PipSection, pip_canonical, read_text
 from builder.spec_selectors import evaluate_selector
-from builder.spec_yaml import YamlSource, compose_mapping, is_null, line_of, suggest
+from builder.spec_yaml import (
+    DEFAULT_LIMITS,
+    SpecLimits,
+    YamlSource,
+    check_size,
+    check_yaml_limits,
+    compose_mapping,
+    is_null,
+    line_of,
+    suggest,
+)
 
 __all__ = [
     "KNOWN_PLATFORMS", "TOP_LEVEL_KEYS", "CondaDependency", "EnvironmentSpec", "InputKind", "PipRequirement",
@@ -181,6 +191,7 @@ def _matchspec(src: YamlSource, node: ScalarNode, field: str) -> str:
 
 def _channels(src: YamlSource, node: Node) -> tuple[list[str], list[str], dict[str, tuple[str, ...]], bool]:
     channels: list[str] = []
+    seen: set[str] = set()
     raw: list[str] = []
     env_vars: dict[str, tuple[str, ...]] = {}
     nodefaults = False
@@ -194,7 +205,8 @@ def _channels(src: YamlSource, node: Node) -> tuple[list[str], list[str], dict[s
             nodefaults = True
             continue
         expanded, used = src.expand(text, item, "channels")
-        if expanded not in channels:
+        if expanded not in seen:
+            seen.add(expanded)
             channels.append(expanded)
             raw.append(text)
             if used:
@@ -261,12 +273,22 @@ def _pip_item(src: YamlSource, item: Node, pip: PipCollector) -> None:
 
 
 def parse_environment_yaml(
-    text: str, *, source: str | None = None, environ: Mapping[str, str] | None = None
+    text: str,
+    *,
+    source: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    allow_includes: bool = False,
+    limits: SpecLimits = DEFAULT_LIMITS,
 ) -> EnvironmentSpec:
-    """Parse an ``environment.yml``; ``-r`` includes are read relative to ``source``'s directory."""
+    """Parse an ``environment.yml``.
+
+    ``allow_includes``: pip ``-r FILE`` lines read FILE relative to ``source``'s directory (the local CLI,
+    on the user's own files); without it they are a :class:`~builder.errors.SpecIncludeError` (specs
+    submitted to the service, parsed by the server and its workers).
+    """
     src = YamlSource.from_text(text, file=source, environ=environ or {})
     base_dir = Path(source).parent if source is not None else None
-    pip = PipCollector(base_dir=base_dir, environ=src.environ)
+    pip = PipCollector(base_dir=base_dir, environ=src.environ, allow_includes=allow_includes)
     name: str | None = None
     channels: list[str] = []
     raw: list[str] = []
@@ -277,7 +299,7 @@ def parse_environment_yaml(
     variables: dict[str, str] = {}
     virtual: dict[str, str] = {}
     pip_repos: list[str] = []
-    items = src.mapping(compose_mapping(text, source), "spec")
+    items = src.mapping(compose_mapping(text, source, limits), "spec")
     _check_keys(src, items)
     for key, _, value in items:
         if key == "name":
@@ -389,10 +411,21 @@ def _virtual_packages(src: YamlSource, node: Node) -> dict[str, str]:
 
 
 def parse_requirements_txt(
-    text: str, *, source: str | None = None, environ: Mapping[str, str] | None = None
+    text: str,
+    *,
+    source: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    allow_includes: bool = False,
+    limits: SpecLimits = DEFAULT_LIMITS,
 ) -> EnvironmentSpec:
-    """A pip-only spec from a requirements file (index options, ``-r`` includes, continuations)."""
-    pip = PipCollector(base_dir=Path(source).parent if source is not None else None, environ=environ or {})
+    """A pip-only spec from a requirements file (index options, continuations; ``-r`` as in
+    :func:`parse_environment_yaml`)."""
+    check_size(text, source, limits)  # parsing requirements is linear: the size bounds the work
+    pip = PipCollector(
+        base_dir=Path(source).parent if source is not None else None,
+        environ=environ or {},
+        allow_includes=allow_includes,
+    )
     pip.add_file_text(text, file=source, spec_line=None, selector=None)
     return EnvironmentSpec(name=None, channels=(), dependencies=(), pip=pip.build(), source=source)
 
@@ -406,6 +439,7 @@ def detect_input_kind(path: str | os.PathLike[str], text: str) -> InputKind:
         return "explicit"
     keys = {m.group(2) for m in _TOP_KEY.finditer(text)}
     if not keys and re.match(r"\s*(#[^\n]*\n\s*)*[{]", text):
+        check_yaml_limits(text, os.fspath(path))
         try:  # flow-style (JSON-like) YAML: rare and small, so parse it
             loaded = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         except yaml.YAMLError:
@@ -423,15 +457,18 @@ def detect_input_kind(path: str | os.PathLike[str], text: str) -> InputKind:
     return "environment"
 
 
-def read_spec(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> EnvironmentSpec:
-    """Read a spec file; lockfiles (conda-lock, pixi, ``@EXPLICIT``) are a SpecError naming their kind."""
+def read_spec(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None, allow_includes: bool = True
+) -> EnvironmentSpec:
+    """Read a spec file from the local disk (``-r`` includes are read unless ``allow_includes`` is false);
+    lockfiles (conda-lock, pixi, ``@EXPLICIT``) are a SpecError naming their kind."""
     source = os.fspath(path)
     text = read_text(Path(source), file=source, line=None)
     kind = detect_input_kind(source, text)
     if kind == "environment":
-        return parse_environment_yaml(text, source=source, environ=environ)
+        return parse_environment_yaml(text, source=source, environ=environ, allow_includes=allow_includes)
     if kind == "requirements":
-        return parse_requirements_txt(text, source=source, environ=environ)
+        return parse_requirements_txt(text, source=source, environ=environ, allow_includes=allow_includes)
     what = {"conda-lock": "a conda-lock", "pixi-lock": "a pixi", "explicit": "an @EXPLICIT"}[kind]
     raise SpecError(
         f"this is {what} lockfile, not an environment spec",

@@ -25,9 +25,18 @@ from urllib.parse import urlsplit, urlunsplit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 
-from builder.errors import SpecError
+from builder.errors import SpecError, SpecIncludeError
+
+__all__ = [
+    "INCLUDE_HINT", "MAX_INCLUDE_DEPTH", "PipCollector", "PipRequirement", "PipSection", "logical_lines",
+    "pip_canonical", "read_text", "redact_url",
+]  # fmt: skip
 
 MAX_INCLUDE_DEPTH = 5
+INCLUDE_HINT = (
+    "a spec sent to a server cannot read files on it: inline the requirements into the pip section "
+    "(`envyard env create -f SPEC` does this for -r files on your disk)"
+)
 LOCAL_MESSAGE = "editable/local pip requirements cannot be built by a service"
 LOCAL_HINT = "publish the package to an index or add it as a wheel URL"
 
@@ -139,9 +148,11 @@ def pip_canonical(pip: PipSection, platform: str | None, holds: Callable[[str | 
 class PipCollector:
     """Accumulates pip lines (from a spec's ``- pip:`` list or a requirements file) into a section."""
 
-    def __init__(self, *, base_dir: Path | None, environ: Mapping[str, str]) -> None:
+    def __init__(self, *, base_dir: Path | None, environ: Mapping[str, str], allow_includes: bool = False) -> None:
+        """``allow_includes``: ``-r FILE`` reads FILE (a local, trusted spec); else it is a SpecIncludeError."""
         self.found = False
         self.base_dir = base_dir
+        self.allow_includes = allow_includes
         self.environ = environ
         self.requirements: list[PipRequirement] = []
         self.index_url: str | None = None
@@ -288,6 +299,14 @@ class PipCollector:
                 line=line,
                 field="pip",
                 hint="read the spec from a file (read_spec) or inline the requirements",
+            )
+        if not self.allow_includes:
+            raise SpecIncludeError(
+                f"'-r {value}' includes a file: a submitted spec cannot include files",
+                file=file,
+                line=line,
+                field="pip",
+                hint=INCLUDE_HINT,
             )
         if depth >= MAX_INCLUDE_DEPTH:
             raise SpecError(

@@ -20,15 +20,123 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import yaml
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from builder.errors import SpecError
+from builder.errors import SpecError, SpecLimitError
 from builder.spec_selectors import SelectorError, parse_selector
+
+__all__ = [
+    "DEFAULT_LIMITS", "NULL_TAG", "SpecLimits", "YamlSource", "check_size", "check_yaml_limits", "compose_mapping",
+    "is_null", "line_of", "suggest",
+]  # fmt: skip
 
 NULL_TAG = "tag:yaml.org,2002:null"
 _SEL_COMMENT = re.compile(r"^\s*#[^\[\]]*\[([^\[\]]+)\]")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _YAML_BREAK = re.compile(r"\r\n|[\n\r\x85\u2028\u2029]")
+#: libyaml's parser and composer when PyYAML was built with it (10x faster), else the pure-Python ones.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True, slots=True)
+class SpecLimits:
+    """Bounds on a YAML document, checked before it is composed (size) and while it is scanned (the rest).
+
+    They keep one submitted spec from costing the server more than a fraction of a second: a spec
+    past any of them is a :class:`~builder.errors.SpecLimitError` naming the line and the limit.
+    """
+
+    max_chars: int = 1_000_000
+    max_depth: int = 64
+    max_nodes: int = 200_000
+    max_mapping_keys: int = 10_000
+    max_sequence_items: int = 50_000
+
+
+DEFAULT_LIMITS = SpecLimits()
+
+
+def _limit_error(what: str, limit: int, name: str, source: str | None, line: int | None, hint: str) -> SpecLimitError:
+    return SpecLimitError(
+        f"{what} (the limit is {limit:,})",
+        file=source,
+        line=line,
+        hint=hint,
+        details={"limit": name, "maximum": limit},
+    )
+
+
+def check_size(text: str, source: str | None, limits: SpecLimits = DEFAULT_LIMITS) -> None:
+    """SpecLimitError if ``text`` is longer than ``limits.max_chars``: the first check, before any parsing."""
+    if len(text) > limits.max_chars:
+        raise _limit_error(
+            f"the spec has {len(text):,} characters", limits.max_chars, "max_chars", source, None,
+            "an environment spec is a few kilobytes; split generated content into separate environments",
+        )  # fmt: skip
+
+
+def check_yaml_limits(text: str, source: str | None, limits: SpecLimits = DEFAULT_LIMITS) -> None:
+    """SpecLimitError if ``text`` is too long, nests too deep or has too many nodes, keys or items.
+
+    One pass over the parser's events (no recursion, no node tree): linear in the document's size,
+    stopping at the first limit passed. Syntax errors are left to :func:`compose_mapping`.
+
+    >>> check_yaml_limits("a: " + "[" * 100 + "]" * 100, "env.yml")
+    Traceback (most recent call last):
+    ...
+    builder.errors.SpecLimitError: env.yml:1: the YAML nests deeper than 64 levels (the limit is 64) (hint: ...)
+    """
+    check_size(text, source, limits)
+    # per open collection, the children it may still take (keys and values count for mappings)
+    room: list[int] = []
+    mappings: list[bool] = []
+    nodes_left = limits.max_nodes
+    try:
+        for event in yaml.parse(text, Loader=_LOADER):
+            kind = type(event)
+            if kind is ScalarEvent or kind is AliasEvent or kind is MappingStartEvent or kind is SequenceStartEvent:
+                nodes_left -= 1
+                if nodes_left < 0:
+                    raise _over(limits, "max_nodes", source, event)
+                if room:
+                    room[-1] -= 1
+                    if room[-1] < 0:
+                        raise _over(limits, "max_mapping_keys" if mappings[-1] else "max_sequence_items", source,
+                                    event)
+                if kind is MappingStartEvent or kind is SequenceStartEvent:
+                    if len(room) >= limits.max_depth:
+                        raise _over(limits, "max_depth", source, event)
+                    mapping = kind is MappingStartEvent
+                    room.append(2 * limits.max_mapping_keys if mapping else limits.max_sequence_items)
+                    mappings.append(mapping)
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                room.pop()
+                mappings.pop()
+    except yaml.YAMLError:
+        return  # compose_mapping reports it with its line
+
+
+_LIMITS = {
+    "max_nodes": ("the YAML has more than {:,} nodes", "an environment spec needs far fewer entries"),
+    "max_mapping_keys": ("a mapping has more than {:,} keys", "an environment spec needs far fewer keys here"),
+    "max_sequence_items": ("a list has more than {:,} items", "an environment spec needs far fewer items here"),
+    "max_depth": ("the YAML nests deeper than {} levels", "an environment spec nests a few levels; flatten it"),
+}
+
+
+def _over(limits: SpecLimits, name: str, source: str | None, event: yaml.Event) -> SpecLimitError:
+    limit = int(getattr(limits, name))
+    message, hint = _LIMITS[name]
+    line = int(event.start_mark.line) + 1 if event.start_mark else None
+    return _limit_error(message.format(limit), limit, name, source, line, hint)
 
 
 def line_of(node: Node) -> int:
@@ -46,10 +154,19 @@ def suggest(word: str, choices: Collection[str]) -> str | None:
     return f"did you mean {close[0]!r}?" if close else None
 
 
-def compose_mapping(text: str, source: str | None) -> MappingNode:
-    """The root mapping node of a YAML spec; SpecError for syntax errors, empty or non-mapping files."""
+def compose_mapping(text: str, source: str | None, limits: SpecLimits = DEFAULT_LIMITS) -> MappingNode:
+    """The root mapping node of a YAML spec; SpecError for syntax errors, empty or non-mapping files.
+
+    :func:`check_yaml_limits` runs first: nothing past a limit reaches the composer.
+    """
+    check_yaml_limits(text, source, limits)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        try:
+            root = yaml.compose(text, Loader=_LOADER)
+        except yaml.YAMLError:
+            if _LOADER is yaml.SafeLoader:
+                raise
+            root = yaml.compose(text, Loader=yaml.SafeLoader)  # PyYAML's own wording and marks for the error
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         jinja = "{%" in text or "{{" in text
@@ -111,10 +228,12 @@ class YamlSource:
         if not isinstance(node, MappingNode):
             raise self.error(f"{field} must be a mapping", node, field)
         pairs: list[tuple[str, Node, Node]] = []
+        seen: set[str] = set()
         for key_node, value in node.value:
             key = self.scalar(key_node, field, "a mapping with string keys")
-            if key is None or any(key == k for k, _, _ in pairs):
+            if key is None or key in seen:
                 raise self.error(f"duplicate or empty key {key!r}", key_node, key or field)
+            seen.add(key)
             pairs.append((key, key_node, value))
         return pairs
 

@@ -112,8 +112,10 @@ class _Build:
         spec_path.parent.mkdir(parents=True, exist_ok=True)
         spec_path.write_text(self.job.spec_text, encoding="utf-8")
         # environ={}: ${VAR} in a user's spec is never expanded from the worker's environment
+        # allow_includes=False: a submitted spec never reads the worker's files (pip -r)
         result = lock_to_directory(spec_path, self.out / "lock", _lock_options(self.job, self.settings),
-                                   cache_dir=self.settings.cache_dir, environ={}, reporter=self.reporter)
+                                   cache_dir=self.settings.cache_dir, environ={}, reporter=self.reporter,
+                                   allow_includes=False)
         self.lock, files = result.lock, result.files
         missing = [p for p in self.job.platforms if p not in self.lock.platforms]
         if missing:  # a re-exported lock keeps its own platforms
@@ -215,11 +217,13 @@ class _Build:
 def _lock_options(job: JobSpec, settings: Settings) -> Any:
     from builder.channels import ChannelOptions, S3Options
     from builder.lock import LockOptions
+    from builder.url_policy import UrlPolicy
 
     channels = ChannelOptions(channel_alias=job.channel_alias or settings.channel_alias, mirrors=settings.mirrors,
                               s3=S3Options(settings.s3_endpoint_url, settings.s3_region, settings.s3_addressing_style))
     return LockOptions(platforms=tuple(job.platforms), channels=channels, pip_index_url=settings.pip_index_url,
-                       pip_cache_dir=settings.pip_cache_dir, pip_allow_sdists=job.allow_sdists)
+                       pip_cache_dir=settings.pip_cache_dir, pip_allow_sdists=job.allow_sdists,
+                       url_policy=UrlPolicy.from_settings(settings))
 
 
 def _install_options(settings: Settings, job: JobSpec, target_prefix: str | None = None) -> Any:

@@ -51,7 +51,8 @@ SandboxMode = Literal["bwrap", "uid", "none"]
 
 #: Builder settings a build needs, passed as ENVYARD_* variables (never credentials: docker_config stays out).
 CHILD_SETTINGS = ("cache_dir", "channel_alias", "mirrors", "s3_endpoint_url", "s3_region", "s3_addressing_style",
-                  "pip_index_url", "max_concurrent_requests", "shared_package_caches", "env_prefix")
+                  "pip_index_url", "max_concurrent_requests", "shared_package_caches", "env_prefix",
+                  "allowed_url_prefixes", "allowed_file_roots", "allow_public_https")
 #: Variables of the worker's environment a build inherits (plus LC_*).
 ENV_KEPT = frozenset({
     "PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
@@ -228,6 +229,8 @@ def sandbox_for(settings: Settings | ServiceSettings, environ: Mapping[str, str]
                                                    data_dir=Path(".envyard-no-data-dir"))
     local = [_local_path(settings.channel_alias), _local_path(settings.pip_index_url)]
     local += [_local_path(url) for urls in settings.mirrors.values() for url in urls]
+    local += [_local_path(prefix) for prefix in settings.allowed_url_prefixes]
+    local += list(settings.allowed_file_roots)  # admin-allowed file:// channels are readable, nothing else local
     read_only = [*_python_paths(environ), *_certificate_paths(environ), *settings.shared_package_caches,
                  *settings.build_read_only_paths, *(p for p in local if p is not None)]
     writable = [settings.repodata_cache_dir, settings.package_cache_dir, settings.pip_cache_dir]

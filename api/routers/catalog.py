@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
 
 from api.auth import Action, Principal, authorize, readable_namespaces, require
-from api.deps import get_session
+from api.deps import get_session, get_settings
 from api.models import ApiToken, Build, Environment, Namespace, NamespaceGrant, NamespaceRole
 from api.schemas import (
     BuildRead,
@@ -22,7 +22,7 @@ from api.schemas import (
     Page,
     SetCurrent,
 )
-from api.services import builds, catalog
+from api.services import builds, catalog, specs
 
 router = APIRouter(prefix="/api/v1", tags=["environments"])
 READ = Depends(authorize(Action.READ))
@@ -131,7 +131,7 @@ def create_environment(body: EnvironmentCreate, request: Request, response: Resp
     submitted = builds.submit_build(
         session, body.namespace, body.name, spec_text=body.spec, filename=body.filename, platforms=body.platforms,
         options=body.options, relock=body.relock, create=True, description=body.description,
-        requested_by=principal.name,
+        requested_by=principal.name, policy=specs.submission_policy(get_settings(request)),
     )
     session.commit()
     if submitted.reused:
@@ -196,7 +196,8 @@ def submit_build(namespace: str, name: str, body: BuildSubmit, request: Request,
                  session: Session = Depends(get_session), principal: Principal = WRITE) -> BuildRead:
     submitted = builds.submit_build(session, namespace, name, spec_text=body.spec, filename=body.filename,
                                     platforms=body.platforms, options=body.options, relock=body.relock,
-                                    requested_by=principal.name)
+                                    requested_by=principal.name,
+                                    policy=specs.submission_policy(get_settings(request)))
     session.commit()
     if submitted.reused:
         response.status_code = 200

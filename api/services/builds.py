@@ -14,7 +14,7 @@ from api.models import Build, BuildPackage, BuildStatus, Environment, Namespace,
 from api.schemas import BuildDiff, BuildError, BuildOptions, BuildRead, PackageChange
 from api.services import catalog
 from api.services.pagination import clamp_limit, decode_cursor, encode_cursor
-from api.services.specs import resolve_platforms
+from api.services.specs import SubmissionPolicy, resolve_platforms
 from builder.errors import ConflictError, NotFoundError
 
 REUSABLE = tuple(s.value for s in BuildStatus if s not in (BuildStatus.FAILED, BuildStatus.CANCELED))
@@ -46,13 +46,18 @@ def submit_build(
     filename: str,
     platforms: Sequence[str],
     options: BuildOptions,
+    policy: SubmissionPolicy,
     relock: bool = False,
     create: bool = False,
     description: str = "",
     requested_by: str | None = None,
 ) -> SubmittedBuild:
-    """Queue a build of ``spec_text``, or return the environment's build of the identical spec."""
-    wanted_platforms = resolve_platforms(filename, spec_text, platforms)
+    """Queue a build of ``spec_text``, or return the environment's build of the identical spec.
+
+    ``policy``: what the server accepts in a spec (no file includes, allowed URLs only), checked first.
+    """
+    wanted_platforms = resolve_platforms(filename, spec_text, platforms, policy=policy,
+                                         channel_alias=options.channel_alias)
     if create:
         ns = catalog.ensure_namespace(session, namespace)
         assert ns.id is not None

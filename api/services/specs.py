@@ -1,15 +1,28 @@
-"""Specs checked at submission: a bad spec is a 422 naming the line, not a failed build minutes later."""
+"""Specs checked at submission: a bad spec is a 422 naming the line, not a failed build minutes later.
+
+A submitted spec is the text of one document: it may not include files of the server (pip ``-r``),
+it stays within the parser's limits, and every URL a build of it would fetch (channels, the
+build's ``channel_alias``, pip indexes, find-links, direct URLs, a lockfile's package URLs) must
+pass the server's :class:`~builder.url_policy.UrlPolicy`. The worker checks the same again.
+"""
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from builder.channels import ChannelOptions
 from builder.errors import SpecError
 from builder.lock import DEFAULT_PLATFORMS
 from builder.model import SUPPORTED_PLATFORMS
+from builder.settings import Settings
 from builder.spec import detect_input_kind, parse_environment_yaml, parse_requirements_txt
+from builder.spec_yaml import check_size, check_yaml_limits
+from builder.url_policy import UrlPolicy, lock_urls, spec_urls
+
+__all__ = ["SubmissionPolicy", "resolve_platforms", "submission_policy"]
 
 
 class _AnyVariable(Mapping[str, str]):
@@ -31,20 +44,52 @@ class _AnyVariable(Mapping[str, str]):
         return True
 
 
-def resolve_platforms(filename: str, text: str, platforms: Sequence[str]) -> list[str]:
-    """Parse the spec (or lockfile) and return the platforms its build targets, validated."""
+@dataclass(frozen=True, slots=True)
+class SubmissionPolicy:
+    """What the server accepts in a submitted spec: the URL policy, and the channel alias names resolve against."""
+
+    urls: UrlPolicy
+    channel_alias: str
+    mirrors: Mapping[str, Sequence[str]]
+
+
+def submission_policy(settings: Settings) -> SubmissionPolicy:
+    return SubmissionPolicy(UrlPolicy.from_settings(settings), settings.channel_alias, settings.mirrors)
+
+
+def _line_finder(text: str) -> Callable[[str], int | None]:
+    lines = text.splitlines()
+
+    def find(shown: str) -> int | None:
+        return next((number for number, line in enumerate(lines, 1) if shown in line), None)
+
+    return find
+
+
+def resolve_platforms(filename: str, text: str, platforms: Sequence[str], *, policy: SubmissionPolicy,
+                      channel_alias: str | None = None) -> list[str]:
+    """Parse the spec (or lockfile), check what a build of it would fetch, and return its platforms, validated."""
+    check_size(text, filename)
+    urls = policy.urls.cached()
+    if channel_alias is not None:
+        urls.check(channel_alias, what="channel_alias", field="options.channel_alias")
     kind = detect_input_kind(filename, text)
     if kind in ("environment", "requirements"):
         parse = parse_environment_yaml if kind == "environment" else parse_requirements_txt
-        spec = parse(text, source=filename, environ=_AnyVariable())
+        spec = parse(text, source=filename, environ=_AnyVariable(), allow_includes=False)
+        channels = ChannelOptions(channel_alias=channel_alias or policy.channel_alias, mirrors=policy.mirrors)
+        urls.check_all(spec_urls(spec, channels), file=filename, lines=_line_finder(text))
         chosen = list(platforms) or list(spec.platforms) or list(DEFAULT_PLATFORMS)
     else:
         from builder.lockfiles import read_lockfile
 
+        if kind != "explicit":
+            check_yaml_limits(text, filename)
         with tempfile.TemporaryDirectory(prefix="envyard-spec-") as tmp:
             path = Path(tmp) / filename
             path.write_text(text)
             lock = read_lockfile(path)
+        urls.check_all(lock_urls(lock), file=filename, lines=_line_finder(text))
         locked = set(lock.platforms)
         missing = [p for p in platforms if p not in locked]
         if missing:

@@ -734,7 +734,7 @@ def test_includes_stay_inside_the_spec_directory(tmp_path: Path) -> None:
 def test_requirements_txt_errors_name_the_included_file(tmp_path: Path) -> None:
     (tmp_path / "inc.txt").write_text("ok\n-e .\n")
     with pytest.raises(SpecError) as info:
-        parse_requirements_txt("numpy\n-r inc.txt\n", source=str(tmp_path / "reqs.txt"))
+        parse_requirements_txt("numpy\n-r inc.txt\n", source=str(tmp_path / "reqs.txt"), allow_includes=True)
     assert (info.value.file, info.value.line) == (str(tmp_path / "inc.txt"), 2)
     assert info.value.message.startswith(LOCAL)
 
