@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 
 from api.auth import BEARER_ERROR, is_registry_path
+from api.openapi import DOCS_PATHS
 from api.registry_tokens import REGISTRY_SERVICE
 from builder.errors import PROBLEM_BASE, EnvyardError
 
@@ -25,7 +26,6 @@ def problem_response(problem: dict[str, object], status: int) -> JSONResponse:
 
 REGISTRY_PREFIX = "/v2/"
 TOKEN_PATH = "/v2/token"
-DOCS_PATHS = frozenset({"/docs", "/redoc", "/openapi.json"})  # api.openapi: a browser asks for Basic credentials
 OCI_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 416: "RANGE_INVALID"}
 INTERNAL_DETAILS = ("oci", BEARER_ERROR)
 REGISTRY_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
@@ -59,7 +59,7 @@ def challenge(exc: EnvyardError, request: Request | None = None) -> dict[str, st
     if exc.status != 401:
         return {}
     path = request.url.path if request is not None else ""
-    if path in DOCS_PATHS:
+    if path in DOCS_PATHS:  # a browser asks for Basic credentials (any user name, the token as password)
         return {"WWW-Authenticate": 'Basic realm="envyard", charset="UTF-8"'}
     if request is None or not is_registry_path(path):
         return {"WWW-Authenticate": 'Bearer realm="envyard"'}
