@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from api.auth import TokenCache
 from api.db import make_engine, migrate
 from api.deps import lease_policy
+from api.openapi import install_docs
 from api.problems import install_problem_handlers
 from api.routers import admin, builds, catalog, health, jobs, tokens
 from api.routers import targets as registry_targets
@@ -53,8 +54,10 @@ def _publisher(app: FastAPI, stop: threading.Event) -> None:
             log.exception("publisher pass failed")
 
 
-def create_app(settings: ServiceSettings) -> FastAPI:
-    """An app for ``settings``: migrates the database, opens the store, ensures an admin token file."""
+def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
+    """An app for ``settings``: migrates the database, opens the store, ensures an admin token file. ``host``, the
+    address ``envyard serve`` listens on, decides whether the documentation is public by default (see
+    :meth:`ServiceSettings.docs_are_public`)."""
     engine = make_engine(settings.resolved_database_url)
     migrate(engine)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -84,8 +87,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 thread.join(timeout=10)
             engine.dispose()
 
-    app = FastAPI(title="envyard", version="0.1.0", lifespan=lifespan,
-                  description="Environment builder and reproducibility service.")
+    app = FastAPI(title="envyard", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None, description="Environment builder and reproducibility service.")
     app.state.settings = settings
     app.state.engine = engine
     app.state.store = store
@@ -95,4 +98,5 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     install_problem_handlers(app)
     for module in (health, catalog, builds, jobs, tokens, registry_targets, admin, token_auth, registry_server):
         app.include_router(module.router)
+    install_docs(app, public=settings.docs_are_public(host))
     return app

@@ -7,7 +7,8 @@ user and reader tokens also have a role per namespace (a :class:`~api.models.Nam
 * ``user`` and ``reader``: on namespace N what their grant allows (viewer: read; editor: read and write;
   a reader token never writes, whatever its grant). A user token that creates a namespace is its editor;
 * a namespace an admin made public is readable by everyone, requests without credentials included.
-  ``/healthz`` and ``/readyz`` are the only other routes served without a token.
+  ``/healthz`` and ``/readyz`` are the only other routes served without a token, with the documentation
+  (``/docs``, ``/redoc``, ``/openapi.json``) where ``ServiceSettings.public_docs`` opens it (see api/openapi.py).
 
 :func:`authorize` finds the namespace a request concerns in its path parameters (``namespace``; the
 registry's ``name``, ``<namespace>/<environment>``; ``build_id`` and ``other_id``; the digest of

@@ -9,8 +9,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
 
 from api.auth import BEARER_ERROR, is_registry_path
+from api.openapi import DOCS_PATHS
 from api.registry_tokens import REGISTRY_SERVICE
 from builder.errors import PROBLEM_BASE, EnvyardError
 
@@ -57,6 +59,8 @@ def challenge(exc: EnvyardError, request: Request | None = None) -> dict[str, st
     if exc.status != 401:
         return {}
     path = request.url.path if request is not None else ""
+    if path in DOCS_PATHS:  # a browser asks for Basic credentials (any user name, the token as password)
+        return {"WWW-Authenticate": 'Basic realm="envyard", charset="UTF-8"'}
     if request is None or not is_registry_path(path):
         return {"WWW-Authenticate": 'Bearer realm="envyard"'}
     if path == TOKEN_PATH:
@@ -69,6 +73,26 @@ def challenge(exc: EnvyardError, request: Request | None = None) -> dict[str, st
     if error:
         parts.append(f'error="{error}"')
     return {"WWW-Authenticate": "Bearer " + ",".join(parts)}
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` header of a 405: every method some route serves at the request's path (a path's methods are
+    often spread over several routes, and the router names only the first one's); a mount (the documentation's
+    static assets) serves GET and HEAD."""
+    routes = request.app.router.routes
+    allowed = set()
+    for method in METHODS:
+        scope = {"type": "http", "method": method, "path": request.scope["path"], "headers": [],
+                 "root_path": request.scope.get("app_root_path", "")}  # as it came in, before any mount
+        for route in routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                allowed |= {"GET", "HEAD"} & {method} if isinstance(route, Mount) else {method}
+                break
+    return ", ".join(m for m in METHODS if m in allowed)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -100,14 +124,24 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        problem = {
-            "type": PROBLEM_BASE + ("not-found" if exc.status_code == 404 else "http-error"),
-            "title": str(exc.detail),
-            "status": exc.status_code,
-            "detail": str(exc.detail),
-            "instance": request.url.path,
-        }
-        return problem_response(problem, exc.status_code)
+        """The router's own answers (no route for the path: 404, not for this method: 405) and other HTTP errors;
+        on /v2/ in the distribution spec's error body."""
+        if is_registry_path(request.url.path):
+            code = OCI_CODES.get(exc.status_code, "UNSUPPORTED")
+            response = JSONResponse({"errors": [{"code": code, "message": str(exc.detail), "detail": {}}]},
+                                    status_code=exc.status_code, headers=REGISTRY_HEADERS)
+        else:
+            response = problem_response({
+                "type": PROBLEM_BASE + ("not-found" if exc.status_code == 404 else "http-error"),
+                "title": str(exc.detail),
+                "status": exc.status_code,
+                "detail": str(exc.detail),
+                "instance": request.url.path,
+            }, exc.status_code)
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = allowed_methods(request)
+        return response
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

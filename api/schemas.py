@@ -1,16 +1,26 @@
-"""Request and response bodies of /api/v1 (the OpenAPI schema is generated from these)."""
+"""Request and response bodies of /api/v1 (the OpenAPI schema is generated from these).
+
+Request bodies are :class:`RequestModel`: strict, so a JSON value of the wrong type (``"public": 0``,
+``"relock": "yes"``, ``"build_id": "7"``) is a 422 rather than coerced.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
-class NamespaceCreate(BaseModel):
+class RequestModel(BaseModel):
+    """A request body: JSON types are not coerced (a boolean field takes true and false only)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class NamespaceCreate(RequestModel):
     name: str = Field(pattern=NAME_PATTERN, description="Letters, digits, '.', '_' and '-'.")
     description: str = Field(default="", max_length=1000)
 
@@ -24,7 +34,7 @@ class NamespaceRead(BaseModel):
     allow_sdists: bool = False
 
 
-class BuildOptions(BaseModel):
+class BuildOptions(RequestModel):
     """What a build produces besides its locks."""
 
     image: bool = True
@@ -33,7 +43,7 @@ class BuildOptions(BaseModel):
     channel_alias: str | None = None
 
 
-class BuildSubmit(BaseModel):
+class BuildSubmit(RequestModel):
     spec: str = Field(min_length=1, max_length=1_000_000, description="environment.yml (or lockfile) text.")
     filename: str = Field(default="environment.yml", pattern=r"^[A-Za-z0-9._-]{1,200}$")
     platforms: list[str] = Field(default_factory=list, description="Empty: the spec's platforms, else the host's.")
@@ -84,11 +94,11 @@ class EnvironmentRead(BaseModel):
     updated_at: datetime
 
 
-class EnvironmentUpdate(BaseModel):
+class EnvironmentUpdate(RequestModel):
     description: str | None = Field(default=None, max_length=1000)
 
 
-class SetCurrent(BaseModel):
+class SetCurrent(RequestModel):
     build_id: int
 
 
@@ -126,7 +136,7 @@ class BuildDiff(BaseModel):
     changed: list[PackageChange]
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(RequestModel):
     name: str = Field(min_length=1, max_length=100)
     role: Literal["admin", "user", "worker", "reader"] = "user"
 
@@ -141,7 +151,7 @@ class TokenCreated(BaseModel):
 # --- the worker protocol --------------------------------------------------------------------------------
 
 
-class ClaimRequest(BaseModel):
+class ClaimRequest(RequestModel):
     worker: str = Field(min_length=1, max_length=200)
     platforms: list[str] | None = Field(default=None, description="Only builds whose platforms are all in here.")
     wait_seconds: float = Field(default=0.0, ge=0, le=60, description="Long-poll this long for a build.")
@@ -162,7 +172,7 @@ class Job(BaseModel):
     allow_sdists: bool = False
 
 
-class LeaseRef(BaseModel):
+class LeaseRef(RequestModel):
     lease_id: str = Field(min_length=1, max_length=64)
 
 
@@ -192,7 +202,7 @@ class UploadFinish(LeaseRef):
     size: int = Field(ge=0)
 
 
-class ArtifactEntry(BaseModel):
+class ArtifactEntry(RequestModel):
     kind: str = Field(max_length=40)
     name: str = Field(max_length=300)
     platform: str | None = None
@@ -201,7 +211,7 @@ class ArtifactEntry(BaseModel):
     media_type: str = Field(max_length=200)
 
 
-class PackageEntry(BaseModel):
+class PackageEntry(RequestModel):
     platform: str
     manager: Literal["conda", "pypi"]
     name: str
@@ -223,11 +233,11 @@ class FailRequest(LeaseRef):
     hint: str | None = None
 
 
-class GcRequest(BaseModel):
+class GcRequest(RequestModel):
     dry_run: bool = Field(default=False, description="Report what would be deleted; delete nothing.")
     grace_seconds: float | None = Field(
-        default=None, ge=0, description="Keep unreferenced blobs written more recently than this "
-        "[default: the server's ENVYARD_GC_GRACE_SECONDS].",
+        default=None, ge=0, le=100 * 365 * 86400, description="Keep unreferenced blobs written more recently than "
+        "this (at most 100 years) [default: the server's ENVYARD_GC_GRACE_SECONDS].",
     )
 
 
@@ -257,7 +267,7 @@ class GcReport(BaseModel):
 # --- namespace access and registry tokens ---------------------------------------------------------------------
 
 
-class NamespaceUpdate(BaseModel):
+class NamespaceUpdate(RequestModel):
     public: bool | None = Field(default=None, description="Anyone (no token needed) may read and pull.")
     description: str | None = Field(default=None, max_length=1000)
     allow_sdists: bool | None = Field(
@@ -266,7 +276,7 @@ class NamespaceUpdate(BaseModel):
     )
 
 
-class GrantSet(BaseModel):
+class GrantSet(RequestModel):
     role: Literal["viewer", "editor"] = Field(description="viewer: read and pull; editor: also build.")
 
 
@@ -291,7 +301,7 @@ class RegistryToken(BaseModel):
 # --- registry targets and publications ------------------------------------------------------------------------
 
 
-class RegistryTargetCreate(BaseModel):
+class RegistryTargetCreate(RequestModel):
     name: str = Field(pattern=NAME_PATTERN)
     url: str = Field(min_length=1, max_length=500, description="http(s)://host[:port] of the registry.")
     repository: str = Field(default="{namespace}/{environment}", min_length=1, max_length=300,
@@ -315,7 +325,7 @@ class RegistryTargetRead(BaseModel):
     created_at: datetime
 
 
-class PublishRequest(BaseModel):
+class PublishRequest(RequestModel):
     target: str | None = Field(default=None, pattern=NAME_PATTERN,
                                description="Only this target [default: every enabled target of the namespace].")
 

@@ -20,7 +20,7 @@ log = logging.getLogger("envyard.serve")
 def serve(settings: ServiceSettings, host: str, port: int, workers: int, worker_platforms: list[str] | None,
           log_level: str = "info") -> None:
     """Serve until SIGINT/SIGTERM; in-process workers stop with the server (their leases then expire)."""
-    app = create_app(settings)
+    app = create_app(settings, host=host)
     gc.collect()
     gc.freeze()  # the imported world is long-lived: keep full collections from walking it on every request
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,

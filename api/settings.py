@@ -5,6 +5,7 @@ One object per process, read from ``ENVYARD_*`` variables (and command-line opti
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +56,10 @@ class ServiceSettings(Settings):
         default=None, description="Signs registry tokens and encrypts registry credentials; default "
         "<data_dir>/secret-key (created once). Every replica of one deployment needs the same key.",
     )
+    public_docs: bool | None = Field(
+        default=None, description="Serve /docs, /redoc and /openapi.json without a token (false: any valid token "
+        "needed); default: open only for an embedded server (SQLite and a local artifact store, on loopback).",
+    )
 
     work_root: Path | None = Field(
         default=None, description="Where workers build (one directory per build attempt, removed after it, swept "
@@ -83,6 +88,26 @@ class ServiceSettings(Settings):
     @property
     def resolved_storage_url(self) -> str:
         return self.storage_url or (self.data_dir / "artifacts").absolute().as_uri()
+
+    def embedded(self, host: str) -> bool:
+        """Whether ``envyard serve`` on ``host`` is the one-machine setup: SQLite, a local artifact store, and
+        listening on a loopback address only."""
+        if host == "localhost":
+            loopback = True
+        else:
+            try:
+                loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+            except ValueError:
+                loopback = False
+        return (loopback and self.resolved_database_url.startswith("sqlite")
+                and self.resolved_storage_url.startswith("file:"))
+
+    def docs_are_public(self, host: str | None) -> bool:
+        """:attr:`public_docs`, or when unset whether the server is :meth:`embedded` (None: the host is not
+        known, e.g. an app served by another ASGI server: closed)."""
+        if self.public_docs is not None:
+            return self.public_docs
+        return host is not None and self.embedded(host)
 
     @property
     def admin_token_file(self) -> Path:

@@ -1,4 +1,4 @@
-"""Liveness and readiness: the only routes served without a token."""
+"""Liveness and readiness: served without a token (like the documentation where public_docs opens it)."""
 
 from __future__ import annotations
 
