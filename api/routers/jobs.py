@@ -32,7 +32,7 @@ from api.schemas import (
 from api.services import builds, gc, jobs, logs
 from api.services.jobs import LeasePolicy
 from api.storage import ArtifactStore
-from builder.errors import NotFoundError
+from builder.errors import EnvyardError, NotFoundError
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["worker protocol"])
 WORK = Depends(authorize(Action.WORK))
@@ -181,9 +181,18 @@ def complete(build_id: int, body: CompleteRequest, request: Request, session: Se
 
 @router.post("/{build_id}/fail")
 def fail(build_id: int, body: FailRequest, request: Request, session: Session = Depends(get_session),
-         _: Principal = WORK) -> BuildRead:
-    build = jobs.fail_build(session, build_id, body.lease_id, code=body.code, stage=body.stage,
-                            message=body.message, hint=body.hint)
+         store: ArtifactStore = Depends(get_store), _: Principal = WORK) -> BuildRead:
+    """Fail the build; ``artifacts`` (uploaded first) stay downloadable, marked partial."""
+    kept = builds.keep_partial_artifacts(session, build_id, body.lease_id, store, body.artifacts)
+    session.commit()
+    try:
+        build = jobs.fail_build(session, build_id, body.lease_id, code=body.code, stage=body.stage,
+                                message=body.message, hint=body.hint)
+    except EnvyardError:
+        session.rollback()
+        builds.drop_artifacts(session, kept)
+        session.commit()
+        raise
     return builds.to_read(session, [build], request.url.netloc)[0]
 
 
