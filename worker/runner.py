@@ -270,7 +270,7 @@ class BuildRunner:
 
     def _upload_partial(self) -> list[dict[str, Any]]:
         """The lock files a build that failed after solving listed in ``out/partial.json`` (see worker.job),
-        uploaded: the failure records them as partial artifacts. None when there are none or uploading failed."""
+        uploaded: the failure records them as partial artifacts. Empty when there are none or uploading failed."""
         path = self.job_dir / "out" / "partial.json"
         if self.lost.is_set() or not path.is_file():
             return []

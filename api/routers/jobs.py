@@ -32,7 +32,7 @@ from api.schemas import (
 from api.services import builds, gc, jobs, logs
 from api.services.jobs import LeasePolicy
 from api.storage import ArtifactStore
-from builder.errors import EnvyardError, NotFoundError
+from builder.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["worker protocol"])
 WORK = Depends(authorize(Action.WORK))
@@ -188,7 +188,7 @@ def fail(build_id: int, body: FailRequest, request: Request, session: Session = 
     try:
         build = jobs.fail_build(session, build_id, body.lease_id, code=body.code, stage=body.stage,
                                 message=body.message, hint=body.hint)
-    except EnvyardError:
+    except Exception:  # the lease was lost (or the database failed): the build keeps no partial artifacts
         session.rollback()
         builds.drop_artifacts(session, kept)
         session.commit()

@@ -133,7 +133,8 @@ def cancel_build(session: Session, build_id: int) -> Build:
 def keep_partial_artifacts(session: Session, build_id: int, lease_id: str, store: ArtifactStore,
                            artifacts: Sequence[ArtifactEntry]) -> list[int]:
     """Record the files a build that is failing produced before the failure (its lock files) as partial artifacts,
-    while its worker still holds the lease; their row ids. Files not stored at their size are left out.
+    while its worker still holds the lease; their row ids. Files not stored at their size, and names recorded
+    already (a retried request), are left out.
 
     The caller commits this before the failure, so garbage collection sees the blobs held (the build runs) and
     then referenced (the rows); should the failure find the lease lost, :func:`drop_artifacts` undoes it.
@@ -142,7 +143,7 @@ def keep_partial_artifacts(session: Session, build_id: int, lease_id: str, store
         return []
     leased_build(session, build_id, lease_id)
     hold_blobs(session, build_id, [a.sha256 for a in artifacts])  # before the stat: see api.services.gc
-    names: set[str] = set()
+    names = set(session.exec(select(BuildArtifact.name).where(BuildArtifact.build_id == build_id)).all())
     rows = []
     for artifact in artifacts:
         if artifact.name not in names and store.stat(artifact.sha256) == artifact.size:
