@@ -39,6 +39,35 @@ class DefaultGroup(click.Group):
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The default command's usage and options (``envyard lock --help`` shows what ``envyard lock SPEC``
+        takes), then the group's text and its other commands."""
+        default = self.commands.get(self.default_command)
+        if default is None:
+            return super().format_help(ctx, formatter)
+        as_default = click.Context(default, info_name=ctx.info_name, parent=ctx.parent)
+        default.format_usage(as_default, formatter)
+        self.format_help_text(ctx, formatter)
+        default.format_options(as_default, formatter)
+        self.format_commands(ctx, formatter)
+        self.format_epilog(ctx, formatter)
+
+
+NO_WRAP_WIDTH = 10_000
+
+
+def rich_console(*, stderr: bool = False) -> Any:
+    """A rich Console for command output. On a terminal rich's defaults; otherwise (a pipe, a file, CI logs) no
+    soft wrapping and no 80-column limit, so paths and names stay whole. A live display on it (a spinner) must be
+    stopped before an error is printed: register its stop with ``click.get_current_context().call_on_close``
+    (the command's context closes before the root group prints the error)."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    if console.is_terminal:
+        return console
+    return Console(stderr=stderr, soft_wrap=True, width=NO_WRAP_WIDTH)
+
 
 class EnvyardCLI(click.Group):
     """The root group: maps typed errors to one line and an exit code."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,13 +69,14 @@ def _size(size: int) -> str:
 
 
 def _table(*columns: str, rows: list[list[Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from api.cli import rich_console
 
     table = Table(*columns, box=None, header_style="bold")
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
-    Console().print(table)
+    rich_console().print(table)
 
 
 # --- env ------------------------------------------------------------------------------------------------------------
@@ -107,6 +109,10 @@ def env_create(ctx: click.Context, environment: str, spec_file: Path, platforms:
     namespace, name = _env(environment)
     try:
         spec = spec_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {spec_file}", file=spec_file,
+                        hint=f"a relative path is resolved against the current directory, {Path.cwd()}"
+                        if not spec_file.is_absolute() else "check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read the spec: {exc}", file=spec_file, hint="pass an environment.yml with -f") \
             from None
@@ -121,8 +127,7 @@ def env_create(ctx: click.Context, environment: str, spec_file: Path, platforms:
     client = _client(ctx)
     build = client.json("POST", "/api/v1/environments", json=body)
     if not json_output:
-        state = f"reused (identical spec): {build['status']}" if build["reused"] else "queued"
-        click.echo(f"build {build['id']} {state}")
+        click.echo(f"build {build['id']} {_submitted_state(build, f'{namespace}/{name}')}")
     if wait:
         from api.cli_progress import follow_build
 
@@ -132,6 +137,17 @@ def env_create(ctx: click.Context, environment: str, spec_file: Path, platforms:
                        + (f", image {final['image_reference']}" if final.get("image_reference") else ""))
     elif json_output:
         _emit(build)
+
+
+def _submitted_state(build: dict[str, Any], environment: str) -> str:
+    """How a submission went: queued, or reused, and whether the reused build is (or will be) current."""
+    if not build["reused"]:
+        return "queued"
+    state = f"reused (identical spec): {build['status']}"
+    if build["status"] == "completed":
+        return state + (f", now the current build of {environment}" if build["current"]
+                        else f", not the current build of {environment}")
+    return state + f" (it becomes the current build of {environment} when it completes)"
 
 
 @env_group.command("list")
@@ -213,10 +229,16 @@ def env_rollback(ctx: click.Context, environment: str, build_id: int, json_outpu
 
 @env_group.command("delete")
 @click.argument("environment", metavar="NAMESPACE/NAME")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (needed when stdin is not a terminal).")
 @click.pass_context
-def env_delete(ctx: click.Context, environment: str) -> None:
-    """Delete an environment and its builds' records."""
+def env_delete(ctx: click.Context, environment: str, yes: bool) -> None:
+    """Delete an environment and its builds' records (asks first, unless --yes)."""
     namespace, name = _env(environment)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"refusing to delete {namespace}/{name} without --yes: stdin is not a terminal "
+                                   "to confirm on", ctx)
+        click.confirm(f"Delete {namespace}/{name} and the records of all its builds?", abort=True, err=True)
     _client(ctx).request("DELETE", f"/api/v1/environments/{namespace}/{name}")
     click.echo(f"deleted {namespace}/{name}")
 
@@ -256,9 +278,13 @@ def build_show(ctx: click.Context, build_id: int, json_output: bool) -> None:
                    + (f" (hint: {error['hint']})" if error.get("hint") else ""))
     if build.get("image_reference"):
         click.echo(f"image: {build['image_reference']}")
+    if any(a.get("partial") for a in artifacts):
+        click.echo("partial artifacts: the lock files solved before the build failed (envyard build download "
+                   f"{build_id} NAME)")
     if artifacts:
         _table("artifact", "kind", "platform", "size", "digest", rows=[
-            [a["name"], a["kind"], a["platform"] or "-", _size(a["size"]), a["digest"][:19]] for a in artifacts])
+            [a["name"], a["kind"] + (" (partial)" if a.get("partial") else ""), a["platform"] or "-",
+             _size(a["size"]), a["digest"][:19]] for a in artifacts])
 
 
 @build_group.command("logs")
@@ -352,8 +378,12 @@ def build_download(ctx: click.Context, build_id: int, name: str, output: Path | 
     client = _client(ctx)
     artifacts = {a["name"]: a for a in client.json("GET", f"/api/v1/builds/{build_id}/artifacts")}
     if name not in artifacts:
+        files = [n for n in artifacts if not n.startswith("blobs/")]  # named files first, then the image's blobs
+        blobs = len(artifacts) - len(files)
+        listed = ", ".join(files) + (f"{', and ' if files else ''}{blobs} image blobs (blobs/sha256/<hex>)"
+                                     if blobs else "")
         raise NotFoundError(f"build {build_id} has no artifact '{name}'", field="NAME",
-                            hint=f"its artifacts: {', '.join(sorted(artifacts)) or 'none'}")
+                            hint=f"its artifacts: {listed or 'none'}")
     from api.cli_progress import download_artifact
 
     basename = name.rsplit("/", 1)[-1]  # blobs/sha256/<hex> lands as <hex>, never outside the target

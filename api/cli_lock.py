@@ -20,10 +20,17 @@ class RichReporter:
     """Shows the current stage on stderr with a spinner (silent when stderr is not a terminal)."""
 
     def __init__(self) -> None:
-        from rich.console import Console
+        from api.cli import rich_console
 
-        self.console = Console(stderr=True)
+        self.console = rich_console(stderr=True)
         self.status: Any = None
+        if (ctx := click.get_current_context(silent=True)) is not None:
+            ctx.call_on_close(self.close)  # the spinner stops before an error line is printed
+
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
 
     def stage_started(self, stage: Stage, detail: str = "") -> None:
         if self.console.is_terminal:
@@ -161,13 +168,14 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
     if json_output:
         click.echo(json.dumps(summary, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from api.cli import rich_console
 
     table = Table("platform", "conda", "pip", title=f"{'re-exported' if result.reexported else 'locked'} {spec}")
     for platform, counts in summary["platforms"].items():
         table.add_row(platform, str(counts["conda"]), str(counts["pip"]))
-    console = Console()
+    console = rich_console()
     console.print(table)
     for path in result.files.values():
         console.print(f"wrote {path}")

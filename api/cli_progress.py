@@ -141,9 +141,9 @@ class BuildProgress:
     spinner: Any = None
 
     def __enter__(self) -> BuildProgress:
-        from rich.console import Console
+        from api.cli import rich_console
 
-        self.console = Console(stderr=True)
+        self.console = rich_console(stderr=True)
         if self.console.is_terminal:
             from rich.live import Live
             from rich.spinner import Spinner
@@ -221,6 +221,7 @@ def follow_build(ctx: click.Context, client: ApiClient, build: dict[str, Any], j
     except KeyboardInterrupt:
         click.echo(f"build {build_id} goes on on the server (stop it: envyard build cancel {build_id})", err=True)
         raise
+    final["reused"] = build.get("reused", False)  # GET /builds/{id} cannot know that this submission reused it
     if json_output:
         click.echo(json.dumps(final, indent=2))
         ctx.meta["json_output"] = False

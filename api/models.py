@@ -38,6 +38,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+NEVER_REUSED_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
+"""Table args of tables whose ids users see (build tags, cursors, token ids): SQLite's AUTOINCREMENT never gives a
+deleted row's id to a new row (PostgreSQL sequences never do); migration 0005 converts existing SQLite tables."""
+
+
 def _ts(nullable: bool = True, index: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
 
@@ -84,6 +89,8 @@ class PublicationStatus(enum.StrEnum):
 
 
 class Namespace(SQLModel, table=True):
+    __table_args__ = (NEVER_REUSED_IDS,)
+
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=100, unique=True, index=True)
     description: str = Field(default="", max_length=1000)
@@ -103,7 +110,7 @@ class Spec(SQLModel, table=True):
 
 
 class Environment(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("namespace_id", "name", name="uq_environment_namespace_name"),)
+    __table_args__ = (UniqueConstraint("namespace_id", "name", name="uq_environment_namespace_name"), NEVER_REUSED_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     namespace_id: int = Field(sa_column=Column(Integer, ForeignKey("namespace.id"), nullable=False, index=True))
@@ -118,7 +125,7 @@ class Environment(SQLModel, table=True):
 
 
 class Build(SQLModel, table=True):
-    __table_args__ = (Index("ix_build_claim", "status", "not_before"),)
+    __table_args__ = (Index("ix_build_claim", "status", "not_before"), NEVER_REUSED_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     environment_id: int = Field(sa_column=Column(Integer, ForeignKey("environment.id"), nullable=False, index=True))
@@ -153,7 +160,7 @@ class Build(SQLModel, table=True):
 
 
 class BuildArtifact(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("build_id", "name", name="uq_build_artifact_name"),)
+    __table_args__ = (UniqueConstraint("build_id", "name", name="uq_build_artifact_name"), NEVER_REUSED_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     build_id: int = Field(sa_column=Column(Integer, ForeignKey("build.id"), nullable=False, index=True))
@@ -165,6 +172,7 @@ class BuildArtifact(SQLModel, table=True):
     media_type: str = Field(max_length=200)
     subject: str | None = Field(default=None, max_length=80, index=True)
     artifact_type: str | None = Field(default=None, max_length=200)
+    partial: bool = False  # kept from a build that failed after producing it (its lock files, for inspection)
 
 
 class BuildPackage(SQLModel, table=True):
@@ -188,6 +196,8 @@ class LogChunk(SQLModel, table=True):
 
 
 class ApiToken(SQLModel, table=True):
+    __table_args__ = (NEVER_REUSED_IDS,)
+
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=100)
     token_sha256: str = Field(max_length=64, unique=True, index=True)

@@ -118,6 +118,7 @@ class ArtifactRead(BaseModel):
     size: int
     media_type: str
     url: str
+    partial: bool = Field(default=False, description="Kept from a build that failed after producing it.")
 
 
 class PackageChange(BaseModel):
@@ -231,6 +232,9 @@ class FailRequest(LeaseRef):
     stage: str | None = None
     message: str
     hint: str | None = None
+    artifacts: list[ArtifactEntry] = Field(
+        default_factory=list, description="Uploaded files the failed build keeps as partial artifacts (its lock "
+        "files, to inspect what was solved).")
 
 
 class GcRequest(RequestModel):

@@ -267,6 +267,31 @@ SDIST_HINT = ("envyard resolves pip packages from wheels only, because building 
               "namespace ('envyard namespace sdists NAMESPACE on')")
 
 
+_NETWORK_FAILURE = re.compile(
+    r"Could not resolve host[^\n]*|Failed to connect to[^\n]*|Couldn't connect to server|dns error[^\n]*|"
+    r"failed to lookup address[^\n]*|Connection refused[^\n]*|Network is unreachable|Connection timed out|"
+    r"operation timed out|Network connectivity is disabled[^\n]*", re.IGNORECASE)
+_FAILED_URL = re.compile(r"unable to access '([^']+)'|request for url \(([^)\s]+)\)|"
+                         r"Failed to fetch: `?([^`\s]+?)`?:?(?:\s|$)|git\+([^`\s]+)")
+
+
+def _network_error(text: str, target: PipTarget) -> PipResolutionError | None:
+    """uv could not fetch something (a git clone, a download, the index): say which URL and host, not a conflict."""
+    failure = _NETWORK_FAILURE.search(text)
+    if failure is None:
+        return None
+    found = _FAILED_URL.search(text)
+    url = next((g for g in found.groups() if g), "").rstrip("/:") if found else ""
+    host = urlsplit(url).hostname if url else None
+    what = f"{url}: {host} could not be reached" if host else "a package index or URL could not be reached"
+    return PipResolutionError(
+        f"pip requirements for {target.platform}: cannot fetch {what} ({failure.group(0).strip()})",
+        hint=f"this is a network failure, not a conflict: check that this machine reaches {host or 'the index'} "
+             "(network, proxy, DNS, credentials)",
+        details={"platform": target.platform, "url": url or None, "host": host, "uv_output": text},
+    )
+
+
 def _resolution_error(stderr: str, requirements: Sequence[str], target: PipTarget,
                       provided: Mapping[str, str]) -> PipResolutionError:
     needs_build = sorted({normalize_pypi_name(n) for n in _NEEDS_BUILD.findall(stderr)})
@@ -286,6 +311,8 @@ def _resolution_error(stderr: str, requirements: Sequence[str], target: PipTarge
             lines.append(line.rstrip())
     text = re.sub(r"://[^/@\s]+@", "://***@", "\n".join(lines[:25]) or stderr.strip() or "uv failed")
     text = re.sub(r"\n\s*cause: ", ": ", re.sub(r"^error: ", "", text))
+    if (network := _network_error(text, target)) is not None:
+        return network
     named = set(re.findall(r"([A-Za-z0-9][\w.-]*?)(?:\[[^\]]*\])?(?:==|>=|<=|!=|~=|<|>)", text))
     named |= set(re.findall(r"(?:versions of|you require|depends? on|available for) `?([A-Za-z0-9][\w.-]*)", text))
     packages = sorted({normalize_pypi_name(n) for n in named})

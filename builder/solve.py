@@ -152,13 +152,27 @@ async def solve_platform(request: SolveRequest, gateway: rattler.Gateway) -> tup
         text = str(exc)
         if "solve" in type(exc).__name__.lower():
             raise explain_failure(text, request) from None
-        raise ChannelError(
-            f"{request.platform}: cannot load repodata: {text.splitlines()[0] if text else type(exc).__name__}",
-            hint="check the channel names and URLs, --channel-alias and mirrors, and network access",
-            details={"channels": list(request.channels), "error": text},
-        ) from None
+        raise _repodata_error(text or type(exc).__name__, request) from None
     verify_solution(records, request)
     return tuple(sorted((to_locked_package(r) for r in records), key=lambda p: p.name))
+
+
+_URL_IN_ERROR = re.compile(r"\b(?:https?|s3|file|oci)://[^\s()'`\"]+")
+
+
+def _repodata_error(text: str, request: SolveRequest) -> ChannelError:
+    """The gateway's failure naming the URL it could not load (else the channels) and the deepest cause."""
+    text = re.sub(r"://[^/@\s]+@", "://***@", text)
+    lines = [line.removeprefix("Caused by: ").strip() for line in text.splitlines() if line.strip()]
+    url = next(iter(_URL_IN_ERROR.findall(text)), None)
+    where = url.rstrip(".,:;") if url else "the channels " + ", ".join(request.channels)
+    cause = f" ({lines[-1]})" if len(lines) > 1 else ""
+    return ChannelError(
+        f"{request.platform}: cannot load repodata from {where}: {lines[0] if lines else text}{cause}",
+        hint="check the channel names and URLs, --channel-alias and mirrors, and that this machine reaches "
+             "that host",
+        details={"channels": list(request.channels), "url": url, "error": text},
+    )
 
 
 def verify_solution(records: Sequence[rattler.RepoDataRecord], request: SolveRequest) -> None:

@@ -78,13 +78,13 @@ def read_text(path: Path, *, file: str | None, line: int | None, field: str | No
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(
-            f"file not found: {path}",
-            file=file or str(path),
-            line=line,
-            field=field,
-            hint="check the path (relative paths start at the spec's directory)",
-        ) from None
+        if line is None:  # the spec itself, as named on the command line
+            hint = (f"check the path: a relative path is resolved against the current directory, {Path.cwd()}"
+                    if not path.is_absolute() else "check the path")
+        else:  # a file the spec names, already joined to the spec's directory
+            hint = f"check the path: relative paths in a spec are resolved against its directory, {path.parent}"
+        raise SpecError(f"file not found: {path}", file=file or str(path), line=line, field=field,
+                        hint=hint) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read {path}: {exc}", file=file or str(path), line=line, field=field) from None
 

@@ -129,9 +129,11 @@ class ApiClient:
         return dict(self.json("POST", f"/api/v1/jobs/{build_id}/complete", json={"lease_id": lease_id, **body}))
 
     def fail(self, build_id: int, lease_id: str, code: str, stage: str | None, message: str,
-             hint: str | None) -> None:
+             hint: str | None, artifacts: list[dict[str, Any]] | None = None) -> None:
+        """``artifacts``: uploaded files the failed build keeps as partial artifacts (its lock files)."""
         self.request("POST", f"/api/v1/jobs/{build_id}/fail",
-                     json={"lease_id": lease_id, "code": code, "stage": stage, "message": message, "hint": hint})
+                     json={"lease_id": lease_id, "code": code, "stage": stage, "message": message, "hint": hint,
+                           "artifacts": artifacts or []})
 
     def canceled(self, build_id: int, lease_id: str) -> None:
         self.request("POST", f"/api/v1/jobs/{build_id}/canceled", json={"lease_id": lease_id})

@@ -66,11 +66,31 @@ def run_job(job: JobSpec, job_dir: Path, settings: Settings, events: EventSink) 
         for base in (build.job_dir / "input", build.job_dir):  # the user's file name, not the worker's path
             if err.file and Path(err.file).is_relative_to(base):
                 err.file = str(Path(err.file).relative_to(base))
+        _write_partial(build)
+        raise
+    except Exception:
+        _write_partial(build)
         raise
     tmp = build.out / "manifest.json.tmp"
     tmp.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
     tmp.replace(build.job_dir / MANIFEST_PATH)
     return manifest
+
+
+PARTIAL_PATH = "out/partial.json"
+LOCK_KINDS = frozenset({"conda-lock", "pixi-lock", "explicit", "environment"})
+
+
+def _write_partial(build: _Build) -> None:
+    """A build that fails after solving: ``out/partial.json`` (a :class:`JobManifest`) lists its lock files, which
+    the worker uploads with the failure so that the user can inspect what was solved."""
+    locks = [a for a in build.artifacts if a.kind in LOCK_KINDS]
+    lock_file = build.out / "lock" / "conda-lock.yml"
+    if not locks or not lock_file.is_file():
+        return
+    partial = JobManifest(artifacts=locks, packages=_package_rows(build.lock), platforms=list(build.platforms),
+                          image_digest=None, lock_sha256=file_sha256(lock_file))
+    (build.job_dir / PARTIAL_PATH).write_text(partial.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
 
 class _Build:

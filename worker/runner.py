@@ -347,6 +347,22 @@ class BuildRunner:
         self.flush_log()
         self._call(self.client.canceled, self.build_id, self.lease_id)
 
+    def _upload_partial(self) -> list[dict[str, Any]]:
+        """The lock files a build that failed after solving listed in ``out/partial.json`` (see worker.job),
+        uploaded: the failure records them as partial artifacts. Empty when there are none or uploading failed."""
+        path = self.job_dir / "out" / "partial.json"
+        if self.lost.is_set() or not path.is_file():
+            return []
+        artifacts = json.loads(path.read_text(encoding="utf-8"))["artifacts"]
+        for artifact in artifacts:
+            if self._call(self.client.upload, self.build_id, self.lease_id, self.job_dir / artifact["path"],
+                          artifact["sha256"], artifact["size"]) is None:
+                return []
+        self.log(f"envyard: kept the {len(artifacts)} lock files solved before the failure (partial artifacts)")
+        self.flush_log()
+        fields = ("kind", "name", "platform", "sha256", "size", "media_type")
+        return [{key: a.get(key) for key in fields} for a in artifacts]
+
     def _publish(self, returncode: int) -> None:
         if self.lost.is_set():
             return
@@ -358,8 +374,9 @@ class BuildRunner:
             error = self.error or {"code": "internal", "message": f"the build process exited with {returncode}",
                                    "hint": "see the build log"}
             self.flush_log()
+            partial = self._upload_partial()
             self._call(self.client.fail, self.build_id, self.lease_id, error.get("code", "internal"),
-                       error.get("stage") or self.stage, error.get("message", ""), error.get("hint"))
+                       error.get("stage") or self.stage, error.get("message", ""), error.get("hint"), partial)
             return
         self.stage = "pushing"
         self._call(self.client.stage, self.build_id, self.lease_id, "pushing")

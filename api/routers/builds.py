@@ -131,7 +131,8 @@ def list_artifacts(build_id: int, request: Request, kind: str | None = None,
         query = query.where(BuildArtifact.kind == kind)
     rows = session.exec(query.order_by(col(BuildArtifact.id))).all()
     return [ArtifactRead(kind=a.kind, name=a.name, platform=a.platform, digest=f"sha256:{a.sha256}", size=a.size,
-                         media_type=a.media_type, url=_artifact_url(request, build_id, a.name)) for a in rows]
+                         media_type=a.media_type, url=_artifact_url(request, build_id, a.name), partial=a.partial)
+            for a in rows]
 
 
 def _stream(store: ArtifactStore, artifact: BuildArtifact, disposition: str, presigned: bool) -> Response:

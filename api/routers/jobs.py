@@ -182,9 +182,18 @@ def complete(build_id: int, body: CompleteRequest, request: Request, session: Se
 
 @router.post("/{build_id}/fail")
 def fail(build_id: int, body: FailRequest, request: Request, session: Session = Depends(get_session),
-         _: Principal = WORK) -> BuildRead:
-    build = jobs.fail_build(session, build_id, body.lease_id, code=body.code, stage=body.stage,
-                            message=body.message, hint=body.hint)
+         store: ArtifactStore = Depends(get_store), _: Principal = WORK) -> BuildRead:
+    """Fail the build; ``artifacts`` (uploaded first) stay downloadable, marked partial."""
+    kept = builds.keep_partial_artifacts(session, build_id, body.lease_id, store, body.artifacts)
+    session.commit()
+    try:
+        build = jobs.fail_build(session, build_id, body.lease_id, code=body.code, stage=body.stage,
+                                message=body.message, hint=body.hint)
+    except Exception:  # the lease was lost (or the database failed): the build keeps no partial artifacts
+        session.rollback()
+        builds.drop_artifacts(session, kept)
+        session.commit()
+        raise
     return builds.to_read(session, [build], request.url.netloc)[0]
 
 

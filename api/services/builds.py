@@ -7,14 +7,17 @@ import hashlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
-from api.models import Build, BuildPackage, BuildStatus, Environment, Namespace, Spec, utcnow
-from api.schemas import BuildDiff, BuildError, BuildOptions, BuildRead, PackageChange
+from api.models import Build, BuildArtifact, BuildPackage, BuildStatus, Environment, Namespace, Spec, utcnow
+from api.schemas import ArtifactEntry, BuildDiff, BuildError, BuildOptions, BuildRead, PackageChange
 from api.services import catalog
+from api.services.gc import hold_blobs
+from api.services.jobs import leased_build
 from api.services.pagination import clamp_limit, decode_cursor, encode_cursor
 from api.services.specs import SubmissionPolicy, resolve_platforms
+from api.storage import ArtifactStore
 from builder.errors import ConflictError, NotFoundError
 
 REUSABLE = tuple(s.value for s in BuildStatus if s not in (BuildStatus.FAILED, BuildStatus.CANCELED))
@@ -55,7 +58,8 @@ def submit_build(
     """Queue a build of ``spec_text``, or return the environment's build of the identical spec.
 
     ``policy``: what the server accepts in a spec (no file includes, allowed URLs only), checked first.
-    """
+    A reused build that is completed becomes the environment's current build (as a new build would on completion),
+    also after a rollback to another build; one still running becomes current when it completes."""
     wanted_platforms = resolve_platforms(filename, spec_text, platforms, policy=policy,
                                          channel_alias=options.channel_alias)
     if create:
@@ -75,6 +79,7 @@ def submit_build(
             .order_by(col(Build.id).desc())
         ).all():
             if existing.platforms == wanted_platforms and existing.options == wanted_options:
+                _make_current_if_completed(environment, existing)
                 return SubmittedBuild(existing, reused=True)
     assert environment.id is not None and spec.id is not None
     now = utcnow()
@@ -84,6 +89,12 @@ def submit_build(
     catalog.touch(environment)
     session.flush()
     return SubmittedBuild(build, reused=False)
+
+
+def _make_current_if_completed(environment: Environment, build: Build) -> None:
+    if build.status == BuildStatus.COMPLETED and environment.current_build_id != build.id:
+        environment.current_build_id = build.id
+        catalog.touch(environment)
 
 
 def get_build(session: Session, build_id: int) -> Build:
@@ -120,6 +131,35 @@ def cancel_build(session: Session, build_id: int) -> Build:
     session.flush()
     session.refresh(build)
     return build
+
+
+def keep_partial_artifacts(session: Session, build_id: int, lease_id: str, store: ArtifactStore,
+                           artifacts: Sequence[ArtifactEntry]) -> list[int]:
+    """Record the files a build that is failing produced before the failure (its lock files) as partial artifacts,
+    while its worker still holds the lease; their row ids. Files not stored at their size, and names recorded
+    already (a retried request), are left out.
+
+    The caller commits this before the failure, so garbage collection sees the blobs held (the build runs) and
+    then referenced (the rows); should the failure find the lease lost, :func:`drop_artifacts` undoes it.
+    """
+    if not artifacts:
+        return []
+    leased_build(session, build_id, lease_id)
+    hold_blobs(session, build_id, [a.sha256 for a in artifacts])  # before the stat: see api.services.gc
+    names = set(session.exec(select(BuildArtifact.name).where(BuildArtifact.build_id == build_id)).all())
+    rows = []
+    for artifact in artifacts:
+        if artifact.name not in names and store.stat(artifact.sha256) == artifact.size:
+            names.add(artifact.name)
+            rows.append(BuildArtifact(build_id=build_id, **artifact.model_dump(), partial=True))
+    session.add_all(rows)
+    session.flush()
+    return [row.id for row in rows if row.id is not None]
+
+
+def drop_artifacts(session: Session, artifact_ids: Sequence[int]) -> None:
+    if artifact_ids:
+        session.execute(delete(BuildArtifact).where(col(BuildArtifact.id).in_(artifact_ids)))
 
 
 def set_current(session: Session, namespace: str, name: str, build_id: int) -> Environment:

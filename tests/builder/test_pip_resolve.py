@@ -220,6 +220,21 @@ def test_unresolvable_message(resolve: Any) -> None:
         resolve(["not-there"])
 
 
+def test_unreachable_git_clone_is_a_network_failure_naming_url_and_host(resolve: Any) -> None:
+    """A clone that cannot connect is not a conflict: the error names the URL and host, not 'loosen'."""
+    from tests.servers import free_port
+
+    url = f"https://127.0.0.1:{free_port()}/team/tool.git"  # nothing listens: refused at once
+    with pytest.raises(PipResolutionError) as info:
+        resolve([f"tool @ git+{url}"])
+    err = info.value
+    assert err.message.startswith(f"pip requirements for linux-64: cannot fetch {url}: 127.0.0.1 could not be "
+                                  "reached ("), err.message
+    assert "could not be resolved" not in err.message and "loosen" not in (err.hint or "")
+    assert err.hint and "network failure, not a conflict" in err.hint and "127.0.0.1" in err.hint
+    assert (err.details["url"], err.details["host"]) == (url, "127.0.0.1")
+
+
 def test_invalid_requirement_line(resolve: Any) -> None:
     with pytest.raises(PipResolutionError, match="invalid pip requirement"):
         resolve(["-r /etc/passwd"])

@@ -151,6 +151,19 @@ def test_missing_channel_is_a_channel_error(tmp_path: Path):
     assert "repodata" in info.value.message and info.value.hint
 
 
+def test_unreachable_channel_names_the_url_that_failed(tmp_path: Path):
+    from tests.servers import free_port
+
+    channel = f"http://127.0.0.1:{free_port()}/conda/team"  # nothing listens there
+    gateway = make_gateway(tmp_path / "cache", ChannelOptions())
+    req = SolveRequest("linux-64", ("python",), (channel,), ())
+    with pytest.raises(ChannelError) as info:
+        asyncio.run(solve_platform(req, gateway))
+    err = info.value
+    assert err.message.startswith(f"linux-64: cannot load repodata from {channel}/"), err.message
+    assert err.details["url"].startswith(f"{channel}/") and "refused" in err.message.lower()
+
+
 def test_channel_names_and_urls():
     options = ChannelOptions(channel_alias="https://mirror.internal/conda/")
     assert channel_url("conda-forge", options) == "https://mirror.internal/conda/conda-forge"

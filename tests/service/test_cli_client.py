@@ -294,3 +294,180 @@ def test_wait_builds_end_to_end_with_a_worker(tmp_path: Path, service_env: dict[
     finally:
         service.stop()
 
+
+
+def upload(client: ApiClient, job: dict[str, Any], directory: Path, files: dict[str, tuple[str, bytes]]
+           ) -> list[dict[str, Any]]:
+    """Upload ``files`` (name -> (kind, bytes)) for the claimed ``job``; their artifact entries."""
+    entries = []
+    for name, (kind, payload) in files.items():
+        path = directory / f"upload-{job['build_id']}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+        path.write_bytes(payload)
+        digest = hashlib.sha256(payload).hexdigest()
+        client.upload(job["build_id"], job["lease_id"], path, digest, len(payload))
+        entries.append({"kind": kind, "name": name, "platform": None, "sha256": digest, "size": len(payload),
+                        "media_type": "application/octet-stream"})
+    return entries
+
+
+def test_resubmitting_after_rollback_makes_the_reused_build_current(fresh: Service, tmp_path: Path) -> None:
+    """After a rollback to build 1, submitting build 2's spec again reuses build 2 and makes it current (said so
+    in the output), and ``--wait --json`` reports the reuse."""
+    one_spec, two_spec = write_spec(tmp_path, ["a"]), write_spec(tmp_path, ["a", "b"])
+    one = as_json(envyard(fresh, "env", "create", "team/roll", "-f", str(one_spec), "--json"))
+    complete(fresh, one["id"], {"zlib": "1.3"}, b"lock one\n")
+    two = as_json(envyard(fresh, "env", "create", "team/roll", "-f", str(two_spec), "--json"))
+    complete(fresh, two["id"], {"zlib": "1.3.1"}, b"lock two\n")
+    envyard(fresh, "env", "rollback", "team/roll", str(one["id"]))
+    assert as_json(envyard(fresh, "env", "show", "team/roll", "--json"))["current_build"]["id"] == one["id"]
+
+    again = envyard(fresh, "env", "create", "team/roll", "-f", str(two_spec))
+    assert again.stdout.strip() == (f"build {two['id']} reused (identical spec): completed, now the current build "
+                                    "of team/roll")
+    assert as_json(envyard(fresh, "env", "show", "team/roll", "--json"))["current_build"]["id"] == two["id"]
+
+    envyard(fresh, "env", "rollback", "team/roll", str(one["id"]))
+    waited = as_json(envyard(fresh, "env", "create", "team/roll", "-f", str(two_spec), "--wait", "--json"))
+    assert (waited["id"], waited["reused"], waited["current"], waited["status"]) == (two["id"], True, True,
+                                                                                     "completed")
+    queued = envyard(fresh, "env", "create", "team/roll", "-f", str(write_spec(tmp_path, ["c"])))
+    queued_id = int(queued.stdout.split()[1])
+    still_queued = envyard(fresh, "env", "create", "team/roll", "-f", str(write_spec(tmp_path, ["c"])))
+    assert still_queued.stdout.strip() == (f"build {queued_id} reused (identical spec): queued (it becomes the "
+                                           "current build of team/roll when it completes)")
+    assert as_json(envyard(fresh, "env", "show", "team/roll", "--json"))["current_build"]["id"] == two["id"]
+
+
+def test_build_ids_are_not_reused_after_an_environment_is_deleted(fresh: Service, tmp_path: Path) -> None:
+    """SQLite: the ids of a deleted environment's builds (the newest ones) never go to later builds."""
+    spec = write_spec(tmp_path, ["a"])
+    kept = as_json(envyard(fresh, "env", "create", "team/kept", "-f", str(spec), "--json"))
+    doomed = as_json(envyard(fresh, "env", "create", "team/doomed", "-f", str(spec), "--json"))
+    envyard(fresh, "build", "cancel", str(doomed["id"]))
+    envyard(fresh, "env", "delete", "team/doomed", "--yes")
+    after = as_json(envyard(fresh, "env", "create", "team/later", "-f", str(spec), "--json"))
+    assert after["id"] > doomed["id"] > kept["id"]
+    with fresh.client() as http:
+        assert http.get(f"/api/v1/builds/{doomed['id']}").status_code == 404
+
+
+def test_env_delete_asks_or_needs_yes(svc: Service, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, ["e2e-env"], "deleted")
+    build = as_json(envyard(svc, "env", "create", "team/deleted", "-f", str(spec), "--json"))
+    envyard(svc, "build", "cancel", str(build["id"]))
+    refused = subprocess.run([sys.executable, "-m", "api.cli", "--api", svc.url, "--token", svc.token, "env",
+                              "delete", "team/deleted"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             env=cli_env(svc.env), cwd=tmp_path, timeout=60)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "refusing to delete team/deleted without --yes: stdin is not a terminal" in refused.stderr
+    assert as_json(envyard(svc, "env", "show", "team/deleted", "--json"))["name"] == "deleted"
+
+    import pty
+
+    for answer, deleted in ((b"n\n", False), (b"y\n", True)):  # a terminal gets a prompt
+        leader, follower = pty.openpty()
+        try:
+            process = subprocess.Popen([sys.executable, "-m", "api.cli", "--api", svc.url, "--token", svc.token,
+                                        "env", "delete", "team/deleted"], stdin=follower, stdout=subprocess.PIPE,
+                                       stderr=follower, text=True, env=cli_env(svc.env), cwd=tmp_path)
+            os.write(leader, answer)
+            stdout, _ = process.communicate(timeout=60)
+            prompt = os.read(leader, 4096).decode()
+        finally:
+            os.close(leader)
+            os.close(follower)
+        assert "Delete team/deleted and the records of all its builds? [y/N]" in prompt
+        assert (process.returncode == 0) is deleted and (stdout.strip() == "deleted team/deleted") is deleted
+    assert envyard(svc, "env", "show", "team/deleted", ok=False).returncode == 6
+
+
+def test_failed_build_keeps_its_lock_files_as_partial_artifacts(fresh: Service, tmp_path: Path) -> None:
+    """A build failing after the solve keeps the lock files its worker sent: listed as partial, downloadable,
+    kept by garbage collection; a wrong artifact name lists the artifacts' names before the image blobs."""
+    build = as_json(envyard(fresh, "env", "create", "team/broken", "-f", str(write_spec(tmp_path, ["a"])), "--json"))
+    client = ApiClient(fresh.url, fresh.token, retry_seconds=5)
+    try:
+        job = client.claim("test-worker", None, 0)
+        assert job is not None and job["build_id"] == build["id"]
+        client.stage(build["id"], job["lease_id"], "installing")
+        lock = b"version: 1\npackage: []\n" * 50
+        entries = upload(client, job, tmp_path, {"conda-lock.yml": ("conda-lock", lock),
+                                                 "pixi.lock": ("pixi-lock", b"version: 6\n")})
+        with pytest.raises(Exception, match="no longer leased"):  # a stale lease records nothing
+            client.fail(build["id"], "0" * 32, "install-failed", "installing", "x", None, entries)
+        client.fail(build["id"], job["lease_id"], "install-failed", "installing", "cannot install zlib",
+                    "see the log", entries)
+    finally:
+        client.close()
+    shown = as_json(envyard(fresh, "build", "show", str(build["id"]), "--json"))
+    assert shown["status"] == "failed"
+    assert [(a["name"], a["partial"]) for a in shown["artifacts"]] == [("conda-lock.yml", True), ("pixi.lock", True)]
+    human = envyard(fresh, "build", "show", str(build["id"])).stdout
+    assert "partial artifacts: the lock files solved before the build failed" in human
+    assert "conda-lock (partial)" in human
+
+    report = as_json(envyard(fresh, "gc", "--grace-seconds", "0", "--json"))
+    assert (report["referenced"], report["unreferenced"]) == (2, 0)
+    got = as_json(envyard(fresh, "build", "download", str(build["id"]), "conda-lock.yml", "-o", str(tmp_path),
+                          "--json"))
+    assert (tmp_path / "conda-lock.yml").read_bytes() == lock and got["size"] == len(lock)
+
+    wrong = envyard(fresh, "build", "download", str(build["id"]), "conda-lock.yaml", ok=False)
+    assert one_line_error(wrong, 6).endswith("(hint: its artifacts: conda-lock.yml, pixi.lock)")
+
+
+def test_wrong_artifact_name_lists_names_before_image_blobs(fresh: Service, tmp_path: Path) -> None:
+    build = as_json(envyard(fresh, "env", "create", "team/blobs", "-f", str(write_spec(tmp_path, ["a"])), "--json"))
+    client = ApiClient(fresh.url, fresh.token, retry_seconds=5)
+    try:
+        job = client.claim("test-worker", None, 0)
+        assert job is not None
+        blob = b"layer bytes\n"
+        entries = upload(client, job, tmp_path, {f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}": ("oci-blob", blob),
+                                                 "conda-lock.yml": ("conda-lock", b"lock\n"),
+                                                 "env-linux-64.tar.zst": ("archive", b"archive\n")})
+        client.complete(build["id"], job["lease_id"], {"artifacts": entries, "packages": []})
+    finally:
+        client.close()
+    wrong = envyard(fresh, "build", "download", str(build["id"]), "nope", ok=False)
+    assert one_line_error(wrong, 6).endswith(
+        "(hint: its artifacts: conda-lock.yml, env-linux-64.tar.zst, and 1 image blobs (blobs/sha256/<hex>))")
+
+
+def test_worker_sends_the_lock_files_of_a_build_failing_after_the_solve(tmp_path: Path, service_env: dict[str, str],
+                                                                       e2e_alias: str) -> None:
+    """A real worker: the lock solves, installing fails (pip packages for a platform the worker is not); the build
+    fails during installing and keeps its lock files as partial artifacts, downloadable."""
+    import dataclasses
+
+    from builder.channels import ChannelOptions
+    from builder.lock import LockOptions
+    from builder.lockfiles import read_lockfile, render_conda_lock
+    from builder.model import LockedPipPackage
+    from builder.pipeline import lock_to_directory
+
+    spec = write_spec(tmp_path, ["reloc-data"], "foreign")
+    options = LockOptions(platforms=("linux-aarch64",), channels=ChannelOptions(channel_alias=e2e_alias))
+    files = lock_to_directory(spec, tmp_path / "locked", options, cache_dir=tmp_path / "cache").files
+    lock = read_lockfile(files["conda-lock.yml"])
+    pip = LockedPipPackage("attrs", "24.2.0", "https://files.example/attrs-24.2.0-py3-none-any.whl", "0" * 64)
+    lock = dataclasses.replace(lock, platforms={"linux-aarch64": dataclasses.replace(
+        lock.platforms["linux-aarch64"], pip=(pip,))})
+    submitted = tmp_path / "conda-lock.yml"
+    submitted.write_text(render_conda_lock(lock))
+    service = start_service(tmp_path / "svc", service_env, "--workers", "1")
+    try:
+        waited = envyard(service, "env", "create", "team/foreign", "-f", str(submitted), "-p", "linux-aarch64",
+                         "--no-image", "--sbom", "none", "--wait", ok=False)
+        assert waited.returncode == 4, waited.stdout + waited.stderr
+        assert "failed during installing: linux-aarch64: the lock has pip packages" in waited.stderr.splitlines()[-1]
+        build_id = int(waited.stdout.split()[1])
+        artifacts = as_json(envyard(service, "build", "show", str(build_id), "--json"))["artifacts"]
+        assert {a["kind"] for a in artifacts} == {"conda-lock", "pixi-lock", "explicit", "environment"}
+        assert all(a["partial"] for a in artifacts)
+        envyard(service, "build", "download", str(build_id), "conda-lock.yml", "-o", str(tmp_path))
+        assert read_lockfile(tmp_path / "conda-lock.yml").platforms["linux-aarch64"].pip[0].name == "attrs"
+        assert "kept the 4 lock files solved before the failure" in envyard(service, "build", "logs",
+                                                                            str(build_id)).stdout
+    finally:
+        service.stop()

@@ -22,7 +22,7 @@ from builder.lockfiles import read_lockfile, render_conda_lock
 from builder.model import LockedPipPackage
 from builder.settings import Settings
 from tests.packages import build_e2e_channel
-from worker.job import JobManifest, JobSpec, run_job
+from worker.job import PARTIAL_PATH, JobManifest, JobSpec, run_job
 
 REPO = Path(__file__).resolve().parents[2]
 DEPS = ["reloc-data", "pyhello", "python"]
@@ -185,6 +185,11 @@ def test_foreign_platform_with_pip_packages_is_refused(built: tuple[Path, JobMan
         run_job(job, tmp_path, _settings(cache_dir, channels), recorder)
     assert recorder.stages() == ["solving", "installing"]
     assert not (tmp_path / "out/manifest.json").exists()
+    partial = JobManifest.model_validate_json((tmp_path / PARTIAL_PATH).read_text())  # the locks, for the user
+    assert {a.kind for a in partial.artifacts} == {"conda-lock", "pixi-lock", "explicit", "environment"}
+    for artifact in partial.artifacts:
+        assert hashlib.sha256((tmp_path / artifact.path).read_bytes()).hexdigest() == artifact.sha256
+    assert partial.lock_sha256 == hashlib.sha256((tmp_path / "out/lock/conda-lock.yml").read_bytes()).hexdigest()
 
 
 def test_spec_errors_name_the_users_file(cache_dir: Path, channels: Path, tmp_path: Path) -> None:
@@ -192,6 +197,7 @@ def test_spec_errors_name_the_users_file(cache_dir: Path, channels: Path, tmp_pa
         run_job(_job(spec_text="channels: [e2e]\ndependencies:\n  - [reloc-data\n"), tmp_path,
                 _settings(cache_dir, channels), Recorder())
     assert caught.value.file == "environment.yml" and caught.value.line is not None
+    assert not (tmp_path / PARTIAL_PATH).exists()  # nothing was solved
 
 
 def _run_child(job: JobSpec, job_dir: Path, cache_dir: Path, channels: Path, tmp_path: Path
