@@ -7,6 +7,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from api.ids import MAX_SIZE, Id
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
@@ -88,7 +90,7 @@ class EnvironmentUpdate(BaseModel):
 
 
 class SetCurrent(BaseModel):
-    build_id: int
+    build_id: Id
 
 
 T = TypeVar("T")
@@ -175,7 +177,7 @@ class StageUpdate(LeaseRef):
 
 class UploadRequest(LeaseRef):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_SIZE)
 
 
 class UploadTicket(BaseModel):
@@ -187,7 +189,7 @@ class UploadTicket(BaseModel):
 class UploadFinish(LeaseRef):
     upload_id: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_SIZE)
 
 
 class ArtifactEntry(BaseModel):
@@ -195,7 +197,7 @@ class ArtifactEntry(BaseModel):
     name: str = Field(max_length=300)
     platform: str | None = None
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_SIZE)
     media_type: str = Field(max_length=200)
 
 
@@ -221,10 +223,14 @@ class FailRequest(LeaseRef):
     hint: str | None = None
 
 
+MAX_GRACE_SECONDS = 10 * 366 * 86400  # ten years: a bound, so that no date arithmetic overflows
+
+
 class GcRequest(BaseModel):
     dry_run: bool = Field(default=False, description="Report what would be deleted; delete nothing.")
     grace_seconds: float | None = Field(
-        default=None, ge=0, description="Keep unreferenced blobs written more recently than this "
+        default=None, ge=0, le=MAX_GRACE_SECONDS, allow_inf_nan=False,
+        description="Keep unreferenced blobs written more recently than this "
         "[default: the server's ENVYARD_GC_GRACE_SECONDS].",
     )
 
