@@ -1,4 +1,4 @@
-"""Tokens, principals and the one authorization dependency every route goes through.
+"""Tokens, principals, and the one authorization decision (:func:`check`) every route goes through.
 
 Tokens (:mod:`api.tokens`) are stored as their sha256. A token has a global role, and
 user and reader tokens also have a role per namespace (a :class:`~api.models.NamespaceGrant`):
@@ -51,6 +51,24 @@ from api.registry_tokens import (
 )
 from api.tokens import TOKEN_PREFIX, hash_token
 from builder.errors import AuthenticationError, EnvyardError, NotFoundError, PermissionDeniedError
+
+__all__ = [
+    "ANONYMOUS",
+    "BEARER_ERROR",
+    "CACHE_SECONDS",
+    "Action",
+    "Principal",
+    "TokenCache",
+    "authenticate",
+    "authorize",
+    "check",
+    "current_principal",
+    "is_registry_path",
+    "may",
+    "public_namespaces",
+    "readable_namespaces",
+    "require",
+]
 
 CACHE_SECONDS = 5.0
 REGISTRY_PREFIX = "/v2/"

@@ -1,10 +1,12 @@
 """The OCI distribution endpoint (pull side) over the artifact store: ``/v2/<namespace>/<environment>/...``.
 
 Tags are build ids (``:7``) and ``:latest`` (the environment's current build); manifests and blobs are
-served by digest, only within the repository whose builds reference them. Same tokens and the same
-authorization dependency as the API: an envyard token as Bearer or as a Basic password, or a registry token
-from the Docker bearer-token flow (:mod:`registry.token_auth`); reading needs the viewer role on the
-namespace, unless an admin made it public.
+served by digest, only within the repository whose builds reference them. A tag is a build id only when spelled
+in canonical ASCII digits (:func:`api.ids.parse_id`: not ``02``, ``²`` or ``２``). Same tokens and the same
+authorization decision as the API (:func:`api.auth.check`, through the :func:`repository` dependency): an
+envyard token as Bearer or as a Basic password, or a registry token from the Docker bearer-token flow
+(:mod:`registry.token_auth`); reading needs the viewer role on the namespace, unless an admin made it public.
+Callers without it get DENIED whether or not the repository exists, anonymous ones a 401 challenge.
 
 The referrers API lists the manifests of the repository's completed builds whose ``subject`` is a digest
 (recorded at completion by :mod:`api.services.referrers`). Content is addressed by sha256 only: a malformed
