@@ -1,4 +1,4 @@
-"""Tokens, principals and the one authorization dependency every route goes through.
+"""Tokens, principals, and the one authorization decision (:func:`check`) every route goes through.
 
 Tokens (:mod:`api.tokens`) are stored as their sha256. A token has a global role, and
 user and reader tokens also have a role per namespace (a :class:`~api.models.NamespaceGrant`):
@@ -10,9 +10,12 @@ user and reader tokens also have a role per namespace (a :class:`~api.models.Nam
   ``/healthz`` and ``/readyz`` are the only other routes served without a token, with the documentation
   (``/docs``, ``/redoc``, ``/openapi.json``) where ``ServiceSettings.public_docs`` opens it (see api/openapi.py).
 
-:func:`authorize` finds the namespace a request concerns in its path parameters (``namespace``; the
-registry's ``name``, ``<namespace>/<environment>``; ``build_id`` and ``other_id``; the digest of
-``/api/v1/blobs``); routes without one check the role only and list only what the caller may read
+:func:`check` decides, on the resource a request names *as the route will use it*: each kind of resource has a
+dependency in :mod:`api.resources` (builds, environments, namespaces, blobs, tokens; the registry's repositories in
+``registry/server.py``) that validates the strict ids of :mod:`api.ids`, loads the resource and then asks
+:func:`check` about its namespaces. What cannot be resolved is denied (fail closed). Callers who may not read a
+resource get the same 404 as for a resource that does not exist (on ``/v2/``: DENIED alike), anonymous callers a
+401; routes that name no resource check the role only (:func:`authorize`) and list only what the caller may read
 (:func:`readable_namespaces`). A namespace given in a request body is checked with :func:`require`.
 
 On ``/v2/`` a request may also carry a registry token (Docker's token auth: ``GET /v2/token``, see
@@ -41,14 +44,32 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from api.models import ApiToken, Build, BuildArtifact, Environment, Namespace, NamespaceGrant, NamespaceRole, Role
+from api.models import ApiToken, Namespace, NamespaceGrant, NamespaceRole, Role
 from api.registry_tokens import (
     is_registry_token,
     registry_token_key,
     verify_registry_token,
 )
 from api.tokens import TOKEN_PREFIX, hash_token
-from builder.errors import AuthenticationError, EnvyardError, PermissionDeniedError
+from builder.errors import AuthenticationError, EnvyardError, NotFoundError, PermissionDeniedError
+
+__all__ = [
+    "ANONYMOUS",
+    "BEARER_ERROR",
+    "CACHE_SECONDS",
+    "Action",
+    "Principal",
+    "TokenCache",
+    "authenticate",
+    "authorize",
+    "check",
+    "current_principal",
+    "is_registry_path",
+    "may",
+    "public_namespaces",
+    "readable_namespaces",
+    "require",
+]
 
 CACHE_SECONDS = 5.0
 REGISTRY_PREFIX = "/v2/"
@@ -262,101 +283,81 @@ def _registry_principal(request: Request, token: str) -> Principal:
     return replace(principal, repositories=claims.repositories)
 
 
-# --- which namespaces a request concerns ----------------------------------------------------------------------------
+# --- the policy: may this principal do this action on the resource of these namespaces? --------------------------
 
-Targets = list[frozenset[str]]  # every group needs one namespace the principal may act on
-
-
-def _repository(request: Request) -> str | None:
-    name = request.path_params.get("name") if is_registry_path(request.url.path) else None
-    return str(name) if name else None
+Hidden = Callable[[], EnvyardError]
 
 
-def _targets(request: Request) -> Targets | None:
-    """The namespaces of the request's path parameters; None when it names none (a role-only route)."""
-    params = request.path_params
-    if "namespace" in params:
-        return [frozenset({str(params["namespace"])})]
-    repository = _repository(request)
-    if repository is not None:
-        return [frozenset({repository.partition("/")[0]})]
-    build_ids = [params[key] for key in ("build_id", "other_id") if key in params]
-    digest = None if is_registry_path(request.url.path) else params.get("digest")
-    if not build_ids and digest is None:
-        return None
-    targets: Targets = []
-    with Session(request.app.state.engine) as session:
-        for value in build_ids:
-            try:
-                build_id = int(value)
-            except ValueError:
-                continue  # the route answers 422
-            found = session.exec(
-                select(Namespace.name).join(Environment, col(Environment.namespace_id) == Namespace.id)
-                .join(Build, col(Build.environment_id) == Environment.id).where(col(Build.id) == build_id)
-            ).first()
-            if found is not None:
-                targets.append(frozenset({found}))
-        algorithm, _, hexdigest = str(digest or "").partition(":")
-        if algorithm == "sha256" and hexdigest:
-            names = session.exec(
-                select(Namespace.name).distinct().join(Environment, col(Environment.namespace_id) == Namespace.id)
-                .join(Build, col(Build.environment_id) == Environment.id)
-                .join(BuildArtifact, col(BuildArtifact.build_id) == Build.id)
-                .where(BuildArtifact.sha256 == hexdigest)
-            ).all()
-            if names:
-                targets.append(frozenset(names))
-    return targets
+def current_principal(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Principal:
+    """The dependency that authenticates (and only authenticates): the caller's principal, :data:`ANONYMOUS`
+    without credentials, a 401 for credentials the server does not know. Resource dependencies
+    (:mod:`api.resources`) take it, validate their ids, resolve the resource and then call :func:`check`."""
+    return authenticate(request, credentials)
 
 
-def _own(principal: Principal, action: Action, targets: Targets | None, public: Collection[str]) -> bool:
-    """Whether the token behind ``principal`` (role, grants; not a registry token's scope) allows the request."""
-    if targets is None:
-        return principal.allows(action, None)
-    if principal.anonymous and not targets:
-        return False  # an unknown build or blob: nothing public to show
-    return all(any(principal.allows(action, ns, public) for ns in group) for group in targets)
+def _not_visible(request: Request) -> NotFoundError:
+    return NotFoundError(f"'{request.url.path}' names nothing this token may see",
+                         hint="check the ids and names in the path; list what you may see with GET /api/v1/...")
 
 
-def _verdict(request: Request, principal: Principal, action: Action, targets: Targets | None,
-             fresh: bool) -> EnvyardError | None:
-    """None when ``principal`` may do ``action`` on ``targets``, else the error to answer with."""
+def _verdict(request: Request, principal: Principal, action: Action, namespaces: Collection[str] | None,
+             hidden: Hidden, label: str, repository: str | None, fresh: bool) -> EnvyardError | None:
+    """None when ``principal`` may do ``action`` (see :func:`check`), else the error to answer with."""
     if principal.role is not None and action not in ALLOWED[principal.role]:
         return PermissionDeniedError(f"a {principal.role} token may not {action}",
                                      hint="ask an admin for a token with a wider role", details=_denied(request))
-    public: Collection[str] = ()
-    if targets and action == Action.READ and principal.restricted:
-        public = public_namespaces(request, fresh)
-    repository = _repository(request)
-    if principal.repositories is not None and targets is None and repository is None and action == Action.READ:
-        return None  # the /v2/ ping with any valid registry token
-    own = _own(principal, action, targets, public)
+    if namespaces is None:  # a route that names no resource: the role decides
+        if principal.repositories is not None:  # a registry token (only /v2/ takes them): the /v2/ ping
+            return None if action == Action.READ else _out_of_scope(request, repository)
+        if principal.allows(action, None):
+            return None
+        return _unauthenticated(request, "this route needs a token", TOKEN_HINT)
+    public: Collection[str] = public_namespaces(request, fresh) if namespaces and principal.restricted else ()
+    own = any(principal.allows(action, namespace, public) for namespace in namespaces)
     in_scope = principal.repositories is None or (action == Action.READ and repository in principal.repositories)
     if own and in_scope:
         return None
-    named = sorted({ns for group in targets or [] for ns in group})
     if principal.anonymous and principal.repositories is None:
-        where = f"namespace '{', '.join(named)}' is not public: " if named else ""
-        return _unauthenticated(request, f"{where}this route needs a token", TOKEN_HINT)
+        return _unauthenticated(request, "this needs a token (or a namespace an admin made public)", TOKEN_HINT)
     if own or principal.anonymous:
-        return _unauthenticated(request, f"the registry token does not grant pull of '{repository}'",
-                                "fetch a token for this repository from /v2/token", "insufficient_scope")
-    return PermissionDeniedError(
-        f"token '{principal.name}' may not {action} namespace '{', '.join(named)}'" if named
-        else f"token '{principal.name}' may not {action} here",
-        hint="ask an admin for a grant: envyard namespace grant NAMESPACE TOKEN_ID --role viewer|editor",
-        details=_denied(request),
-    )
+        return _out_of_scope(request, repository)
+    if action != Action.READ and any(principal.allows(Action.READ, ns, public) for ns in namespaces):
+        return PermissionDeniedError(
+            f"token '{principal.name}' may read but not {action} {label}",
+            hint="ask an admin for the editor role: envyard namespace grant NAMESPACE TOKEN_ID --role editor",
+            details=_denied(request),
+        )
+    return hidden()  # unknown, or not readable: the same answer
+
+
+def _out_of_scope(request: Request, repository: str | None) -> AuthenticationError:
+    return _unauthenticated(request, f"the registry token does not grant pull of '{repository or ''}'",
+                            "fetch a token for this repository from /v2/token", "insufficient_scope")
 
 
 def _denied(request: Request) -> dict[str, str]:
     return {"oci": "DENIED"} if is_registry_path(request.url.path) else {}
 
 
-def _enforce(request: Request, principal: Principal, action: Action, targets: Targets | None) -> Principal:
-    """``principal`` if allowed; a denial on cached data is checked once more against the database."""
-    error = _verdict(request, principal, action, targets, fresh=False)
+def check(request: Request, principal: Principal, action: Action, namespaces: Collection[str] | None, *,
+          hidden: Hidden | None = None, label: str = "here", repository: str | None = None) -> Principal:
+    """The one decision: ``principal`` (possibly reloaded) if it may do ``action`` on a resource in
+    ``namespaces``, else raise.
+
+    ``namespaces``: the namespaces of the resource a request names, resolved from the same validated values the
+    route uses (one namespace for a build or an environment; every namespace holding a blob); empty when the
+    resource does not exist or cannot be resolved, which nobody may act on (fail closed); None for a route that
+    names no resource (the role decides). ``repository``: the /v2/ repository, for a registry token's scope.
+
+    Answers: 401 for anonymous requests (alike for unknown and private resources), 403 when the role forbids
+    ``action`` or the caller may read the resource but not ``action`` it (naming nothing but ``label``), and
+    ``hidden()`` (the resource kind's 404) when the caller may not read it: unknown and forbidden look alike.
+    A denial on cached data is checked once more against the database (new grants work at once).
+    """
+    error = _verdict(request, principal, action, namespaces, hidden or (lambda: _not_visible(request)), label,
+                     repository, fresh=False)
     if error is None:
         return principal
     if principal.role is not None and action not in ALLOWED[principal.role]:
@@ -368,42 +369,46 @@ def _enforce(request: Request, principal: Principal, action: Action, targets: Ta
             raise _unauthenticated(request, "the token was revoked", "ask an admin for a new token",
                                    "invalid_token")
         principal = replace(reloaded, repositories=principal.repositories)
-    error = _verdict(request, principal, action, targets, fresh=True)
+    elif not (principal.anonymous and namespaces):
+        raise error  # nothing cached could change the answer
+    error = _verdict(request, principal, action, namespaces, hidden or (lambda: _not_visible(request)), label,
+                     repository, fresh=True)
     if error is not None:
         raise error
     return principal
 
 
 def authorize(action: Action, *, anonymous: bool = False) -> Callable[..., Principal]:
-    """The dependency on every route: the caller's principal, if it may do ``action`` on the namespace the
-    request's path names (or, naming none, if its role allows ``action``).
+    """The dependency of routes that name no resource (listings, submissions with the namespace in the body,
+    the worker's claim, admin operations): the caller's principal if its role allows ``action``.
+
+    A route with path parameters names a resource and must authorize through its resource dependency
+    (:mod:`api.resources`): here, a restricted principal is refused on any request with path parameters (fail
+    closed), so a route that forgot its resource dependency leaks nothing.
 
     ``anonymous=True`` (the registry's token endpoint): requests without credentials get :data:`ANONYMOUS`,
     the route decides what that may see; wrong credentials are still a 401.
     """
 
-    def dependency(
-        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-    ) -> Principal:
-        principal = authenticate(request, credentials)
+    def dependency(request: Request, principal: Principal = Depends(current_principal)) -> Principal:
         if anonymous and principal.anonymous and principal.repositories is None:
             return principal
-        return _enforce(request, principal, action, _targets(request) if _scoped(principal, action) else None)
+        if request.path_params and principal.restricted:
+            return check(request, principal, action, frozenset())  # a resource nobody resolved: denied
+        return check(request, principal, action, None)
 
     dependency.__name__ = f"authorize_{action}"
     return dependency
 
 
-def _scoped(principal: Principal, action: Action) -> bool:
-    """Whether the namespaces of the request matter: a restricted principal whose role allows ``action``."""
-    if not principal.restricted:
-        return False
-    return action == Action.READ if principal.role is None else action in ALLOWED[principal.role]
-
-
 def require(request: Request, principal: Principal, action: Action, namespace: str) -> Principal:
-    """The check of :func:`authorize` for a namespace named in a request body (e.g. creating an environment)."""
-    return _enforce(request, principal, action, [frozenset({namespace})] if _scoped(principal, action) else None)
+    """:func:`check` for a namespace the caller named in a request body (e.g. creating an environment): its
+    refusal names that namespace (the caller gave it; whether it exists shows anyway when creating it)."""
+    return check(request, principal, action, frozenset({namespace}), label=f"namespace '{namespace}'",
+                 hidden=lambda: PermissionDeniedError(
+                     f"token '{principal.name}' may not {action} namespace '{namespace}'",
+                     hint="ask an admin for a grant: envyard namespace grant NAMESPACE TOKEN_ID --role viewer|editor",
+                     details=_denied(request)))
 
 
 def may(request: Request, principal: Principal, action: Action, namespace: str) -> bool:

@@ -33,6 +33,7 @@ def make_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 60})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "savepoint", _sqlite_begin_before_savepoint)
         return engine
     return create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
@@ -44,6 +45,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=60000")
     cursor.close()
+
+
+def _sqlite_begin_before_savepoint(connection: Any, _name: str) -> None:
+    """Open the database transaction before a SAVEPOINT (``session.begin_nested()``) when none is open yet.
+
+    Python's sqlite3 module begins a transaction only before INSERT, UPDATE or DELETE; a SAVEPOINT issued first
+    starts one of its own, and its RELEASE then commits: what a request wrote in a savepoint would stay even when
+    the request failed afterwards (e.g. the namespace of a refused environment). IMMEDIATE: savepoints are taken
+    to write, so the write lock is taken at once (waiting up to the busy timeout) rather than on a later upgrade.
+    """
+    dbapi_connection = connection.connection.dbapi_connection
+    if dbapi_connection is not None and not dbapi_connection.in_transaction:
+        dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

@@ -11,6 +11,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.ids import MAX_SIZE, Id
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
@@ -99,7 +101,7 @@ class EnvironmentUpdate(RequestModel):
 
 
 class SetCurrent(RequestModel):
-    build_id: int
+    build_id: Id
 
 
 T = TypeVar("T")
@@ -188,7 +190,7 @@ class StageUpdate(LeaseRef):
 
 class UploadRequest(LeaseRef):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_SIZE)
 
 
 class UploadTicket(BaseModel):
@@ -200,7 +202,7 @@ class UploadTicket(BaseModel):
 class UploadFinish(LeaseRef):
     upload_id: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_SIZE)
 
 
 class ArtifactEntry(RequestModel):
@@ -208,7 +210,7 @@ class ArtifactEntry(RequestModel):
     name: str = Field(max_length=300)
     platform: str | None = None
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_SIZE)
     media_type: str = Field(max_length=200)
 
 
@@ -237,11 +239,15 @@ class FailRequest(LeaseRef):
         "files, to inspect what was solved).")
 
 
+MAX_GRACE_SECONDS = 10 * 366 * 86400  # ten years: a bound, so that no date arithmetic overflows
+
+
 class GcRequest(RequestModel):
     dry_run: bool = Field(default=False, description="Report what would be deleted; delete nothing.")
     grace_seconds: float | None = Field(
-        default=None, ge=0, le=100 * 365 * 86400, description="Keep unreferenced blobs written more recently than "
-        "this (at most 100 years) [default: the server's ENVYARD_GC_GRACE_SECONDS].",
+        default=None, ge=0, le=MAX_GRACE_SECONDS, allow_inf_nan=False,
+        description="Keep unreferenced blobs written more recently than this (at most ten years) "
+        "[default: the server's ENVYARD_GC_GRACE_SECONDS].",
     )
 
 

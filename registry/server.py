@@ -1,10 +1,12 @@
 """The OCI distribution endpoint (pull side) over the artifact store: ``/v2/<namespace>/<environment>/...``.
 
 Tags are build ids (``:7``) and ``:latest`` (the environment's current build); manifests and blobs are
-served by digest, only within the repository whose builds reference them. Same tokens and the same
-authorization dependency as the API: an envyard token as Bearer or as a Basic password, or a registry token
-from the Docker bearer-token flow (:mod:`registry.token_auth`); reading needs the viewer role on the
-namespace, unless an admin made it public.
+served by digest, only within the repository whose builds reference them. A tag is a build id only when spelled
+in canonical ASCII digits (:func:`api.ids.parse_id`: not ``02``, ``²`` or ``２``). Same tokens and the same
+authorization decision as the API (:func:`api.auth.check`, through the :func:`repository` dependency): an
+envyard token as Bearer or as a Basic password, or a registry token from the Docker bearer-token flow
+(:mod:`registry.token_auth`); reading needs the viewer role on the namespace, unless an admin made it public.
+Callers without it get DENIED whether or not the repository exists, anonymous ones a 401 challenge.
 
 The referrers API lists the manifests of the repository's completed builds whose ``subject`` is a digest
 (recorded at completion by :mod:`api.services.referrers`). Content is addressed by sha256 only: a malformed
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -25,14 +28,15 @@ from sqlalchemy import bindparam, func
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from api.auth import Action, Principal, authorize
+from api.auth import Action, Principal, authorize, check, current_principal
 from api.deps import get_session, get_settings, get_store
+from api.ids import parse_id
 from api.models import Build, BuildArtifact, BuildStatus, Environment, Namespace
 from api.problems import oci_error_response
 from api.services import catalog, referrers
 from api.settings import ServiceSettings
 from api.storage import ArtifactStore
-from builder.errors import EnvyardError, NotFoundError
+from builder.errors import EnvyardError, NotFoundError, PermissionDeniedError
 from builder.oci.model import MEDIA_TYPE_INDEX
 
 router = APIRouter(prefix="/v2", tags=["registry"])
@@ -67,7 +71,7 @@ def _sha256(digest: str) -> str:
     """The hex of a sha256 digest; DigestError (DIGEST_INVALID, or UNSUPPORTED for other algorithms) otherwise."""
     algorithm, _, encoded = digest.partition(":")
     pattern = ENCODED.get(algorithm)
-    if not DIGEST.match(digest) or (pattern is not None and not pattern.fullmatch(encoded)):
+    if not DIGEST.fullmatch(digest) or (pattern is not None and not pattern.fullmatch(encoded)):
         raise DigestError(f"'{digest}' is not a valid digest", hint="digests are sha256:<64 lowercase hex digits>",
                           details={"oci": "DIGEST_INVALID"})
     if algorithm != "sha256":
@@ -76,27 +80,52 @@ def _sha256(digest: str) -> str:
     return encoded
 
 
-def _repository(name: str) -> tuple[str, str]:
-    """(namespace, environment) of a repository name, validated by the name grammar before any lookup."""
+@dataclass(frozen=True, slots=True)
+class Repository:
+    """A repository name as the grammar allows it: ``<namespace>/<environment>``."""
+
+    name: str
+    namespace: str
+    environment: str
+
+
+def _repository(name: str) -> Repository:
+    """The repository ``name`` denotes, validated by the name grammar before any lookup."""
     namespace, _, env_name = name.partition("/")
-    if not NAME.match(name) or "/" in env_name or not env_name:
+    if not NAME.fullmatch(name) or "/" in env_name or not env_name:
         raise _unknown("NAME_INVALID", f"'{name}' is not a repository envyard serves",
                        "repositories are <namespace>/<environment> in lower case")
-    return namespace, env_name
+    return Repository(name, namespace, env_name)
+
+
+def repository(request: Request, name: str, principal: Principal = Depends(current_principal)) -> Repository:
+    """The dependency of every repository route: the parsed repository, if the caller may pull it. Callers who
+    may not read its namespace get DENIED whether or not it exists (anonymous ones a 401 challenge)."""
+    found = _repository(name)
+
+    def denied() -> PermissionDeniedError:
+        return PermissionDeniedError(f"token '{principal.name}' may not pull '{found.name}'",
+                                     hint="ask an admin for a grant: envyard namespace grant NAMESPACE TOKEN_ID",
+                                     details={"oci": "DENIED"})
+
+    check(request, principal, Action.READ, frozenset({found.namespace}), hidden=denied, repository=found.name)
+    return found
+
+
+PULL = Depends(repository)
 
 
 def _build_id(reference: str) -> int | None:
-    """The build id a tag names (a number that fits the id column), or None."""
-    return int(reference) if reference.isdigit() and int(reference) < 2**31 else None
+    """The build id a tag names: canonical ASCII decimal digits within the id column (not ``02``, ``²``, ``２``)."""
+    return parse_id(reference)
 
 
-def _environment(session: Session, name: str) -> Environment:
-    """The environment a repository name denotes (``namespace/environment``)."""
-    namespace, env_name = _repository(name)
+def _environment(session: Session, repo: Repository) -> Environment:
+    """The environment a repository denotes."""
     try:
-        return catalog.get_environment(session, namespace, env_name)
+        return catalog.get_environment(session, repo.namespace, repo.environment)
     except NotFoundError:
-        raise _unknown("NAME_UNKNOWN", f"repository '{name}' does not exist",
+        raise _unknown("NAME_UNKNOWN", f"repository '{repo.name}' does not exist",
                        "list environments with `envyard env list`") from None
 
 
@@ -124,7 +153,7 @@ def _artifact(session: Session, environment: Environment, hexdigest: str, manife
 def _manifest_digest(session: Session, environment: Environment, reference: str) -> str:
     if ":" in reference:  # tags have no colon: a digest
         return _sha256(reference)
-    if not TAG.match(reference):
+    if not TAG.fullmatch(reference):
         raise _unknown("MANIFEST_UNKNOWN", f"'{reference}' is neither a tag nor a digest",
                        "tags are build ids or 'latest'")
     if reference == "latest":
@@ -168,10 +197,9 @@ def _manifest_query(by: str) -> Any:
 _MANIFEST_QUERIES = {by: _manifest_query(by) for by in ("digest", "latest", "build")}
 
 
-def _fast_manifest(session: Session, name: str, reference: str) -> tuple[str, int, str] | None:
+def _fast_manifest(session: Session, repo: Repository, reference: str) -> tuple[str, int, str] | None:
     """The manifest in one query; None when there is none (then the step-by-step path names the error)."""
-    namespace, env_name = _repository(name)
-    params: dict[str, object] = {"namespace": namespace, "environment": env_name}
+    params: dict[str, object] = {"namespace": repo.namespace, "environment": repo.environment}
     if ":" in reference:
         by, params["hex"] = "digest", _sha256(reference)
     elif reference == "latest":
@@ -190,11 +218,11 @@ def base(_: Principal = READ) -> Response:
 
 
 @router.api_route("/{name:path}/manifests/{reference}", methods=["GET", "HEAD"], response_class=Response)
-def manifest(name: str, reference: str, request: Request, session: Session = Depends(get_session),
-             store: ArtifactStore = Depends(get_store), _: Principal = READ) -> Response:
-    found = _fast_manifest(session, name, reference)
+def manifest(reference: str, request: Request, session: Session = Depends(get_session),
+             store: ArtifactStore = Depends(get_store), repo: Repository = PULL) -> Response:
+    found = _fast_manifest(session, repo, reference)
     if found is None:
-        environment = _environment(session, name)
+        environment = _environment(session, repo)
         artifact = _artifact(session, environment, _manifest_digest(session, environment, reference), True)
         found = (artifact.sha256, artifact.size, artifact.media_type)
     sha256, size, media_type = found
@@ -228,10 +256,10 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
 
 
 @router.api_route("/{name:path}/blobs/{digest}", methods=["GET", "HEAD"], response_class=Response)
-def blob(name: str, digest: str, request: Request, range_header: str = Header(default="", alias="range"),
+def blob(digest: str, request: Request, range_header: str = Header(default="", alias="range"),
          session: Session = Depends(get_session), store: ArtifactStore = Depends(get_store),
-         settings: ServiceSettings = Depends(get_settings), _: Principal = READ) -> Response:
-    environment = _environment(session, name)
+         settings: ServiceSettings = Depends(get_settings), repo: Repository = PULL) -> Response:
+    environment = _environment(session, repo)
     artifact = _artifact(session, environment, _sha256(digest), False)
     headers = {**HEADERS, "Docker-Content-Digest": digest, "Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
     if request.method == "GET" and settings.registry_blob_redirect:
@@ -259,10 +287,11 @@ def blob(name: str, digest: str, request: Request, range_header: str = Header(de
 
 
 @router.get("/{name:path}/tags/list")
-def tags(name: str, request: Request, n: int | None = Query(default=None, ge=0), last: str | None = None,
-         session: Session = Depends(get_session), _: Principal = READ) -> Response:
+def tags(request: Request, n: int | None = Query(default=None, ge=0), last: str | None = None,
+         session: Session = Depends(get_session), repo: Repository = PULL) -> Response:
     """Tags in lexical order: the ids of completed builds with an image, and ``latest`` when it is one of them."""
-    environment = _environment(session, name)
+    name = repo.name
+    environment = _environment(session, repo)
     ids = [b.id for b in _image_builds(session, environment)]
     names = sorted([str(i) for i in ids] + (["latest"] if environment.current_build_id in ids else []))
     if last is not None:
@@ -276,11 +305,11 @@ def tags(name: str, request: Request, n: int | None = Query(default=None, ge=0),
 
 
 @router.get("/{name:path}/referrers/{digest}")
-def referrers_list(name: str, digest: str, artifact_type: str | None = Query(default=None, alias="artifactType"),
+def referrers_list(digest: str, artifact_type: str | None = Query(default=None, alias="artifactType"),
                    session: Session = Depends(get_session), store: ArtifactStore = Depends(get_store),
-                   _: Principal = READ) -> Response:
+                   repo: Repository = PULL) -> Response:
     """An image index of the manifests in this repository whose subject is ``digest`` (empty when none)."""
-    environment = _environment(session, name)
+    environment = _environment(session, repo)
     subject = f"sha256:{_sha256(digest)}"
     assert environment.id is not None
     found = referrers.list_referrers(session, store, environment.id, subject, artifact_type or None)

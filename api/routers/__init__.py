@@ -1,1 +1,2 @@
-"""Thin routers: validate, authorize through api.auth.authorize, call one service function."""
+"""Thin routers: validate, authorize (a resource dependency of api.resources for what the path names, else
+api.auth.authorize for the role), call one service function."""

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import Action, Principal, authorize, readable_namespaces
+from api.auth import Action, Principal, authorize, current_principal, readable_namespaces
 from api.deps import get_session, get_store
+from api.ids import EventId
 from api.models import Build, BuildArtifact, BuildStatus, Spec
+from api.resources import BuildPair, blob_for, build_for, build_pair_for, visible_environment
 from api.schemas import ArtifactRead, BuildDiff, BuildRead, Page
 from api.services import builds, logs
 from api.storage import ArtifactStore
@@ -21,7 +24,10 @@ from builder.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1", tags=["builds"])
 READ = Depends(authorize(Action.READ))
-WRITE = Depends(authorize(Action.WRITE))
+READ_BUILD = Depends(build_for(Action.READ))
+WRITE_BUILD = Depends(build_for(Action.WRITE))
+READ_PAIR = Depends(build_pair_for(Action.READ))
+READ_BLOB = Depends(blob_for(Action.READ))
 POLL_SECONDS = 0.3
 KEEPALIVE_SECONDS = 10.0
 
@@ -31,53 +37,54 @@ def list_builds(request: Request, environment: str | None = Query(default=None, 
                 status: BuildStatus | None = None, cursor: str | None = None,
                 limit: int = Query(default=50, ge=1, le=500), session: Session = Depends(get_session),
                 principal: Principal = READ) -> Page[BuildRead]:
+    if environment:  # unknown and unreadable environments alike: 404
+        namespace, _, name = environment.partition("/")
+        visible_environment(request, principal, Action.READ, namespace, name)
     rows, next_cursor = builds.list_builds(session, environment=environment, status=status, cursor=cursor,
                                            limit=limit, readable=readable_namespaces(request, principal))
     return Page[BuildRead](items=builds.to_read(session, rows, request.url.netloc), next_cursor=next_cursor)
 
 
 @router.get("/builds/{build_id}")
-def get_build(build_id: int, request: Request, session: Session = Depends(get_session),
-              _: Principal = READ) -> BuildRead:
-    return builds.to_read(session, [builds.get_build(session, build_id)], request.url.netloc)[0]
+def get_build(request: Request, session: Session = Depends(get_session), build: Build = READ_BUILD) -> BuildRead:
+    return builds.to_read(session, [build], request.url.netloc)[0]
 
 
 @router.post("/builds/{build_id}/cancel")
-def cancel_build(build_id: int, request: Request, session: Session = Depends(get_session),
-                 _: Principal = WRITE) -> BuildRead:
-    build = builds.cancel_build(session, build_id)
+def cancel_build(request: Request, session: Session = Depends(get_session), target: Build = WRITE_BUILD) -> BuildRead:
+    build = builds.cancel_build(session, target.id or 0)
     session.commit()
     return builds.to_read(session, [build], request.url.netloc)[0]
 
 
 @router.post("/builds/{build_id}/rebuild", status_code=201)
-def rebuild(build_id: int, request: Request, session: Session = Depends(get_session),
-            principal: Principal = WRITE) -> BuildRead:
-    build = builds.rebuild(session, build_id, principal.name)
+def rebuild(request: Request, session: Session = Depends(get_session), old: Build = WRITE_BUILD,
+            principal: Principal = Depends(current_principal)) -> BuildRead:
+    build = builds.rebuild(session, old.id or 0, principal.name)
     session.commit()
     return builds.to_read(session, [build], request.url.netloc)[0]
 
 
 @router.get("/builds/{build_id}/diff/{other_id}")
-def diff(build_id: int, other_id: int, session: Session = Depends(get_session), _: Principal = READ) -> BuildDiff:
+def diff(session: Session = Depends(get_session), pair: BuildPair = READ_PAIR) -> BuildDiff:
     """What changed from build ``build_id`` to build ``other_id``."""
-    return builds.diff_builds(session, build_id, other_id)
+    return builds.diff_builds(session, pair.build.id or 0, pair.other.id or 0)
 
 
 @router.get("/builds/{build_id}/spec", response_class=Response)
-def get_spec(build_id: int, session: Session = Depends(get_session), _: Principal = READ) -> Response:
-    spec = session.get(Spec, builds.get_build(session, build_id).spec_id)
+def get_spec(session: Session = Depends(get_session), build: Build = READ_BUILD) -> Response:
+    spec = session.get(Spec, build.spec_id)
     assert spec is not None
     return Response(spec.content, media_type="text/yaml",
                     headers={"Content-Disposition": f'inline; filename="{spec.filename}"'})
 
 
 @router.get("/builds/{build_id}/logs", response_class=Response)
-def get_logs(build_id: int, request: Request, follow: bool = False, accept: str = Header(default=""),
-             last_event_id: int = Header(default=0), session: Session = Depends(get_session),
-             _: Principal = READ) -> Response:
+def get_logs(request: Request, follow: bool = False, accept: str = Header(default=""),
+             last_event_id: Annotated[EventId, Header()] = 0, session: Session = Depends(get_session),
+             build: Build = READ_BUILD) -> Response:
     """The log as text; as Server-Sent Events (``?follow=true`` or ``Accept: text/event-stream``) while running."""
-    builds.get_build(session, build_id)
+    build_id = build.id or 0
     if follow or "text/event-stream" in accept:
         engine = request.app.state.engine
         return StreamingResponse(_log_events(engine, build_id, last_event_id, request),
@@ -123,9 +130,9 @@ def _artifact_url(request: Request, build_id: int, name: str) -> str:
 
 
 @router.get("/builds/{build_id}/artifacts")
-def list_artifacts(build_id: int, request: Request, kind: str | None = None,
-                   session: Session = Depends(get_session), _: Principal = READ) -> list[ArtifactRead]:
-    builds.get_build(session, build_id)
+def list_artifacts(request: Request, kind: str | None = None, session: Session = Depends(get_session),
+                   build: Build = READ_BUILD) -> list[ArtifactRead]:
+    build_id = build.id or 0
     query = select(BuildArtifact).where(BuildArtifact.build_id == build_id)
     if kind:
         query = query.where(BuildArtifact.kind == kind)
@@ -147,9 +154,10 @@ def _stream(store: ArtifactStore, artifact: BuildArtifact, disposition: str, pre
 
 
 @router.get("/builds/{build_id}/artifacts/{name:path}", name="download_artifact", response_class=Response)
-def download_artifact(build_id: int, name: str, presigned: bool = False, session: Session = Depends(get_session),
-                      store: ArtifactStore = Depends(get_store), _: Principal = READ) -> Response:
+def download_artifact(name: str, presigned: bool = False, session: Session = Depends(get_session),
+                      store: ArtifactStore = Depends(get_store), build: Build = READ_BUILD) -> Response:
     """The artifact's bytes (``?presigned=true``: a redirect to the object store, where it has one)."""
+    build_id = build.id or 0
     artifact = session.exec(
         select(BuildArtifact).where(BuildArtifact.build_id == build_id, BuildArtifact.name == name)
     ).first()
@@ -160,12 +168,7 @@ def download_artifact(build_id: int, name: str, presigned: bool = False, session
 
 
 @router.get("/blobs/{digest}", response_class=Response)
-def get_blob(digest: str, presigned: bool = False, session: Session = Depends(get_session),
-             store: ArtifactStore = Depends(get_store), _: Principal = READ) -> Response:
-    """Any published artifact by its digest (``sha256:<hex>``)."""
-    algorithm, _sep, hexdigest = digest.partition(":")
-    artifact = session.exec(select(BuildArtifact).where(BuildArtifact.sha256 == hexdigest)).first()
-    if algorithm != "sha256" or artifact is None:
-        raise NotFoundError(f"no published artifact has digest '{digest}'", field="digest",
-                            hint="digests look like sha256:<64 hex digits>; see a build's artifact list")
+def get_blob(presigned: bool = False, store: ArtifactStore = Depends(get_store),
+             artifact: BuildArtifact = READ_BLOB) -> Response:
+    """Any published artifact by its digest (``sha256:<hex>``) in a namespace the caller may read."""
     return _stream(store, artifact, f'attachment; filename="{artifact.name}"', presigned)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
 
-from api.auth import Action, Principal, authorize, readable_namespaces, require
+from api.auth import Action, Principal, authorize, current_principal, readable_namespaces, require
 from api.deps import get_session, get_settings
 from api.models import ApiToken, Build, Environment, Namespace, NamespaceGrant, NamespaceRole
+from api.resources import EnvironmentRef, GrantRef, environment_for, grant_for, namespace_for
 from api.schemas import (
     BuildRead,
     BuildSubmit,
@@ -28,6 +29,12 @@ router = APIRouter(prefix="/api/v1", tags=["environments"])
 READ = Depends(authorize(Action.READ))
 WRITE = Depends(authorize(Action.WRITE))
 ADMIN = Depends(authorize(Action.ADMIN))
+READ_NAMESPACE = Depends(namespace_for(Action.READ))
+WRITE_NAMESPACE = Depends(namespace_for(Action.WRITE))
+ADMIN_NAMESPACE = Depends(namespace_for(Action.ADMIN))
+GRANT = Depends(grant_for(Action.ADMIN))
+READ_ENVIRONMENT = Depends(environment_for(Action.READ))
+WRITE_ENVIRONMENT = Depends(environment_for(Action.WRITE))
 
 
 def _namespace_view(namespace: Namespace, environments: int = 0) -> NamespaceRead:
@@ -59,16 +66,16 @@ def list_namespaces(request: Request, session: Session = Depends(get_session),
 
 
 @router.get("/namespaces/{namespace}")
-def get_namespace(namespace: str, session: Session = Depends(get_session), _: Principal = READ) -> NamespaceRead:
-    return _namespace_view(catalog.get_namespace(session, namespace))
+def get_namespace(found: Namespace = READ_NAMESPACE) -> NamespaceRead:
+    return _namespace_view(found)
 
 
 @router.patch("/namespaces/{namespace}")
-def update_namespace(namespace: str, body: NamespaceUpdate, request: Request,
-                     session: Session = Depends(get_session), _: Principal = ADMIN) -> NamespaceRead:
+def update_namespace(body: NamespaceUpdate, request: Request, session: Session = Depends(get_session),
+                     namespace: Namespace = ADMIN_NAMESPACE) -> NamespaceRead:
     """Make a namespace public (anyone may read and pull it, without a token) or private; edit its description;
     allow or forbid pip source distributions in its builds (admin only)."""
-    found = catalog.update_namespace(session, namespace, public=body.public, description=body.description,
+    found = catalog.update_namespace(session, namespace.name, public=body.public, description=body.description,
                                      allow_sdists=body.allow_sdists)
     session.commit()
     _forget_access(request)
@@ -76,9 +83,9 @@ def update_namespace(namespace: str, body: NamespaceUpdate, request: Request,
 
 
 @router.delete("/namespaces/{namespace}", status_code=204)
-def delete_namespace(namespace: str, request: Request, session: Session = Depends(get_session),
-                     _: Principal = WRITE) -> Response:
-    catalog.delete_namespace(session, namespace)
+def delete_namespace(request: Request, session: Session = Depends(get_session),
+                     namespace: Namespace = WRITE_NAMESPACE) -> Response:
+    catalog.delete_namespace(session, namespace.name)
     session.commit()
     _forget_access(request)
     return Response(status_code=204)
@@ -90,25 +97,24 @@ def _grant_view(namespace: str, grant: NamespaceGrant, token: ApiToken) -> Grant
 
 
 @router.get("/namespaces/{namespace}/grants")
-def list_grants(namespace: str, session: Session = Depends(get_session), _: Principal = ADMIN) -> list[GrantRead]:
+def list_grants(session: Session = Depends(get_session), namespace: Namespace = ADMIN_NAMESPACE) -> list[GrantRead]:
     """Which tokens have which role on the namespace (admin and worker tokens need none)."""
-    return [_grant_view(namespace, grant, token) for grant, token in catalog.list_grants(session, namespace)]
+    return [_grant_view(namespace.name, grant, token) for grant, token in catalog.list_grants(session, namespace.name)]
 
 
 @router.put("/namespaces/{namespace}/grants/{token_id}")
-def set_grant(namespace: str, token_id: int, body: GrantSet, request: Request,
-              session: Session = Depends(get_session), _: Principal = ADMIN) -> GrantRead:
+def set_grant(body: GrantSet, request: Request, session: Session = Depends(get_session),
+              ref: GrantRef = GRANT) -> GrantRead:
     """Give a user or reader token a role on the namespace: viewer (read, pull) or editor (also build)."""
-    grant, token = catalog.set_grant(session, namespace, token_id, NamespaceRole(body.role))
+    grant, token = catalog.set_grant(session, ref.namespace.name, ref.token.id or 0, NamespaceRole(body.role))
     session.commit()
     _forget_access(request)
-    return _grant_view(namespace, grant, token)
+    return _grant_view(ref.namespace.name, grant, token)
 
 
 @router.delete("/namespaces/{namespace}/grants/{token_id}", status_code=204)
-def delete_grant(namespace: str, token_id: int, request: Request, session: Session = Depends(get_session),
-                 _: Principal = ADMIN) -> Response:
-    catalog.delete_grant(session, namespace, token_id)
+def delete_grant(request: Request, session: Session = Depends(get_session), ref: GrantRef = GRANT) -> Response:
+    catalog.delete_grant(session, ref.namespace.name, ref.token.id or 0)
     session.commit()
     _forget_access(request)
     return Response(status_code=204)
@@ -164,17 +170,18 @@ def list_environments(
 
 
 @router.get("/environments/{namespace}/{name}")
-def get_environment(namespace: str, name: str, request: Request, session: Session = Depends(get_session),
-                    _: Principal = READ) -> EnvironmentRead:
-    environment = catalog.get_environment(session, namespace, name)
+def get_environment(request: Request, session: Session = Depends(get_session),
+                    ref: EnvironmentRef = READ_ENVIRONMENT) -> EnvironmentRead:
+    environment = ref.environment
     current = session.get(Build, environment.current_build_id) if environment.current_build_id else None
-    return _environment_view(session, request, environment, namespace, current)
+    return _environment_view(session, request, environment, ref.namespace, current)
 
 
 @router.patch("/environments/{namespace}/{name}")
-def update_environment(namespace: str, name: str, body: EnvironmentUpdate, request: Request,
-                       session: Session = Depends(get_session), _: Principal = WRITE) -> EnvironmentRead:
-    environment = catalog.get_environment(session, namespace, name)
+def update_environment(body: EnvironmentUpdate, request: Request, session: Session = Depends(get_session),
+                       ref: EnvironmentRef = WRITE_ENVIRONMENT) -> EnvironmentRead:
+    namespace = ref.namespace
+    environment = catalog.get_environment(session, namespace, ref.name)
     if body.description is not None:
         environment.description = body.description
         catalog.touch(environment)
@@ -184,17 +191,17 @@ def update_environment(namespace: str, name: str, body: EnvironmentUpdate, reque
 
 
 @router.delete("/environments/{namespace}/{name}", status_code=204)
-def delete_environment(namespace: str, name: str, session: Session = Depends(get_session),
-                       _: Principal = WRITE) -> Response:
-    catalog.delete_environment(session, namespace, name)
+def delete_environment(session: Session = Depends(get_session), ref: EnvironmentRef = WRITE_ENVIRONMENT) -> Response:
+    catalog.delete_environment(session, ref.namespace, ref.name)
     session.commit()
     return Response(status_code=204)
 
 
 @router.post("/environments/{namespace}/{name}/builds", status_code=201)
-def submit_build(namespace: str, name: str, body: BuildSubmit, request: Request, response: Response,
-                 session: Session = Depends(get_session), principal: Principal = WRITE) -> BuildRead:
-    submitted = builds.submit_build(session, namespace, name, spec_text=body.spec, filename=body.filename,
+def submit_build(body: BuildSubmit, request: Request, response: Response, session: Session = Depends(get_session),
+                 ref: EnvironmentRef = WRITE_ENVIRONMENT,
+                 principal: Principal = Depends(current_principal)) -> BuildRead:
+    submitted = builds.submit_build(session, ref.namespace, ref.name, spec_text=body.spec, filename=body.filename,
                                     platforms=body.platforms, options=body.options, relock=body.relock,
                                     requested_by=principal.name,
                                     policy=specs.submission_policy(get_settings(request)))
@@ -205,9 +212,9 @@ def submit_build(namespace: str, name: str, body: BuildSubmit, request: Request,
 
 
 @router.put("/environments/{namespace}/{name}/current")
-def set_current(namespace: str, name: str, body: SetCurrent, request: Request,
-                session: Session = Depends(get_session), _: Principal = WRITE) -> EnvironmentRead:
+def set_current(body: SetCurrent, request: Request, session: Session = Depends(get_session),
+                ref: EnvironmentRef = WRITE_ENVIRONMENT) -> EnvironmentRead:
     """Point the environment at one of its completed builds (rollback)."""
-    environment = builds.set_current(session, namespace, name, body.build_id)
+    environment = builds.set_current(session, ref.namespace, ref.name, body.build_id)
     session.commit()
-    return _environment_view(session, request, environment, namespace, session.get(Build, body.build_id))
+    return _environment_view(session, request, environment, ref.namespace, session.get(Build, body.build_id))

@@ -14,7 +14,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Action, Principal, authorize
 from api.deps import get_policy, get_session, get_store
+from api.ids import MAX_SIZE, Id
 from api.models import Build, BuildStatus, Environment, Namespace, Spec
+from api.resources import build_for
 from api.schemas import (
     BuildOptions,
     BuildRead,
@@ -36,6 +38,7 @@ from builder.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["worker protocol"])
 WORK = Depends(authorize(Action.WORK))
+WORK_BUILD = Depends(build_for(Action.WORK))  # the build of the path, which must exist, for worker tokens
 CLAIM_POLL_SECONDS = 0.25
 UPLOAD_BATCH = 1024 * 1024
 
@@ -83,23 +86,23 @@ async def claim(body: ClaimRequest, request: Request, policy: LeasePolicy = Depe
 
 
 @router.post("/{build_id}/heartbeat")
-def heartbeat(build_id: int, body: LeaseRef, session: Session = Depends(get_session),
-              policy: LeasePolicy = Depends(get_policy), _: Principal = WORK) -> HeartbeatReply:
+def heartbeat(build_id: Id, body: LeaseRef, session: Session = Depends(get_session),
+              policy: LeasePolicy = Depends(get_policy), _: Build = WORK_BUILD) -> HeartbeatReply:
     build = jobs.heartbeat(session, build_id, body.lease_id, policy)
     assert build.lease_expires_at is not None
     return HeartbeatReply(cancel_requested=build.cancel_requested, lease_expires_at=build.lease_expires_at)
 
 
 @router.post("/{build_id}/stage")
-def stage(build_id: int, body: StageUpdate, request: Request, session: Session = Depends(get_session),
-          _: Principal = WORK) -> BuildRead:
+def stage(build_id: Id, body: StageUpdate, request: Request, session: Session = Depends(get_session),
+          _: Build = WORK_BUILD) -> BuildRead:
     build = jobs.set_stage(session, build_id, body.lease_id, BuildStatus(body.stage))
     return builds.to_read(session, [build], request.url.netloc)[0]
 
 
 @router.post("/{build_id}/logs", status_code=204)
-async def append_logs(build_id: int, request: Request, lease_id: str = Query(),
-                      _: Principal = WORK) -> Response:
+async def append_logs(build_id: Id, request: Request, lease_id: str = Query(),
+                      _: Build = WORK_BUILD) -> Response:
     """Append the request body (UTF-8 lines) to the build's log."""
     text = (await request.body()).decode("utf-8", errors="replace")
     engine = request.app.state.engine
@@ -115,8 +118,8 @@ async def append_logs(build_id: int, request: Request, lease_id: str = Query(),
 
 
 @router.put("/{build_id}/blobs/{digest}", status_code=201)
-async def upload_blob(build_id: int, digest: str, request: Request, lease_id: str = Query(),
-                      size: int = Query(ge=0), _: Principal = WORK) -> dict[str, object]:
+async def upload_blob(build_id: Id, digest: str, request: Request, lease_id: str = Query(),
+                      size: int = Query(ge=0, le=MAX_SIZE), _: Build = WORK_BUILD) -> dict[str, object]:
     """Stream a blob into the store; it is published only if its bytes hash to ``digest``."""
     algorithm, _sep, expected = digest.partition(":")
     if algorithm != "sha256" or len(expected) != 64:
@@ -149,8 +152,8 @@ async def upload_blob(build_id: int, digest: str, request: Request, lease_id: st
 
 
 @router.post("/{build_id}/uploads")
-def start_upload(build_id: int, body: UploadRequest, session: Session = Depends(get_session),
-                 store: ArtifactStore = Depends(get_store), _: Principal = WORK) -> UploadTicket:
+def start_upload(build_id: Id, body: UploadRequest, session: Session = Depends(get_session),
+                 store: ArtifactStore = Depends(get_store), _: Build = WORK_BUILD) -> UploadTicket:
     """Whether the blob is stored already, and otherwise a presigned URL to PUT it to (S3 stores only)."""
     jobs.leased_build(session, build_id, body.lease_id)
     gc.hold_blobs(session, build_id, [body.sha256])
@@ -163,8 +166,8 @@ def start_upload(build_id: int, body: UploadRequest, session: Session = Depends(
 
 
 @router.post("/{build_id}/uploads/finish", status_code=201)
-def finish_upload(build_id: int, body: UploadFinish, session: Session = Depends(get_session),
-                  store: ArtifactStore = Depends(get_store), _: Principal = WORK) -> dict[str, object]:
+def finish_upload(build_id: Id, body: UploadFinish, session: Session = Depends(get_session),
+                  store: ArtifactStore = Depends(get_store), _: Build = WORK_BUILD) -> dict[str, object]:
     """Adopt a presigned upload after checking its sha256 and size."""
     jobs.leased_build(session, build_id, body.lease_id)
     gc.hold_blobs(session, build_id, [body.sha256])
@@ -173,16 +176,16 @@ def finish_upload(build_id: int, body: UploadFinish, session: Session = Depends(
 
 
 @router.post("/{build_id}/complete")
-def complete(build_id: int, body: CompleteRequest, request: Request, session: Session = Depends(get_session),
-             store: ArtifactStore = Depends(get_store), _: Principal = WORK) -> BuildRead:
+def complete(build_id: Id, body: CompleteRequest, request: Request, session: Session = Depends(get_session),
+             store: ArtifactStore = Depends(get_store), _: Build = WORK_BUILD) -> BuildRead:
     build = jobs.complete_build(session, build_id, body.lease_id, store, body.artifacts, body.packages,
                                 body.image_digest, body.lock_sha256)
     return builds.to_read(session, [build], request.url.netloc)[0]
 
 
 @router.post("/{build_id}/fail")
-def fail(build_id: int, body: FailRequest, request: Request, session: Session = Depends(get_session),
-         store: ArtifactStore = Depends(get_store), _: Principal = WORK) -> BuildRead:
+def fail(build_id: Id, body: FailRequest, request: Request, session: Session = Depends(get_session),
+         store: ArtifactStore = Depends(get_store), _: Build = WORK_BUILD) -> BuildRead:
     """Fail the build; ``artifacts`` (uploaded first) stay downloadable, marked partial."""
     kept = builds.keep_partial_artifacts(session, build_id, body.lease_id, store, body.artifacts)
     session.commit()
@@ -198,7 +201,7 @@ def fail(build_id: int, body: FailRequest, request: Request, session: Session = 
 
 
 @router.post("/{build_id}/canceled")
-def canceled(build_id: int, body: LeaseRef, request: Request, session: Session = Depends(get_session),
-             _: Principal = WORK) -> BuildRead:
+def canceled(build_id: Id, body: LeaseRef, request: Request, session: Session = Depends(get_session),
+             _: Build = WORK_BUILD) -> BuildRead:
     build = jobs.confirm_canceled(session, build_id, body.lease_id)
     return builds.to_read(session, [build], request.url.netloc)[0]

@@ -5,15 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Body, Depends, Request, Response
 from sqlmodel import Session
 
-from api.auth import Action, Principal, authorize
+from api.auth import Action
 from api.deps import get_session
-from api.models import Publication, RegistryTarget
+from api.models import Build, Namespace, Publication, RegistryTarget
+from api.resources import build_for, namespace_for
 from api.schemas import PublicationRead, PublishRequest, RegistryTargetCreate, RegistryTargetRead
 from api.services import publish, targets
 
 router = APIRouter(prefix="/api/v1", tags=["publishing"])
-READ = Depends(authorize(Action.READ))
-ADMIN = Depends(authorize(Action.ADMIN))
+ADMIN_NAMESPACE = Depends(namespace_for(Action.ADMIN))
+READ_BUILD = Depends(build_for(Action.READ))
+ADMIN_BUILD = Depends(build_for(Action.ADMIN))
 
 
 def _target_view(target: RegistryTarget, namespace: str) -> RegistryTargetRead:
@@ -34,49 +36,49 @@ def _publication_view(publication: Publication, target: RegistryTarget, namespac
 
 
 @router.post("/namespaces/{namespace}/registry-targets", status_code=201)
-def create_target(namespace: str, body: RegistryTargetCreate, request: Request,
-                  session: Session = Depends(get_session), _: Principal = ADMIN) -> RegistryTargetRead:
+def create_target(body: RegistryTargetCreate, request: Request, session: Session = Depends(get_session),
+                  found: Namespace = ADMIN_NAMESPACE) -> RegistryTargetRead:
     """A registry the namespace's completed builds are pushed to; the password is stored encrypted."""
     target = targets.create_target(
-        session, request.app.state.secret_key, namespace, name=body.name, url=body.url,
+        session, request.app.state.secret_key, found.name, name=body.name, url=body.url,
         repository=body.repository, username=body.username, password=body.password, tls_verify=body.tls_verify,
         enabled=body.enabled,
     )
     session.commit()
-    return _target_view(target, namespace)
+    return _target_view(target, found.name)
 
 
 @router.get("/namespaces/{namespace}/registry-targets")
-def list_targets(namespace: str, session: Session = Depends(get_session),
-                 _: Principal = ADMIN) -> list[RegistryTargetRead]:
-    return [_target_view(t, namespace) for t in targets.list_targets(session, namespace)]
+def list_targets(session: Session = Depends(get_session),
+                 found: Namespace = ADMIN_NAMESPACE) -> list[RegistryTargetRead]:
+    return [_target_view(t, found.name) for t in targets.list_targets(session, found.name)]
 
 
 @router.get("/namespaces/{namespace}/registry-targets/{name}")
-def get_target(namespace: str, name: str, session: Session = Depends(get_session),
-               _: Principal = ADMIN) -> RegistryTargetRead:
-    return _target_view(targets.get_target(session, namespace, name), namespace)
+def get_target(name: str, session: Session = Depends(get_session),
+               found: Namespace = ADMIN_NAMESPACE) -> RegistryTargetRead:
+    return _target_view(targets.get_target(session, found.name, name), found.name)
 
 
 @router.delete("/namespaces/{namespace}/registry-targets/{name}", status_code=204)
-def delete_target(namespace: str, name: str, session: Session = Depends(get_session),
-                  _: Principal = ADMIN) -> Response:
+def delete_target(name: str, session: Session = Depends(get_session),
+                  found: Namespace = ADMIN_NAMESPACE) -> Response:
     """Delete the target and the record of its publications (what was pushed stays in the registry)."""
-    targets.delete_target(session, namespace, name)
+    targets.delete_target(session, found.name, name)
     session.commit()
     return Response(status_code=204)
 
 
 @router.get("/builds/{build_id}/publications")
-def list_publications(build_id: int, session: Session = Depends(get_session),
-                      _: Principal = READ) -> list[PublicationRead]:
-    return [_publication_view(p, t, n) for p, t, n in publish.list_publications(session, build_id)]
+def list_publications(session: Session = Depends(get_session), build: Build = READ_BUILD) -> list[PublicationRead]:
+    return [_publication_view(p, t, n) for p, t, n in publish.list_publications(session, build.id or 0)]
 
 
 @router.post("/builds/{build_id}/publications", status_code=202)
-def publish_build(build_id: int, body: PublishRequest | None = Body(default=None),
-                  session: Session = Depends(get_session), _: Principal = ADMIN) -> list[PublicationRead]:
+def publish_build(body: PublishRequest | None = Body(default=None), session: Session = Depends(get_session),
+                  build: Build = ADMIN_BUILD) -> list[PublicationRead]:
     """Publish (again) now, to one target or every enabled target of the build's namespace."""
+    build_id = build.id or 0
     requested = {p.id for p in publish.request_publications(session, build_id, body.target if body else None)}
     session.commit()
     return [_publication_view(p, t, n) for p, t, n in publish.list_publications(session, build_id)

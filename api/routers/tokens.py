@@ -8,6 +8,7 @@ from sqlmodel import Session, select
 from api.auth import Action, Principal, authorize
 from api.deps import get_session
 from api.models import ApiToken, Role
+from api.resources import token_for
 from api.schemas import TokenCreate, TokenCreated
 from api.services import catalog
 from api.tokens import create_token, hash_token
@@ -16,6 +17,7 @@ from builder.errors import NotFoundError
 router = APIRouter(prefix="/api/v1", tags=["tokens"])
 READ = Depends(authorize(Action.READ))
 ADMIN = Depends(authorize(Action.ADMIN))
+REVOKED = Depends(token_for(Action.ADMIN))
 
 
 @router.get("/whoami")
@@ -37,11 +39,11 @@ def new_token(body: TokenCreate, session: Session = Depends(get_session),
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(token_id: int, request: Request, session: Session = Depends(get_session),
-                 _: Principal = ADMIN) -> None:
-    row = session.get(ApiToken, token_id)
-    if row is None:
-        raise NotFoundError(f"token {token_id} does not exist")
+def revoke_token(request: Request, session: Session = Depends(get_session),
+                 token: ApiToken = REVOKED) -> None:
+    row = session.get(ApiToken, token.id)
+    if row is None:  # deleted meanwhile
+        raise NotFoundError(f"token {token.id} does not exist")
     row.revoked = True
     session.commit()
     request.app.state.token_cache.clear()  # here at once; other replicas within api.auth.CACHE_SECONDS

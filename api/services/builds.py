@@ -164,9 +164,9 @@ def drop_artifacts(session: Session, artifact_ids: Sequence[int]) -> None:
 
 def set_current(session: Session, namespace: str, name: str, build_id: int) -> Environment:
     environment = catalog.get_environment(session, namespace, name)
-    build = get_build(session, build_id)
-    if build.environment_id != environment.id:
-        raise ConflictError(f"build {build_id} belongs to another environment", field="build_id",
+    build = session.get(Build, build_id)
+    if build is None or build.environment_id != environment.id:  # another environment's: alike, it may be hidden
+        raise NotFoundError(f"environment '{namespace}/{name}' has no build {build_id}", field="build_id",
                             hint=f"list this environment's builds: GET /api/v1/builds?environment={namespace}/{name}")
     if build.status != BuildStatus.COMPLETED:
         raise ConflictError(f"build {build_id} is {build.status}, not completed", field="build_id",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+from api.ids import parse_id
 from builder.errors import EnvyardError
 
 MAX_LIMIT = 500
@@ -26,9 +27,10 @@ def decode_cursor(cursor: str | None) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = text.partition(":")
-        if prefix != "id":
+        last_id = parse_id(value) if prefix == "id" else None
+        if last_id is None:  # also ids past the id column: PostgreSQL would fail comparing with them
             raise ValueError(text)
-        return int(value)
+        return last_id
     except (ValueError, UnicodeDecodeError):
         raise InvalidCursorError(
             f"cursor '{cursor}' was not issued by this server", field="cursor", hint="pass next_cursor from a listing"
