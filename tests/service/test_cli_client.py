@@ -455,7 +455,8 @@ def test_worker_sends_the_lock_files_of_a_build_failing_after_the_solve(tmp_path
         lock.platforms["linux-aarch64"], pip=(pip,))})
     submitted = tmp_path / "conda-lock.yml"
     submitted.write_text(render_conda_lock(lock))
-    service = start_service(tmp_path / "svc", service_env, "--workers", "1")
+    # the pip URL is never fetched (installing fails first), but the server only accepts URLs its admin allows
+    service = start_service(tmp_path / "svc", service_env, "--workers", "1", "--allow-url", "https://files.example/")
     try:
         waited = envyard(service, "env", "create", "team/foreign", "-f", str(submitted), "-p", "linux-aarch64",
                          "--no-image", "--sbom", "none", "--wait", ok=False)
