@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from api.models import Build, BuildPackage, BuildStatus, Environment, Namespace, Spec, utcnow
+from api.models import RUNNING, Build, BuildPackage, BuildStatus, Environment, Namespace, Spec, utcnow
 from api.schemas import BuildDiff, BuildError, BuildOptions, BuildRead, PackageChange
 from api.services import catalog
 from api.services.pagination import clamp_limit, decode_cursor, encode_cursor
 from api.services.specs import resolve_platforms
 from builder.errors import ConflictError, NotFoundError
 
+RUNNING_VALUES = tuple(s.value for s in RUNNING)
+CANCEL_TRIES = 5
 REUSABLE = tuple(s.value for s in BuildStatus if s not in (BuildStatus.FAILED, BuildStatus.CANCELED))
 TIMESTAMPS = ("created_at", "queued_at", "solving_at", "installing_at", "imaging_at", "pushing_at",
               "started_at", "finished_at")
@@ -100,21 +102,34 @@ def rebuild(session: Session, build_id: int, requested_by: str | None = None) ->
 
 
 def cancel_build(session: Session, build_id: int) -> Build:
-    """Cancel now if queued; ask the worker to stop if running (it confirms within a heartbeat)."""
+    """Cancel now if queued; ask the worker to stop if running (it confirms within a heartbeat).
+
+    Both are conditional UPDATEs on the status, and completion is conditional on no cancel having been asked
+    (:func:`api.services.jobs.complete_build`): a cancel accepted here means the build never completes, and a
+    build that completed first answers 409. The caller commits."""
     build = get_build(session, build_id)
-    if BuildStatus(build.status).terminal:
-        raise ConflictError(f"build {build_id} already {build.status}", hint="only queued or running builds cancel")
-    now = utcnow()
-    done = session.execute(
-        update(Build)
-        .where(col(Build.id) == build_id, col(Build.status) == BuildStatus.QUEUED)
-        .values(status=BuildStatus.CANCELED, finished_at=now, cancel_requested=True)
-    )
-    if done.rowcount == 0:  # type: ignore[attr-defined]
-        session.execute(update(Build).where(col(Build.id) == build_id).values(cancel_requested=True))
-    session.flush()
-    session.refresh(build)
-    return build
+    for _ in range(CANCEL_TRIES):  # queued -> claimed between the two UPDATEs: try again
+        if BuildStatus(build.status).terminal:
+            raise ConflictError(f"build {build_id} already {build.status}", hint="only queued or running builds cancel")
+        done = session.execute(
+            update(Build)
+            .where(col(Build.id) == build_id, col(Build.status) == BuildStatus.QUEUED)
+            .values(status=BuildStatus.CANCELED, finished_at=utcnow(), cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+        if not done.rowcount:  # type: ignore[attr-defined]
+            done = session.execute(
+                update(Build)
+                .where(col(Build.id) == build_id, col(Build.status).in_(RUNNING_VALUES))
+                .values(cancel_requested=True)
+                .execution_options(synchronize_session=False)
+            )
+        session.flush()
+        session.refresh(build)
+        if done.rowcount:  # type: ignore[attr-defined]
+            return build
+    raise ConflictError(f"build {build_id} changed state while being canceled (now {build.status})",
+                        hint="try the cancel again")
 
 
 def set_current(session: Session, namespace: str, name: str, build_id: int) -> Environment:
