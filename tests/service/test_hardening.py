@@ -104,3 +104,27 @@ def test_the_reaper_names_the_worker_and_stage_a_requeued_build_had(start: Any) 
             time.sleep(0.2)
     assert "worker vanishing-worker stopped responding during installing; requeued" in log, log
     assert "None" not in log and "during queued" not in log
+
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_full_data_disk_keeps_the_log(start: Any, tmp_path: Path) -> None:
+    """The embedded worker builds in <data-dir>/work, on the filesystem of the database: the build fills it."""
+    data = tmp_path / "svc" / "data"
+    data.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(data)], capture_output=True,
+                             text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root and mount(8)): {mounted.stderr.strip()}")
+    try:
+        service = start("--workers", "1")
+        with service.client() as http:
+            build = create_environment(http, "full", "env", ["e2e-env"])
+            done = service.wait_for(build["id"], timeout=180)
+            log = http.get(f"/api/v1/builds/{build['id']}/logs").text
+        service.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
+    assert done["status"] == "failed" and done["error"]["code"] == "disk-full", (done, log)
+    assert str(data) in done["error"]["message"] and "free there now" in done["error"]["message"]
+    assert "runs build" in log and "no space left on device" in log.lower(), log  # the database kept the log
