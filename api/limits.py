@@ -9,7 +9,8 @@
   transaction, :func:`api.services.builds.submit_build`).
 
 Beyond a limit the answer is a 429 problem naming the limit and its current use, with ``Retry-After``. The counts
-are per server process: each replica of a deployment applies the limits on its own.
+are per server process: each replica of a deployment applies the limits on its own. Admin and worker tokens (not
+restricted to namespaces, trusted with the whole service) are not limited.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ CHECKER_NICENESS = 10
 class Slot:
     """One unit of a token's limit, given back once by :meth:`release` (later calls do nothing)."""
 
-    def __init__(self, limits: TokenLimits, kind: str, key: str) -> None:
+    def __init__(self, limits: TokenLimits | None, kind: str, key: str) -> None:
         self._limits, self._kind, self._key = limits, kind, key
         self._released = False
         self._lock = threading.Lock()
@@ -52,7 +53,8 @@ class Slot:
             if self._released:
                 return
             self._released = True
-        self._limits.give_back(self._kind, self._key)
+        if self._limits is not None:
+            self._limits.give_back(self._kind, self._key)
 
 
 class TokenLimits:
@@ -108,10 +110,15 @@ class LoadControls:
         self._checkers: ProcessPoolExecutor | None = None
         self._checkers_lock = threading.Lock()
 
+    def _acquire(self, request: Request, principal: Principal, kind: str, maximum: int, setting: str,
+                 retry_after: int) -> Slot:
+        if not principal.restricted:  # admin and worker tokens
+            return Slot(None, kind, "")
+        return self.limits.acquire(kind, principal_key(request, principal), maximum, setting, retry_after)
+
     def stream_slot(self, request: Request, principal: Principal) -> Slot:
-        return self.limits.acquire("log streams open", principal_key(request, principal),
-                                   self.settings.max_log_streams_per_token, "max_log_streams_per_token",
-                                   STREAM_RETRY_SECONDS)
+        return self._acquire(request, principal, "log streams open", self.settings.max_log_streams_per_token,
+                             "max_log_streams_per_token", STREAM_RETRY_SECONDS)
 
     def _submit_check(self, filename: str, text: str, platforms: list[str]) -> Future[CheckedSpec]:
         with self._checkers_lock:
@@ -130,9 +137,9 @@ class LoadControls:
                          platforms: Sequence[str]) -> CheckedSpec:
         """Parse and validate a submitted spec in a spec-check process (no database connection is open).
         The token's slot is held until the parse ends, even if the client goes away meanwhile."""
-        slot = self.limits.acquire("submissions being checked", principal_key(request, principal),
-                                   self.settings.max_submissions_per_token, "max_submissions_per_token",
-                                   SUBMISSION_RETRY_SECONDS)
+        slot = self._acquire(request, principal, "submissions being checked",
+                             self.settings.max_submissions_per_token, "max_submissions_per_token",
+                             SUBMISSION_RETRY_SECONDS)
         try:
             future = self._submit_check(filename, text, list(platforms))
         except BaseException:

@@ -50,7 +50,8 @@ class ServiceSettings(Settings):
     )
     max_log_streams_per_token: int = Field(
         default=20, ge=1, description="Log streams (GET /builds/{id}/logs?follow=true) one token may hold open at "
-        "once; more are answered 429 with Retry-After.",
+        "once; more are answered 429 with Retry-After. Like the two limits below, it binds user, reader and "
+        "anonymous callers (by address), not admin and worker tokens.",
     )
     max_submissions_per_token: int = Field(
         default=4, ge=1, description="Submissions of one token being checked (their specs parsed) at once; more are "

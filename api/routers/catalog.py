@@ -132,7 +132,7 @@ async def create_environment(body: EnvironmentCreate, request: Request, response
             require(request, principal, Action.WRITE, body.namespace)  # the namespace is in the body, not the path
         submitted = builds.submit_build(
             session, body.namespace, body.name, spec=spec, options=body.options, relock=body.relock, create=True,
-            description=body.description, requested_by=principal.name, max_waiting=_max_waiting(request),
+            description=body.description, requested_by=principal.name, max_waiting=_max_waiting(request, principal),
         )
         session.commit()
         return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
@@ -143,8 +143,9 @@ async def create_environment(body: EnvironmentCreate, request: Request, response
     return view
 
 
-def _max_waiting(request: Request) -> int:
-    return int(request.app.state.settings.max_waiting_builds_per_token)
+def _max_waiting(request: Request, principal: Principal) -> int | None:
+    """Builds a token may have queued or running; admin and worker tokens are not limited."""
+    return int(request.app.state.settings.max_waiting_builds_per_token) if principal.restricted else None
 
 
 @router.get("/environments")
@@ -207,7 +208,7 @@ async def submit_build(namespace: str, name: str, body: BuildSubmit, request: Re
     def store() -> BuildRead:  # the transaction opens once the spec is parsed
         submitted = builds.submit_build(session, namespace, name, spec=spec, options=body.options,
                                         relock=body.relock, requested_by=principal.name,
-                                        max_waiting=_max_waiting(request))
+                                        max_waiting=_max_waiting(request, principal))
         session.commit()
         return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
 
