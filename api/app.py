@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from api.auth import TokenCache
 from api.db import make_engine, migrate
 from api.deps import lease_policy
+from api.limits import LoadControls
 from api.openapi import install_docs
 from api.problems import install_problem_handlers
 from api.routers import admin, builds, catalog, health, jobs, tokens
@@ -85,6 +86,7 @@ def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
             stop.set()
             for thread in threads:
                 thread.join(timeout=10)
+            app.state.load.close()
             engine.dispose()
 
     app = FastAPI(title="envyard", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -93,6 +95,7 @@ def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.store = store
     app.state.token_cache = TokenCache()
+    app.state.load = LoadControls(settings, engine)  # per-token limits, the log-stream hub, spec-check threads
     app.state.admin_token = admin_token
     app.state.secret_key = secret_key
     install_problem_handlers(app)

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
+from api.files import private_dir, private_file
 from builder.errors import ServiceError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -29,8 +30,13 @@ def make_engine(url: str) -> Engine:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            database = Path(parsed.database)
+            if not database.parent.exists():
+                private_dir(database.parent)
+            for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+                if path == database or path.exists():  # SQLite gives the WAL and shm files the database's mode
+                    private_file(path)
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 60})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "savepoint", _sqlite_begin_before_savepoint)

@@ -38,7 +38,8 @@ def oci_error_response(exc: EnvyardError, request: Request | None = None) -> JSO
     code = exc.details.get("oci") or OCI_CODES.get(exc.status, "UNSUPPORTED")
     body = {"errors": [{"code": code, "message": exc.one_line(),
                         "detail": {k: v for k, v in exc.details.items() if k not in INTERNAL_DETAILS}}]}
-    return JSONResponse(body, status_code=exc.status, headers={**REGISTRY_HEADERS, **challenge(exc, request)})
+    return JSONResponse(body, status_code=exc.status,
+                        headers={**REGISTRY_HEADERS, **challenge(exc, request), **exc.http_headers()})
 
 
 def token_realm(request: Request) -> str:
@@ -102,6 +103,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             return oci_error_response(exc, request)
         response = problem_response(exc.to_problem(instance=request.url.path), exc.status)
         response.headers.update(challenge(exc, request))
+        response.headers.update(exc.http_headers())
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -11,6 +11,7 @@ import threading
 import uvicorn
 
 from api.app import create_app
+from api.files import private_dir
 from api.settings import ServiceSettings
 from worker.runner import WorkerOptions, parse_pauses, run_worker
 
@@ -20,6 +21,7 @@ log = logging.getLogger("envyard.serve")
 def serve(settings: ServiceSettings, host: str, port: int, workers: int, worker_platforms: list[str] | None,
           log_level: str = "info") -> None:
     """Serve until SIGINT/SIGTERM; in-process workers stop with the server (their leases then expire)."""
+    private_dir(settings.data_dir)  # 0700: the database, blobs, admin token and secret key live there
     app = create_app(settings, host=host)
     gc.collect()
     gc.freeze()  # the imported world is long-lived: keep full collections from walking it on every request

@@ -50,6 +50,23 @@ class ServiceSettings(Settings):
     gc_interval_seconds: float = Field(
         default=0.0, ge=0, description="Run garbage collection this often in the server (0: only on request).",
     )
+    max_log_streams_per_token: int = Field(
+        default=20, ge=1, description="Log streams (GET /builds/{id}/logs?follow=true) one token may hold open at "
+        "once; more are answered 429 with Retry-After. Like the two limits below, it binds user, reader and "
+        "anonymous callers (by address), not admin and worker tokens.",
+    )
+    max_submissions_per_token: int = Field(
+        default=4, ge=1, description="Submissions of one token being checked (their specs parsed) at once; more are "
+        "answered 429 with Retry-After.",
+    )
+    max_waiting_builds_per_token: int = Field(
+        default=200, ge=1, description="Queued and running builds one token (by name) may have; a submission that "
+        "would queue one more is answered 429 with Retry-After.",
+    )
+    spec_check_processes: int = Field(
+        default=2, ge=1, description="Processes that parse submitted specs, apart from the server's threads: slow "
+        "specs hold no database connection and never starve the worker protocol and /healthz.",
+    )
     api_url: str | None = Field(default=None, description="The server the CLI and workers talk to.")
     token: str | None = Field(default=None, description="API token for the CLI and workers (ENVYARD_TOKEN).")
     secret_key: str | None = Field(

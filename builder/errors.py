@@ -15,8 +15,12 @@ else formats errors.
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 from collections.abc import Mapping
 from os import PathLike
+from pathlib import Path
 from typing import Any, ClassVar
 
 PROBLEM_BASE = "https://envyard.dev/problems/"
@@ -85,6 +89,10 @@ class EnvyardError(Exception):
         if self.details:
             problem["details"] = self.details
         return problem
+
+    def http_headers(self) -> dict[str, str]:
+        """Headers the API adds to this error's response (``Retry-After`` of a 429, for instance)."""
+        return {}
 
     def __str__(self) -> str:
         return self.one_line()
@@ -244,6 +252,13 @@ class LeaseLostError(ConflictError):
     title = "Build lease lost"
 
 
+class BuildCanceledError(ConflictError):
+    """A worker completing a build whose cancel was accepted first: the build ended canceled, not completed."""
+
+    code = "build-canceled"
+    title = "Build was canceled"
+
+
 class AuthenticationError(EnvyardError):
     """No token, or a token the server does not know."""
 
@@ -314,3 +329,90 @@ class TargetError(EnvyardError):
     title = "Invalid registry target"
     status = 422
     exit_code = 2
+
+
+class TooManyRequestsError(EnvyardError):
+    """A per-token limit reached (concurrent log streams, submissions being checked, builds waiting)."""
+
+    code = "too-many-requests"
+    title = "Too many requests"
+    status = 429
+    exit_code = 9
+
+    def __init__(self, message: str, *, retry_after: int = 1, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+    @classmethod
+    def limit_reached(cls, what: str, limit: str, maximum: int, in_use: int, retry_after: int) -> TooManyRequestsError:
+        """``what`` (e.g. "log streams open") is at ``maximum`` for this token; ``limit`` names the setting."""
+        return cls(f"too many {what} for this token: {in_use} of {maximum} allowed",
+                   hint=f"wait for one to finish and retry after {retry_after} s, or ask an admin to raise "
+                   f"ENVYARD_{limit.upper()}", field=limit, retry_after=retry_after,
+                   details={"limit": limit, "maximum": maximum, "in_use": in_use, "retry_after": retry_after})
+
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "(os error 28)", "(os error 122)")
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover - the loop returns
+
+
+def free_bytes(path: str | PathLike[str]) -> int | None:
+    """Free space (for unprivileged users) on the filesystem holding ``path`` or its nearest existing parent."""
+    here = Path(path).absolute()
+    for candidate in (here, *here.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+class DiskFullError(EnvyardError):
+    """A write that failed because the filesystem (or the user's quota) is full: not a bug, an operator's matter."""
+
+    code = "disk-full"
+    title = "No space left on the device"
+    status = 507
+    exit_code = 4
+
+    @classmethod
+    def at(cls, path: str | PathLike[str] | None, reason: str = "no space left on device") -> DiskFullError:
+        """The error for a full filesystem holding ``path``, with the free space measured now."""
+        free = free_bytes(path) if path is not None else None
+        where = f"writing {os.fspath(path)}" if path is not None else "writing a file of the build"
+        space = f"{_size(free)} free there now" if free is not None else "free space unknown"
+        return cls(f"{reason.lower()} {where} ({space})",
+                   hint="free space there (or raise the quota), or give the worker a work directory on a larger "
+                   "filesystem; then rebuild",
+                   details={"path": os.fspath(path) if path is not None else None, "free_bytes": free})
+
+    @classmethod
+    def find(cls, exc: BaseException, default_path: str | PathLike[str] | None = None) -> DiskFullError | None:
+        """The DiskFullError ``exc`` amounts to: an OSError ENOSPC/EDQUOT (or a library's error saying so) in its
+        cause or context chain; None when the failure is something else."""
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            if isinstance(current, DiskFullError):
+                return current
+            if (isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS) or any(
+                    marker in str(current).lower() for marker in _DISK_FULL_TEXT):
+                filename = current.filename if isinstance(current, OSError) else None
+                path = os.fsdecode(filename) if isinstance(filename, str | bytes) else default_path
+                reason = current.strerror if isinstance(current, OSError) and current.strerror else ""
+                return cls.at(path, reason or "no space left on device")  # reason: "Disk quota exceeded" too
+            current = current.__cause__ or current.__context__
+        return None

@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Literal
 
-from builder.errors import EnvyardError, ImageError, InstallError
+from builder.errors import DiskFullError, EnvyardError, ImageError, InstallError
 from builder.model import EnvironmentLock
 from builder.progress import Stage
 from builder.settings import Settings
@@ -290,7 +290,8 @@ def _run(job_dir: Path, events: JsonLinesEvents) -> int:
         run_job(job, job_dir, Settings(), events)
         events.result(MANIFEST_PATH)
         return 0
-    except EnvyardError as err:
+    except EnvyardError as caught:
+        err = DiskFullError.find(caught, job_dir) or caught  # a full disk is no spec or install error
         print(f"error: {err.one_line()}", file=sys.stderr, flush=True)
         events.error(err.code, err.message, err.hint, file=err.file, line=err.line, field=err.field)
         return EXIT_ERROR
@@ -299,6 +300,10 @@ def _run(job_dir: Path, events: JsonLinesEvents) -> int:
         events.error("cancelled", "the build was cancelled")
         return EXIT_CANCELLED
     except Exception as exc:
+        if (full := DiskFullError.find(exc, job_dir)) is not None:
+            print(f"error: {full.one_line()}", file=sys.stderr, flush=True)
+            events.error(full.code, full.message, full.hint)
+            return EXIT_ERROR
         traceback.print_exc(file=sys.stderr)
         events.error("internal", f"{type(exc).__name__}: {exc}", "this is a bug in envyard's worker; see the log")
         return EXIT_INTERNAL

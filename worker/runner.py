@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.errors import EnvyardError, LeaseLostError
+from builder.errors import DiskFullError, EnvyardError, LeaseLostError
 from builder.settings import Settings
 from worker.client import ApiClient
 from worker.sandbox import Sandbox, child_environment, sandbox_for
@@ -248,7 +248,10 @@ class BuildRunner:
             self.log(f"envyard: worker {self.name} runs build {self.build_id} (attempt {self.job['attempt']})")
             returncode = self._run_child()
             self._publish(returncode)
-        except EnvyardError as exc:
+        except (EnvyardError, OSError) as caught:
+            exc = caught if isinstance(caught, EnvyardError) else DiskFullError.find(caught, self.job_dir)
+            if exc is None:
+                raise
             if not self.lost.is_set():
                 self.log(f"envyard: {exc.one_line()}")
                 self.flush_log()

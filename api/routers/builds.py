@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlmodel import Session, col, select
-from starlette.concurrency import run_in_threadpool
 
 from api.auth import Action, Principal, authorize, current_principal, readable_namespaces
 from api.deps import get_session, get_store
 from api.ids import EventId
+from api.limits import LoadControls, Slot
 from api.models import Build, BuildArtifact, BuildStatus, Spec
 from api.resources import BuildPair, blob_for, build_for, build_pair_for, visible_environment
 from api.schemas import ArtifactRead, BuildDiff, BuildRead, Page
@@ -28,7 +28,6 @@ READ_BUILD = Depends(build_for(Action.READ))
 WRITE_BUILD = Depends(build_for(Action.WRITE))
 READ_PAIR = Depends(build_pair_for(Action.READ))
 READ_BLOB = Depends(blob_for(Action.READ))
-POLL_SECONDS = 0.3
 KEEPALIVE_SECONDS = 10.0
 
 
@@ -81,48 +80,40 @@ def get_spec(session: Session = Depends(get_session), build: Build = READ_BUILD)
 
 @router.get("/builds/{build_id}/logs", response_class=Response)
 def get_logs(request: Request, follow: bool = False, accept: str = Header(default=""),
-             last_event_id: Annotated[EventId, Header()] = 0, session: Session = Depends(get_session),
-             build: Build = READ_BUILD) -> Response:
-    """The log as text; as Server-Sent Events (``?follow=true`` or ``Accept: text/event-stream``) while running."""
+             last_event_id: Annotated[EventId, Header()] = 0, build: Build = READ_BUILD,
+             principal: Principal = Depends(current_principal)) -> Response:
+    """The log as text; as Server-Sent Events (``?follow=true`` or ``Accept: text/event-stream``) while running.
+    A token may hold ``max_log_streams_per_token`` streams open (429 beyond). No database connection is held:
+    the log is read in short sessions."""
     build_id = build.id or 0
     if follow or "text/event-stream" in accept:
-        engine = request.app.state.engine
-        return StreamingResponse(_log_events(engine, build_id, last_event_id, request),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    return StreamingResponse(logs.iter_log(session, build_id), media_type="text/plain; charset=utf-8")
+        load: LoadControls = request.app.state.load
+        slot = load.stream_slot(request, principal)
+        events = _log_events(load.log_hub, build_id, last_event_id, slot)
+        weakref.finalize(events, slot.release)  # also when the stream never starts (the client left at once)
+        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(logs.iter_log(request.app.state.engine, build_id),
+                             media_type="text/plain; charset=utf-8")
 
 
-async def _log_events(engine: object, build_id: int, after: int, request: Request) -> AsyncIterator[str]:
-    def poll(after_id: int) -> tuple[list[tuple[int, str]], str]:
-        with Session(engine) as session:  # type: ignore[arg-type]
-            chunks = [(c.id or 0, c.text) for c in logs.chunks_after(session, build_id, after_id)]
-            build = session.get(Build, build_id)
-            return chunks, build.status if build else BuildStatus.FAILED
-
+async def _log_events(hub: logs.LogHub, build_id: int, after: int, slot: Slot) -> AsyncIterator[str]:
+    """Server-Sent Events from the build's shared poller; a disconnect cancels this generator (Starlette)."""
     last_status = ""
-    quiet_since = asyncio.get_running_loop().time()
-    while True:
-        chunks, status = await run_in_threadpool(poll, after)
-        now = asyncio.get_running_loop().time()
-        if chunks:
-            quiet_since = now
-        elif now - quiet_since >= KEEPALIVE_SECONDS:
-            quiet_since = now
-            yield ": keepalive\n\n"  # a comment: keeps proxies and clients from timing out a queued build
-        for chunk_id, text in chunks:
-            after = chunk_id
-            data = "\n".join(f"data: {line}" for line in text.rstrip("\n").split("\n"))
-            yield f"id: {chunk_id}\nevent: log\n{data}\n\n"
-        if status != last_status:
-            last_status = status
-            yield f"event: status\ndata: {json.dumps({'status': status})}\n\n"
-        if not chunks and BuildStatus(status).terminal:
-            yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
-            return
-        if await request.is_disconnected():
-            return
-        if not chunks:
-            await asyncio.sleep(POLL_SECONDS)
+    try:
+        async for batch in hub.follow(build_id, after, KEEPALIVE_SECONDS):
+            if not (batch.chunks or batch.status or batch.end):
+                yield ": keepalive\n\n"  # a comment: keeps proxies and clients from timing out a queued build
+            for chunk_id, text in batch.chunks:
+                data = "\n".join(f"data: {line}" for line in text.rstrip("\n").split("\n"))
+                yield f"id: {chunk_id}\nevent: log\n{data}\n\n"
+            if batch.status and batch.status != last_status:
+                last_status = batch.status
+                yield f"event: status\ndata: {json.dumps({'status': batch.status})}\n\n"
+            if batch.end:
+                yield f"event: end\ndata: {json.dumps({'status': batch.status})}\n\n"
+                return
+    finally:
+        slot.release()
 
 
 def _artifact_url(request: Request, build_id: int, name: str) -> str:

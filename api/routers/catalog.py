@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Action, Principal, authorize, current_principal, readable_namespaces, require
-from api.deps import get_session, get_settings
+from api.deps import get_session
 from api.models import ApiToken, Build, Environment, Namespace, NamespaceGrant, NamespaceRole
 from api.resources import EnvironmentRef, GrantRef, environment_for, grant_for, namespace_for
 from api.schemas import (
@@ -23,7 +24,7 @@ from api.schemas import (
     Page,
     SetCurrent,
 )
-from api.services import builds, catalog, specs
+from api.services import builds, catalog
 
 router = APIRouter(prefix="/api/v1", tags=["environments"])
 READ = Depends(authorize(Action.READ))
@@ -128,21 +129,32 @@ def _environment_view(session: Session, request: Request, environment: Environme
 
 
 @router.post("/environments", status_code=201)
-def create_environment(body: EnvironmentCreate, request: Request, response: Response,
-                       session: Session = Depends(get_session), principal: Principal = WRITE) -> BuildRead:
+async def create_environment(body: EnvironmentCreate, request: Request, response: Response,
+                             session: Session = Depends(get_session), principal: Principal = WRITE) -> BuildRead:
     """Create the environment (and namespace: a user token becomes its editor) if needed and submit a build."""
-    if not catalog.create_namespace_if_absent(session, body.namespace,
-                                              editor=principal.token_id if principal.restricted else None):
-        require(request, principal, Action.WRITE, body.namespace)  # the namespace is in the body, not the path
-    submitted = builds.submit_build(
-        session, body.namespace, body.name, spec_text=body.spec, filename=body.filename, platforms=body.platforms,
-        options=body.options, relock=body.relock, create=True, description=body.description,
-        requested_by=principal.name, policy=specs.submission_policy(get_settings(request)),
-    )
-    session.commit()
-    if submitted.reused:
+    spec = await request.app.state.load.check_spec(request, principal, body.filename, body.spec, body.platforms,
+                                                  body.options.channel_alias)
+
+    def store() -> BuildRead:  # the transaction opens once the spec is parsed
+        if not catalog.create_namespace_if_absent(session, body.namespace,
+                                                  editor=principal.token_id if principal.restricted else None):
+            require(request, principal, Action.WRITE, body.namespace)  # the namespace is in the body, not the path
+        submitted = builds.submit_build(
+            session, body.namespace, body.name, spec=spec, options=body.options, relock=body.relock, create=True,
+            description=body.description, requested_by=principal.name, max_waiting=_max_waiting(request, principal),
+        )
+        session.commit()
+        return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
+
+    view = await run_in_threadpool(store)
+    if view.reused:
         response.status_code = 200
-    return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
+    return view
+
+
+def _max_waiting(request: Request, principal: Principal) -> int | None:
+    """Builds a token may have queued or running; admin and worker tokens are not limited."""
+    return int(request.app.state.settings.max_waiting_builds_per_token) if principal.restricted else None
 
 
 @router.get("/environments")
@@ -198,17 +210,23 @@ def delete_environment(session: Session = Depends(get_session), ref: Environment
 
 
 @router.post("/environments/{namespace}/{name}/builds", status_code=201)
-def submit_build(body: BuildSubmit, request: Request, response: Response, session: Session = Depends(get_session),
-                 ref: EnvironmentRef = WRITE_ENVIRONMENT,
-                 principal: Principal = Depends(current_principal)) -> BuildRead:
-    submitted = builds.submit_build(session, ref.namespace, ref.name, spec_text=body.spec, filename=body.filename,
-                                    platforms=body.platforms, options=body.options, relock=body.relock,
-                                    requested_by=principal.name,
-                                    policy=specs.submission_policy(get_settings(request)))
-    session.commit()
-    if submitted.reused:
+async def submit_build(body: BuildSubmit, request: Request, response: Response,
+                       session: Session = Depends(get_session), ref: EnvironmentRef = WRITE_ENVIRONMENT,
+                       principal: Principal = Depends(current_principal)) -> BuildRead:
+    spec = await request.app.state.load.check_spec(request, principal, body.filename, body.spec, body.platforms,
+                                                   body.options.channel_alias)
+
+    def store() -> BuildRead:  # the transaction opens once the spec is parsed
+        submitted = builds.submit_build(session, ref.namespace, ref.name, spec=spec, options=body.options,
+                                        relock=body.relock, requested_by=principal.name,
+                                        max_waiting=_max_waiting(request, principal))
+        session.commit()
+        return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
+
+    view = await run_in_threadpool(store)
+    if view.reused:
         response.status_code = 200
-    return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
+    return view
 
 
 @router.put("/environments/{namespace}/{name}/current")

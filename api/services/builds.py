@@ -7,10 +7,10 @@ import hashlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
-from api.models import Build, BuildArtifact, BuildPackage, BuildStatus, Environment, Namespace, Spec, utcnow
+from api.models import RUNNING, Build, BuildArtifact, BuildPackage, BuildStatus, Environment, Namespace, Spec, utcnow
 from api.schemas import ArtifactEntry, BuildDiff, BuildError, BuildOptions, BuildRead, PackageChange
 from api.services import catalog
 from api.services.gc import hold_blobs
@@ -18,8 +18,13 @@ from api.services.jobs import leased_build
 from api.services.pagination import clamp_limit, decode_cursor, encode_cursor
 from api.services.specs import SubmissionPolicy, resolve_platforms
 from api.storage import ArtifactStore
-from builder.errors import ConflictError, NotFoundError
+from builder.errors import ConflictError, NotFoundError, SpecError, TooManyRequestsError
 
+RUNNING_VALUES = tuple(s.value for s in RUNNING)
+WAITING_VALUES = (BuildStatus.QUEUED.value, *RUNNING_VALUES)
+WAITING_RETRY_SECONDS = 30
+MAX_FILENAME = 200
+CANCEL_TRIES = 5
 REUSABLE = tuple(s.value for s in BuildStatus if s not in (BuildStatus.FAILED, BuildStatus.CANCELED))
 TIMESTAMPS = ("created_at", "queued_at", "solving_at", "installing_at", "imaging_at", "pushing_at",
               "started_at", "finished_at")
@@ -40,28 +45,60 @@ def store_spec(session: Session, filename: str, text: str) -> Spec:
     return catalog.get_or_create(session, Spec, sha256=spec_digest(filename, text), filename=filename, content=text)
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedSpec:
+    """A submitted spec that parsed, and the platforms its build targets."""
+
+    filename: str
+    text: str
+    platforms: list[str]
+
+
+def check_spec_filename(filename: str) -> str:
+    """``filename`` when it can name a file in a build's work directory; SpecError (422, field ``filename``)
+    for an empty name, ``.``/``..`` (any name of dots only), path separators, NUL or other control characters."""
+    problem = None
+    if not filename or len(filename) > MAX_FILENAME:
+        problem = f"must be 1 to {MAX_FILENAME} characters"
+    elif set(filename) <= {"."}:
+        problem = f"'{filename}' names a directory, not a file"
+    elif any(c in filename for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in filename):
+        problem = "must not contain path separators or control characters"
+    if problem:
+        raise SpecError(f"invalid spec file name: {problem}", field="filename",
+                        hint="send a plain file name such as environment.yml or requirements.txt")
+    return filename
+
+
+def check_submission(filename: str, text: str, platforms: Sequence[str], policy: SubmissionPolicy,
+                     channel_alias: str | None = None) -> CheckedSpec:
+    """Parse and validate a submitted spec (no database access: run it before any transaction opens).
+
+    ``policy``: what the server accepts in a spec (no file includes, allowed URLs only)."""
+    check_spec_filename(filename)
+    return CheckedSpec(filename, text, resolve_platforms(filename, text, platforms, policy=policy,
+                                                         channel_alias=channel_alias))
+
+
 def submit_build(
     session: Session,
     namespace: str,
     name: str,
     *,
-    spec_text: str,
-    filename: str,
-    platforms: Sequence[str],
+    spec: CheckedSpec,
     options: BuildOptions,
-    policy: SubmissionPolicy,
     relock: bool = False,
     create: bool = False,
     description: str = "",
     requested_by: str | None = None,
+    max_waiting: int | None = None,
 ) -> SubmittedBuild:
-    """Queue a build of ``spec_text``, or return the environment's build of the identical spec.
-
-    ``policy``: what the server accepts in a spec (no file includes, allowed URLs only), checked first.
-    A reused build that is completed becomes the environment's current build (as a new build would on completion),
-    also after a rollback to another build; one still running becomes current when it completes."""
-    wanted_platforms = resolve_platforms(filename, spec_text, platforms, policy=policy,
-                                         channel_alias=options.channel_alias)
+    """Queue a build of ``spec`` (from :func:`check_submission`), or return the environment's build of the
+    identical spec. ``max_waiting``: TooManyRequestsError when ``requested_by`` has that many builds queued or
+    running already. A reused build that is completed becomes the environment's current build (as a new build
+    would on completion), also after a rollback to another build; one still running becomes current when it
+    completes."""
+    wanted_platforms = spec.platforms
     if create:
         ns = catalog.ensure_namespace(session, namespace)
         assert ns.id is not None
@@ -70,21 +107,28 @@ def submit_build(
             environment.description = description
     else:
         environment = catalog.get_environment(session, namespace, name)
-    spec = store_spec(session, filename, spec_text)
+    stored = store_spec(session, spec.filename, spec.text)
     wanted_options = options.model_dump()
     if not relock:
         for existing in session.exec(
             select(Build)
-            .where(Build.environment_id == environment.id, Build.spec_id == spec.id, col(Build.status).in_(REUSABLE))
+            .where(Build.environment_id == environment.id, Build.spec_id == stored.id,
+                   col(Build.status).in_(REUSABLE))
             .order_by(col(Build.id).desc())
         ).all():
             if existing.platforms == wanted_platforms and existing.options == wanted_options:
                 _make_current_if_completed(environment, existing)
                 return SubmittedBuild(existing, reused=True)
-    assert environment.id is not None and spec.id is not None
+    if max_waiting is not None and requested_by is not None:
+        waiting = session.exec(select(func.count()).select_from(Build).where(
+            Build.requested_by == requested_by, col(Build.status).in_(WAITING_VALUES))).one()
+        if waiting >= max_waiting:
+            raise TooManyRequestsError.limit_reached("builds queued or running", "max_waiting_builds_per_token",
+                                                     max_waiting, waiting, WAITING_RETRY_SECONDS)
+    assert environment.id is not None and stored.id is not None
     now = utcnow()
-    build = Build(environment_id=environment.id, spec_id=spec.id, platforms=wanted_platforms, options=wanted_options,
-                  queued_at=now, created_at=now, requested_by=requested_by)
+    build = Build(environment_id=environment.id, spec_id=stored.id, platforms=wanted_platforms,
+                  options=wanted_options, queued_at=now, created_at=now, requested_by=requested_by)
     session.add(build)
     catalog.touch(environment)
     session.flush()
@@ -116,21 +160,34 @@ def rebuild(session: Session, build_id: int, requested_by: str | None = None) ->
 
 
 def cancel_build(session: Session, build_id: int) -> Build:
-    """Cancel now if queued; ask the worker to stop if running (it confirms within a heartbeat)."""
+    """Cancel now if queued; ask the worker to stop if running (it confirms within a heartbeat).
+
+    Both are conditional UPDATEs on the status, and completion is conditional on no cancel having been asked
+    (:func:`api.services.jobs.complete_build`): a cancel accepted here means the build never completes, and a
+    build that completed first answers 409. The caller commits."""
     build = get_build(session, build_id)
-    if BuildStatus(build.status).terminal:
-        raise ConflictError(f"build {build_id} already {build.status}", hint="only queued or running builds cancel")
-    now = utcnow()
-    done = session.execute(
-        update(Build)
-        .where(col(Build.id) == build_id, col(Build.status) == BuildStatus.QUEUED)
-        .values(status=BuildStatus.CANCELED, finished_at=now, cancel_requested=True)
-    )
-    if done.rowcount == 0:  # type: ignore[attr-defined]
-        session.execute(update(Build).where(col(Build.id) == build_id).values(cancel_requested=True))
-    session.flush()
-    session.refresh(build)
-    return build
+    for _ in range(CANCEL_TRIES):  # queued -> claimed between the two UPDATEs: try again
+        if BuildStatus(build.status).terminal:
+            raise ConflictError(f"build {build_id} already {build.status}", hint="only queued or running builds cancel")
+        done = session.execute(
+            update(Build)
+            .where(col(Build.id) == build_id, col(Build.status) == BuildStatus.QUEUED)
+            .values(status=BuildStatus.CANCELED, finished_at=utcnow(), cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+        if not done.rowcount:  # type: ignore[attr-defined]
+            done = session.execute(
+                update(Build)
+                .where(col(Build.id) == build_id, col(Build.status).in_(RUNNING_VALUES))
+                .values(cancel_requested=True)
+                .execution_options(synchronize_session=False)
+            )
+        session.flush()
+        session.refresh(build)
+        if done.rowcount:  # type: ignore[attr-defined]
+            return build
+    raise ConflictError(f"build {build_id} changed state while being canceled (now {build.status})",
+                        hint="try the cancel again")
 
 
 def keep_partial_artifacts(session: Session, build_id: int, lease_id: str, store: ArtifactStore,

@@ -25,7 +25,7 @@ from api.services.gc import hold_blobs, release_holds
 from api.services.logs import append_log
 from api.services.publish import enqueue_publications
 from api.storage import ArtifactStore
-from builder.errors import ConflictError, LeaseLostError, NotFoundError
+from builder.errors import BuildCanceledError, ConflictError, LeaseLostError, NotFoundError
 
 log = logging.getLogger("envyard.jobs")
 RUNNING_VALUES = tuple(s.value for s in RUNNING)
@@ -129,8 +129,11 @@ def complete_build(
     lock_sha256: str | None,
 ) -> Build:
     """Publish a build: every artifact must be in the store at its size; then one transaction makes the
-    artifacts visible, records the packages, marks it completed and makes it the environment's current build."""
-    leased_build(session, build_id, lease_id)
+    artifacts visible, records the packages, marks it completed and makes it the environment's current build.
+    A build whose cancel was accepted (``cancel_requested``) is never completed: it ends canceled, and the
+    worker gets BuildCanceledError (409)."""
+    if leased_build(session, build_id, lease_id).cancel_requested:
+        _refuse_completion(session, build_id, lease_id)
     hold_blobs(session, build_id, [a.sha256 for a in artifacts])  # before the stat: see api.services.gc
     missing = [a.name for a in artifacts if store.stat(a.sha256) != a.size]
     if missing:
@@ -145,14 +148,16 @@ def complete_build(
     now = utcnow()
     done = session.execute(
         update(Build)
-        .where(col(Build.id) == build_id, col(Build.lease_id) == lease_id, col(Build.status).in_(RUNNING_VALUES))
+        .where(col(Build.id) == build_id, col(Build.lease_id) == lease_id, col(Build.status).in_(RUNNING_VALUES),
+               col(Build.cancel_requested).is_(False))  # a cancel accepted first wins: see builds.cancel_build
         .values(status=BuildStatus.COMPLETED, finished_at=now, lease_id=None, lease_expires_at=None,
                 image_digest=image_digest, lock_sha256=lock_sha256,
                 package_count=len({(p.name, p.manager) for p in packages}))
+        .execution_options(synchronize_session=False)
     )
     if not _changed(done):
         session.rollback()
-        leased_build(session, build_id, lease_id)
+        _refuse_completion(session, build_id, lease_id)
     session.add_all(BuildArtifact(build_id=build_id, **a.model_dump(), **referrers.fields_of(found, a.name))
                     for a in artifacts)
     session.add_all(BuildPackage(build_id=build_id, **p.model_dump()) for p in packages)
@@ -167,6 +172,20 @@ def complete_build(
     session.commit()
     session.refresh(build)
     return build
+
+
+def _refuse_completion(session: Session, build_id: int, lease_id: str) -> None:
+    """The completion lost: LeaseLostError, or, when a cancel was accepted first, end the build canceled and tell
+    the worker so (BuildCanceledError, 409)."""
+    session.expire_all()
+    build = leased_build(session, build_id, lease_id)
+    if build.cancel_requested and finish_unsuccessfully(session, build_id, lease_id, BuildStatus.CANCELED):
+        append_log(session, build_id, "envyard: the build was canceled before it completed; its result is discarded\n")
+        session.commit()
+        raise BuildCanceledError(f"build {build_id} was canceled before it completed; it stays canceled",
+                                 hint="drop this build: its artifacts are not published")
+    leased_build(session, build_id, lease_id)  # raises the precise error
+    raise LeaseLostError(f"build {build_id} changed state while completing", hint="drop this build")
 
 
 def finish_unsuccessfully(
@@ -230,29 +249,31 @@ def reap(session: Session, policy: LeasePolicy, now: datetime | None = None) -> 
 
 
 def _requeue_or_fail(session: Session, build: Build, policy: LeasePolicy, now: datetime) -> int:
-    build_id, lease_id = build.id or 0, build.lease_id
+    # read before the UPDATE: an ORM UPDATE synchronizes the loaded row (lease_owner None, status queued)
+    build_id, lease_id, stage, attempt = build.id or 0, build.lease_id, build.status, build.attempt
+    worker = f"worker {build.lease_owner}" if build.lease_owner else "the worker (whose name was not recorded)"
     where = update(Build).where(col(Build.id) == build_id, col(Build.lease_id) == lease_id,
                                 col(Build.status).in_(RUNNING_VALUES))
     if build.cancel_requested:
         done = session.execute(where.values(status=BuildStatus.CANCELED, finished_at=now, lease_id=None,
                                             lease_expires_at=None))
-        note = f"envyard: worker {build.lease_owner} stopped responding; the build was canceled as asked\n"
-    elif build.attempt >= policy.max_attempts:
+        note = f"envyard: {worker} stopped responding during {stage}; the build was canceled as asked\n"
+    elif attempt >= policy.max_attempts:
         done = session.execute(where.values(
             status=BuildStatus.FAILED, finished_at=now, lease_id=None, lease_expires_at=None, error_code="worker-lost",
-            error_stage=build.status,
-            error_message=f"the worker stopped responding during {build.status}, {build.attempt} times",
+            error_stage=stage,
+            error_message=f"the worker stopped responding during {stage}, {attempt} times",
             error_hint="check the workers' logs and resources (memory, disk), then rebuild",
         ))
-        note = f"envyard: worker {build.lease_owner} stopped responding; attempt {build.attempt} was the last\n"
+        note = f"envyard: {worker} stopped responding during {stage}; attempt {attempt} was the last\n"
     else:
-        delay = policy.backoff_seconds * 2 ** max(build.attempt - 1, 0)
+        delay = policy.backoff_seconds * 2 ** max(attempt - 1, 0)
         done = session.execute(where.values(
             status=BuildStatus.QUEUED, lease_id=None, lease_owner=None, lease_expires_at=None, queued_at=now,
             not_before=now + timedelta(seconds=delay),
         ))
-        note = (f"envyard: worker {build.lease_owner} stopped responding during {build.status}; requeued "
-                f"(attempt {build.attempt} of {policy.max_attempts}, retry in {delay:g} s)\n")
+        note = (f"envyard: {worker} stopped responding during {stage}; requeued "
+                f"(attempt {attempt} of {policy.max_attempts}, retry in {delay:g} s)\n")
     if _changed(done):
         append_log(session, build_id, note)
         session.commit()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, and_, or_, update
 from sqlmodel import Session, col, select
 
+from api.files import PRIVATE_FILE, private_dir
 from api.models import (
     Build,
     BuildArtifact,
@@ -297,12 +299,12 @@ class ArtifactSource:
             return self.store.blob_dir / hexdigest
         if self._tmp is None:
             if self._spool_dir is not None:
-                self._spool_dir.mkdir(parents=True, exist_ok=True)
+                private_dir(self._spool_dir)
             self._tmp = tempfile.TemporaryDirectory(prefix="envyard-publish-", dir=self._spool_dir)
         path = Path(self._tmp.name) / hexdigest
         if not path.exists():
             partial = path.with_suffix(".part")
-            with open(partial, "wb") as handle:
+            with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb") as handle:
                 for chunk in self.store.read(hexdigest):
                     handle.write(chunk)
             partial.rename(path)

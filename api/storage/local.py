@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from api.files import PRIVATE_FILE, private_dir
 from api.storage.base import CHUNK_SIZE, BlobWriter, ListedBlob, PresignedUpload, StaleUploads, StoredBlob
 from builder.errors import ArtifactIntegrityError, NotFoundError, StorageError
 
@@ -281,7 +282,7 @@ class LocalBlobWriter:
             if target.is_file():
                 self._spool.discard()
             else:
-                self._spool.path.chmod(0o644)  # mkstemp made it 0600; access is governed by the root directory
+                os.chmod(self._spool.path, PRIVATE_FILE)  # mkstemp's 0600, stated: blobs are the server's alone
                 os.replace(self._spool.path, target)
         except OSError as exc:
             self._spool.discard()
@@ -301,8 +302,8 @@ class LocalArtifactStore(StoreMixin):
         self.blob_dir = self.root / "blobs" / "sha256"
         self.tmp_dir = self.root / "tmp"
         try:
-            self.blob_dir.mkdir(parents=True, exist_ok=True)
-            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            for directory in (self.root, self.root / "blobs", self.blob_dir, self.tmp_dir):
+                private_dir(directory)
         except OSError as exc:
             raise StorageError(f"cannot create the artifact directory {self.root}: {exc}",
                                hint="point the artifact store at a writable directory") from exc
