@@ -109,22 +109,22 @@ def test_the_reaper_names_the_worker_and_stage_a_requeued_build_had(start: Any) 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_a_full_data_disk_keeps_the_log(start: Any, tmp_path: Path) -> None:
-    """The embedded worker builds in <data-dir>/work, on the filesystem of the database: the build fills it."""
-    data = tmp_path / "svc" / "data"
-    data.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(data)], capture_output=True,
+    """The embedded worker's work root on the filesystem of the database (one small disk): the build fills it."""
+    disk = tmp_path / "svc"
+    disk.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True,
                              text=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill up (needs root and mount(8)): {mounted.stderr.strip()}")
     try:
-        service = start("--workers", "1")
+        service = start("--workers", "1", env={"ENVYARD_WORK_ROOT": str(disk / "work")})
         with service.client() as http:
             build = create_environment(http, "full", "env", ["e2e-env"])
             done = service.wait_for(build["id"], timeout=180)
             log = http.get(f"/api/v1/builds/{build['id']}/logs").text
         service.stop()
     finally:
-        subprocess.run(["umount", "-l", str(data)], check=False)
+        subprocess.run(["umount", "-l", str(disk)], check=False)
     assert done["status"] == "failed" and done["error"]["code"] == "disk-full", (done, log)
-    assert str(data) in done["error"]["message"] and "free there now" in done["error"]["message"]
+    assert str(disk) in done["error"]["message"] and "free there now" in done["error"]["message"]
     assert "runs build" in log and "no space left on device" in log.lower(), log  # the database kept the log
