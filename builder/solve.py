@@ -4,11 +4,18 @@ Several platforms are solved concurrently on one shared :class:`rattler.Gateway`
 The solver's records are converted to :class:`LockedCondaPackage` here, once;
 ``indexed_timestamp`` and other cache-dependent fields are dropped so that a lock
 depends only on the repodata's content.
+
+Before solving, every requested spec is looked up in the loaded repodata: all specs
+without a candidate are reported in one :class:`MissingPackagesError` (with the nearest
+available versions), instead of the solver's one at a time. A relock passes the
+previously locked packages still in the channels as rattler's ``locked_packages``, so
+they are kept wherever they still fit. Every failing platform is reported, not the first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +26,14 @@ import rattler
 from rattler.exceptions import SolverError
 from rattler.platform import Subdir
 
-from builder.errors import ChannelError, MissingVirtualPackageError, SolveError, SpecError
+from builder.errors import (
+    ChannelError,
+    EnvyardError,
+    MissingPackagesError,
+    MissingVirtualPackageError,
+    SolveError,
+    SpecError,
+)
 from builder.model import LockedCondaPackage
 from builder.records import check_records
 from builder.virtual_packages import VirtualPackage
@@ -43,6 +57,8 @@ class SolveRequest:
     exclude_newer: datetime | None = None
     strategy: SolveStrategy = "highest"
     channel_priority: ChannelPriorityMode = "strict"
+    #: packages of a previous lock to keep where they still fit (rattler's ``locked_packages``)
+    locked: tuple[LockedCondaPackage, ...] = ()
 
 
 def _hex(value: bytes | str | None) -> str | None:
@@ -88,8 +104,20 @@ def _spec_name(spec: str) -> str:
     return name.normalized if name is not None else spec
 
 
+def _is_pin(spec: str) -> bool:
+    """Whether a requested spec constrains the version or build (``numpy >=2``), not only the name."""
+    try:
+        match = rattler.MatchSpec(spec, strict=False)
+    except Exception:
+        return True
+    return match.version is not None or match.build is not None or match.build_number is not None
+
+
 def explain_failure(message: str, request: SolveRequest, *, cuda_hint: bool = True) -> SolveError:
-    """Turn the solver's explanation into one typed error naming the user's specs involved."""
+    """Turn the solver's explanation into one typed error naming the user's specs involved.
+
+    The solver's tree is kept as it is, as the error's multi-line ``explanation``.
+    """
     body = message.removeprefix("Cannot solve the request because of: ").strip()
     declared = {v.name: v for v in request.virtual_packages}
     missing = sorted(dict(_MISSING_VIRTUAL.findall(body)).items())
@@ -116,11 +144,122 @@ def explain_failure(message: str, request: SolveRequest, *, cuda_hint: bool = Tr
             details={**involved, "virtual_package": name},
         )
     specs = ", ".join(f"'{s}'" for s in mentioned) or "the requested specs"
-    return SolveError(
-        f"{request.platform}: no solution for {specs}: {body}",
-        hint="relax or remove one of the pins named above, or add the channel that provides the package",
-        details=involved,
+    pins = [s for s in mentioned if _is_pin(s)]
+    if pins:
+        hint = (f"relax or remove one of the pins ({', '.join(pins)}); the solver's explanation is below")
+    else:
+        hint = ("these packages cannot be installed together from these channels (see the solver's explanation "
+                "below): drop one, or add a channel with builds that fit together")
+    if "\n" not in body:
+        return SolveError(f"{request.platform}: no solution for {specs}: {body}", hint=hint, details=involved)
+    return SolveError(f"{request.platform}: no solution for {specs}", hint=hint, details=involved, explanation=body)
+
+
+def _records(result: Sequence[Sequence[rattler.RepoDataRecord]]) -> list[rattler.RepoDataRecord]:
+    return [record for records in result for record in records]
+
+
+def _subdirs(request: SolveRequest) -> list[Subdir]:
+    return [Subdir(request.platform), Subdir("noarch")]
+
+
+def _nearest_versions(wanted: rattler.MatchSpec, available: Sequence[rattler.Version], count: int = 4) -> list[str]:
+    """Up to ``count`` available versions closest to the version the spec names (else the highest ones)."""
+    ordered = sorted(set(available))
+    if not ordered:
+        return []
+    numbers = re.findall(r"\d+(?:\.\d+)*", str(wanted.version or ""))
+    if not numbers:
+        return [str(v) for v in reversed(ordered[-count:])]
+    target = rattler.Version(numbers[0])
+    below = [v for v in ordered if v < target]
+    above = [v for v in ordered if v >= target]
+    half = count // 2
+    picked = below[-max(half, count - len(above)):] + above[: max(half, count - len(below))]
+    return [str(v) for v in picked[:count]]
+
+
+async def find_missing_specs(
+    request: SolveRequest, specs: Sequence[rattler.MatchSpec], gateway: rattler.Gateway
+) -> MissingPackagesError | None:
+    """Every requested spec with no candidate in the request's channels, as one error (None if all have one).
+
+    One non-recursive query of the requested specs against the repodata the solve loads anyway;
+    a second query (only on failure) for the available versions of the names that are missing.
+    """
+    checked = [(text, spec) for text, spec in zip(request.specs, specs, strict=True)
+               if spec.name is not None and not spec.name.normalized.startswith("__")]
+    if not checked:
+        return None
+    sources = list(request.channels)
+    for _, spec in checked:
+        if spec.channel is not None and (url := str(spec.channel.base_url).rstrip("/")) not in sources:
+            sources.append(url)
+    found: dict[str, list[rattler.RepoDataRecord]] = {}
+    for record in _records(await gateway.query(sources, _subdirs(request), [s for _, s in checked], recursive=False)):
+        found.setdefault(record.name.normalized, []).append(record)
+    missing = [(text, spec) for text, spec in checked
+               if not any(spec.matches(r) for r in found.get(spec.name.normalized, ()))]
+    if not missing:
+        return None
+    names = list(dict.fromkeys(spec.name.normalized for _, spec in missing))
+    versions: dict[str, list[rattler.Version]] = {}
+    bare = [rattler.MatchSpec(n) for n in names]
+    for record in _records(await gateway.query(sources, _subdirs(request), bare, recursive=False)):
+        versions.setdefault(record.name.normalized, []).append(record.version)
+    all_names: list[str] | None = None
+    entries, lines = [], []
+    for text, spec in missing:
+        name = spec.name.normalized
+        entry: dict[str, object] = {"spec": text}
+        if name in versions:
+            entry["available"] = nearest = _nearest_versions(spec, versions[name])
+            lines.append(f"'{text}': no matching version; nearest available: {', '.join(nearest)}")
+        else:
+            if all_names is None:
+                all_names = [n.normalized for n in await gateway.names(sources, _subdirs(request))]
+            entry["did_you_mean"] = similar = difflib.get_close_matches(name, all_names, n=3, cutoff=0.75)
+            lines.append(f"'{text}': no package of that name" + (f" (did you mean {', '.join(similar)}?)"
+                                                                  if similar else ""))
+        entries.append(entry)
+    searched = ", ".join(sources)
+    wanted = ", ".join(f"'{text}'" for text, _ in missing)
+    pins = [text for text, spec in missing if _is_pin(text) and spec.name.normalized in versions]
+    hint = ("relax the pins with no matching version, " if pins else "") + (
+        "check the names, or add the channel that provides them")
+    informative = len(missing) > 1 or bool(entries[0].get("available") or entries[0].get("did_you_mean"))
+    return MissingPackagesError(
+        f"{request.platform}: no candidates for {wanted} in {searched} ({request.platform}, noarch)",
+        hint=hint,
+        details={"platform": request.platform, "specs": [text for text, _ in missing], "channels": sources,
+                 "missing": entries},
+        explanation="\n".join(lines) if informative else None,
     )
+
+
+async def _locked_records(
+    request: SolveRequest, gateway: rattler.Gateway
+) -> list[rattler.RepoDataRecord]:
+    """The repodata records of the request's previously locked packages that are still in its channels.
+
+    Looked up by exact name, version and build and matched by file name (and sha256 where both have one), so
+    a lock made through another channel alias or mirror still counts; records are the channel's own (with
+    ``constrains`` and timestamps that lockfiles do not keep). Packages newer than ``exclude_newer`` are left out.
+    """
+    wanted = {(p.subdir, p.file_name): p for p in request.locked if not p.name.startswith("__")}
+    if not wanted:
+        return []
+    specs = [rattler.MatchSpec(f"{p.name} =={p.version} {p.build}", strict=False) for p in wanted.values()]
+    kept = []
+    limit = request.exclude_newer
+    for record in _records(await gateway.query(list(request.channels), _subdirs(request), specs, recursive=False)):
+        locked = wanted.get((str(record.subdir), str(record.file_name)))
+        if locked is None or (locked.sha256 and record.sha256 and record.sha256.hex() != locked.sha256):
+            continue
+        if limit is not None and record.timestamp is not None and record.timestamp > limit:
+            continue
+        kept.append(record)
+    return kept
 
 
 async def solve_platform(request: SolveRequest, gateway: rattler.Gateway) -> tuple[LockedCondaPackage, ...]:
@@ -130,11 +269,16 @@ async def solve_platform(request: SolveRequest, gateway: rattler.Gateway) -> tup
     except Exception as exc:
         raise SpecError(f"invalid spec: {exc}", field="dependencies") from exc
     try:
+        missing = await find_missing_specs(request, specs, gateway)
+        if missing is not None:
+            raise missing
+        locked = await _locked_records(request, gateway) if request.locked else None
         records = await rattler.solve(
             list(request.channels),
             specs,
             gateway=gateway,
-            platforms=[Subdir(request.platform), Subdir("noarch")],
+            platforms=_subdirs(request),
+            locked_packages=locked,
             virtual_packages=[v.to_rattler() for v in request.virtual_packages],
             exclude_newer=request.exclude_newer,
             strategy=request.strategy,
@@ -147,6 +291,8 @@ async def solve_platform(request: SolveRequest, gateway: rattler.Gateway) -> tup
         )
     except SolverError as exc:
         raise explain_failure(str(exc), request) from None
+    except EnvyardError:
+        raise
     except Exception as exc:  # gateway / network / repodata errors
         text = str(exc)
         if "solve" in type(exc).__name__.lower():
@@ -171,12 +317,39 @@ def verify_solution(records: Sequence[rattler.RepoDataRecord], request: SolveReq
     )
 
 
+def combine_failures(failures: Sequence[tuple[str, EnvyardError]], total: int) -> EnvyardError:
+    """One error for several failing platforms: each platform's error and explanation, in platform order."""
+    if len(failures) == 1:
+        return failures[0][1]
+    errors = [err for _, err in failures]
+    kinds = {type(err) for err in errors}
+    cls: type[EnvyardError] = errors[0].__class__ if len(kinds) == 1 else (
+        SolveError if all(isinstance(e, SolveError) for e in errors) else errors[0].__class__)
+    hints = {err.hint for err in errors}
+    lines = []
+    for err in errors:
+        lines.append(err.one_line() if len(hints) > 1 else " ".join(err.message.split()))
+        lines.extend(err.explanation_lines())
+    platforms = [p for p, _ in failures]
+    return cls(
+        f"{len(failures)} of {total} platforms cannot be solved: {', '.join(platforms)}",
+        hint=hints.pop() if len(hints) == 1 else None,
+        details={"platforms": {p: err.to_problem() for p, err in failures}},
+        explanation="\n".join(lines),
+    )
+
+
 async def solve_platforms(
     requests: Sequence[SolveRequest], gateway: rattler.Gateway
 ) -> dict[str, tuple[LockedCondaPackage, ...]]:
-    """Solve several platforms concurrently; the first failure (in platform order) is raised."""
+    """Solve several platforms concurrently; every failing platform is reported (one error for all)."""
     results = await asyncio.gather(*(solve_platform(r, gateway) for r in requests), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
+    failures: list[tuple[str, EnvyardError]] = []
+    for request, result in zip(requests, results, strict=True):
+        if isinstance(result, EnvyardError):
+            failures.append((request.platform, result))
+        elif isinstance(result, BaseException):
             raise result
+    if failures:
+        raise combine_failures(failures, len(requests))
     return {r.platform: res for r, res in zip(requests, results, strict=True)}  # type: ignore[misc]
