@@ -118,7 +118,9 @@ class LockProvenance:
     own ``platforms:`` stay the spec's). Channel alias, mirrors and the pip index are
     recorded only without credentials in them. Formats hold it as string pairs
     (:meth:`to_metadata`): conda-lock.yml in ``custom_metadata`` (``envyard.option.KEY``),
-    ``@EXPLICIT`` files as ``# envyard.option.KEY: VALUE`` header lines.
+    ``@EXPLICIT`` files as ``# envyard.option.KEY: VALUE`` header lines. pixi.lock has no place for
+    them (py-rattler 0.28 writes platforms, channels and packages only): it keeps the platforms and
+    each platform's virtual packages (``__cuda`` from ``--cuda`` among them), not the options.
 
     >>> made = LockProvenance(platforms=("linux-64", "osx-arm64"), cuda="12.4", strategy="highest")
     >>> made.to_metadata()["platforms"]

@@ -13,7 +13,7 @@ import rattler
 from builder.channels import channel_url, make_gateway
 from builder.errors import EnvyardError, SpecError
 from builder.lock import LockCheck, LockOptions, check_lock, inherit_options, lock_environment
-from builder.model import SUPPORTED_PLATFORMS, EnvironmentLock
+from builder.model import SUPPORTED_PLATFORMS, EnvironmentLock, PlatformLock
 from builder.progress import NullReporter, Reporter, Stage
 from builder.spec import EnvironmentSpec, detect_input_kind, parse_environment_yaml, parse_requirements_txt
 from builder.spec_pip import read_text
@@ -93,15 +93,61 @@ def lock_to_directory(
     return LockResult(lock, files, reexported, options=options, removed=removed, warnings=warnings)
 
 
+def read_lock_head(path: Path) -> EnvironmentLock:
+    """A ``conda-lock.yml``'s metadata (platforms, content hashes, recorded options) without its packages.
+
+    Only the text before the ``package:`` list is parsed (what ``--check`` needs; the package list of a
+    large lock takes a second to load); a file laid out otherwise is read whole.
+    """
+    import yaml
+
+    from builder.lockfiles import read_lockfile
+    from builder.lockfiles._yaml import YAML_LOADER
+    from builder.lockfiles.condalock import conda_lock_from_document
+
+    text = path.read_text(encoding="utf-8")
+    head, found, _ = text.partition("\npackage:")
+    if not found or "\nmetadata:" not in head:
+        return read_lockfile(path)
+    try:
+        doc = yaml.load(head, Loader=YAML_LOADER)
+    except yaml.YAMLError:
+        return read_lockfile(path)  # reports the error with its line
+    return conda_lock_from_document(doc, text=head, source=path)
+
+
+def _explicit_platforms(out_dir: Path, head: EnvironmentLock) -> dict[str, PlatformLock] | None:
+    """Each platform's packages from its ``conda-<platform>.lock`` (quick to read), if every one is there and
+    carries the input hash ``conda-lock.yml`` records for it; else None."""
+    from builder.lockfiles.explicit import parse_explicit
+
+    found = {}
+    for platform in head.platform_names:
+        path = out_dir / f"conda-{platform}.lock"
+        if not path.is_file():
+            return None
+        lock = parse_explicit(path.read_text(encoding="utf-8"), source=path)
+        if platform not in lock.platforms or lock.content_hash.get(platform) != head.content_hash.get(platform):
+            return None
+        found[platform] = lock.platforms[platform]
+    return found
+
+
 def read_previous_lock(out_dir: Path) -> tuple[EnvironmentLock | None, tuple[str, ...]]:
-    """The lock a relock replaces (``out_dir/conda-lock.yml``), or None; one that cannot be read is a warning."""
+    """The lock a relock replaces (``out_dir/conda-lock.yml``), or None; one that cannot be read is a warning.
+
+    Its metadata comes from ``conda-lock.yml``; its conda packages from the explicit files when they
+    match it (what a relock needs of them: name, version, build, URL, md5), else from ``conda-lock.yml``.
+    """
     from builder.lockfiles import read_lockfile
 
     path = out_dir / CONDA_LOCK_FILE
     if not path.is_file():
         return None, ()
     try:
-        return read_lockfile(path), ()
+        head = read_lock_head(path)
+        platforms = _explicit_platforms(out_dir, head)
+        return (replace(head, platforms=platforms) if platforms is not None else read_lockfile(path)), ()
     except EnvyardError as err:
         return None, (f"the existing {path} cannot be read and is replaced without reusing it: {err.one_line()}",)
 
@@ -149,8 +195,6 @@ def check_directory(
     Besides ``conda-lock.yml``, the ``conda-<platform>.lock`` files are checked: one whose input hash
     differs makes its platform stale, one of a platform not wanted (any more) makes it extra.
     """
-    from builder.lockfiles import read_lockfile
-
     loaded = read_input(source, environ)
     if isinstance(loaded, EnvironmentLock):
         raise SpecError(
@@ -159,7 +203,7 @@ def check_directory(
             hint="pass the environment.yml the lock was made from",
         )
     existing_path = out_dir / CONDA_LOCK_FILE
-    existing = read_lockfile(existing_path) if existing_path.is_file() else None
+    existing = read_lock_head(existing_path) if existing_path.is_file() else None
     options = inherit_options(options, existing.provenance if existing else None)
     check = check_lock(loaded, options, existing)
     details: dict[str, str] = {}

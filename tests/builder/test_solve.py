@@ -11,7 +11,8 @@ import pytest
 
 from builder.channels import ChannelOptions, channel_url, make_gateway, qualify_spec
 from builder.errors import ChannelError, MissingPackagesError, MissingVirtualPackageError, SolveError
-from builder.solve import SolveRequest, solve_platform, solve_platforms
+from builder.model import LockedCondaPackage
+from builder.solve import SolveRequest, solve_platform, solve_platforms, to_locked_package
 from builder.virtual_packages import virtual_packages_for
 
 ML_NOTEBOOK = (
@@ -235,3 +236,33 @@ def test_every_failing_platform_is_reported(derived_alias, derived_gateway):
         asyncio.run(solve_platforms([request(derived_alias, ("python 3.12.*", "ucrt"), p)
                                      for p in ("win-64", "linux-64")], derived_gateway))
     assert one.value.message.startswith("linux-64: no candidates for 'ucrt'")
+
+
+def _by_attributes(record) -> LockedCondaPackage:  # type: ignore[no-untyped-def]
+    """The conversion field by field through py-rattler's attributes (the reference for the JSON one)."""
+    noarch, stamp = record.noarch, record.timestamp
+    return LockedCondaPackage(
+        name=record.name.source, version=str(record.version), build=str(record.build),
+        build_number=int(record.build_number), subdir=str(record.subdir), channel=str(record.channel).rstrip("/"),
+        url=str(record.url), sha256=record.sha256.hex() if record.sha256 else None,
+        md5=record.md5.hex() if record.md5 else None, depends=tuple(record.depends),
+        constrains=tuple(record.constrains), size=record.size,
+        timestamp=None if stamp is None else int(stamp.timestamp() * 1000),
+        noarch=None if not noarch or noarch.none else ("python" if noarch.python else "generic"),
+        license=record.license, track_features=tuple(record.track_features))
+
+
+@pytest.mark.parametrize("channel", ["derived-from-lockfiles/conda-forge", "conda-tests-index4"])
+def test_record_conversion_equals_reading_every_attribute(shared_data: Path, tmp_path: Path, channel: str):
+    """Every record of a modern (timestamps in ms) and a 2018 channel (in seconds) converts identically."""
+    url = (shared_data / "repodata" / channel).as_uri()
+    gateway = make_gateway(tmp_path, ChannelOptions())
+
+    async def records() -> list:  # type: ignore[type-arg]
+        subdirs = ["linux-64", "noarch"]
+        names = [n.normalized for n in await gateway.names([url], subdirs)]
+        return [r for rs in await gateway.query([url], subdirs, names, recursive=False) for r in rs]
+
+    converted = asyncio.run(records())
+    assert len(converted) > 3000
+    assert [to_locked_package(r) for r in converted] == [_by_attributes(r) for r in converted]
