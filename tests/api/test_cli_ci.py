@@ -55,6 +55,9 @@ def test_ci_check_edit_fix_and_relock(repo: Path):
     fresh, doc = run(repo, "lock", "env.yml", "-o", "locks", "--check")
     assert fresh.returncode == 0, fresh.stderr
     assert doc["status"] == "fresh" and doc["fresh"] is True and "error" not in doc
+    # an option given again overrides the recorded one (`--cuda none` drops it): stale where __cuda counts
+    dropped, doc = run(repo, "lock", "env.yml", "-o", "locks", "--check", "--cuda", "none")
+    assert dropped.returncode == 2 and doc["stale_platforms"] == ["linux-64"] and "--cuda" not in doc["fix"]
 
     # the spec grows: stale (exit 2), naming the spec, one JSON document with the error inside
     (repo / "env.yml").write_text(SPEC.replace("numpy 2.2.*", "numpy") + "  - pandas\n")
