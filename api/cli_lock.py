@@ -117,26 +117,33 @@ def _options(params: dict[str, Any], ctx: click.Context | None = None) -> Any:
     )
 
 
-def fix_command(spec: Path, out_dir: Path, options: Any) -> str:
-    """The ``envyard lock`` command that makes the lock ``options`` describe (credentials never printed)."""
+def fix_command(spec: Path, out_dir: Path, options: Any, recorded: Any = None) -> str:
+    """The ``envyard lock`` command that makes the lock ``options`` describe (credentials never printed).
+
+    It names every option that is not the default or that differs from what the lock in ``out_dir``
+    records (``recorded``, which a relock would otherwise reuse): run verbatim, it reproduces the lock.
+    """
     from builder.lock import provenance_of
+    from builder.model import LockProvenance
 
     made = provenance_of(options)
+    before = recorded or LockProvenance()
     args = ["envyard", "lock", str(spec), "-o", str(out_dir)]
     for platform in made.platforms:
         args += ["-p", platform]
-    if made.channel_alias and made.channel_alias != DEFAULT_ALIAS:
+    if made.channel_alias and made.channel_alias != DEFAULT_ALIAS or (
+            before.channel_alias and made.channel_alias and made.channel_alias != before.channel_alias):
         args += ["--channel-alias", made.channel_alias]
-    if made.cuda:
-        args += ["--cuda", made.cuda]
+    if made.cuda or before.cuda:
+        args += ["--cuda", made.cuda or NONE]
     for name, version in made.virtual_packages.items():
         args += ["--virtual-package", f"{name}={version.replace(' ', '=')}"]
-    if made.exclude_newer:
-        args += ["--exclude-newer", made.exclude_newer]
-    if made.strategy and made.strategy != "highest":
-        args += ["--strategy", made.strategy]
-    if made.channel_priority and made.channel_priority != "strict":
-        args += ["--channel-priority", made.channel_priority]
+    if made.exclude_newer or before.exclude_newer:
+        args += ["--exclude-newer", made.exclude_newer or NONE]
+    if made.strategy != "highest" or before.strategy not in (None, made.strategy):
+        args += ["--strategy", str(made.strategy)]
+    if made.channel_priority != "strict" or before.channel_priority not in (None, made.channel_priority):
+        args += ["--channel-priority", str(made.channel_priority)]
     if made.pip_index_url:
         args += ["--pip-index-url", made.pip_index_url]
     for link in made.pip_find_links:
@@ -152,7 +159,7 @@ def _check(ctx: click.Context, spec: Path, out_dir: Path, options: Any, json_out
 
     found = check_directory(spec, out_dir, options, environ=os.environ)
     check = found.check
-    fix = fix_command(spec, out_dir, found.options)
+    fix = fix_command(spec, out_dir, found.options, found.recorded)
     document = {
         "spec": str(spec), "output": str(out_dir), "status": check.status, "fresh": check.status == "fresh",
         "stale_platforms": list(check.stale), "missing_platforms": list(check.missing),
@@ -242,6 +249,7 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
             p: {"conda": len(pl.conda), "pip": len(pl.pip)} for p, pl in result.lock.platforms.items()
         },
         "files": {k: str(v) for k, v in result.files.items()},
+        "made_with": result.lock.provenance.to_metadata() if result.lock.provenance else None,
         "removed": [str(p) for p in result.removed],
         "warnings": list(result.warnings),
     }

@@ -38,7 +38,7 @@ from builder.model import (
     PlatformLock,
 )
 from builder.progress import NullReporter, Reporter, Stage
-from builder.solve import ChannelPriorityMode, SolveRequest, SolveStrategy, solve_platforms
+from builder.solve import ChannelPriorityMode, SolveRequest, SolveStrategy, solve_platforms, spec_name
 from builder.spec import EnvironmentSpec
 from builder.virtual_packages import VirtualPackage, virtual_packages_for
 
@@ -143,10 +143,6 @@ class LockCheck:
             return "missing"
         return "stale" if self.stale or self.missing or self.extra else "fresh"
 
-    @property
-    def out_of_date(self) -> tuple[str, ...]:
-        return tuple(sorted({*self.stale, *self.missing, *self.extra}))
-
 
 def target_platforms(spec: EnvironmentSpec, options: LockOptions) -> tuple[str, ...]:
     """The call's platforms, else the spec's ``platforms:``, else linux-64; validated and de-duplicated."""
@@ -248,19 +244,13 @@ def check_update_names(spec: EnvironmentSpec, options: LockOptions, previous: En
         raise UsageError("--update and --update-all exclude each other", hint="pass one of them")
     known = {p.name.lower() for pl in (previous.platforms.values() if previous else ()) for p in pl.conda}
     for platform in target_platforms(spec, options):
-        known.update(name_of(s).lower() for s in spec.conda_specs(platform))
+        known.update(spec_name(s).lower() for s in spec.conda_specs(platform))
     unknown = [n for n in options.update if n.lower() not in known]
     if unknown:
         raise UsageError(
             f"--update: {', '.join(unknown)} is neither locked nor requested",
             hint="name packages of the lock (conda-lock.yml in the output directory) or of the spec",
         )
-
-
-def name_of(spec: str) -> str:
-    """The package name of a conda spec (``conda-forge::numpy >=2`` -> ``numpy``)."""
-    head = spec.split("::", 1)[-1].strip()
-    return re.split(r"[\s=<>!~\[]", head, maxsplit=1)[0]
 
 
 def _pip_packages(

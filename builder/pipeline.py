@@ -13,7 +13,7 @@ import rattler
 from builder.channels import channel_url, make_gateway
 from builder.errors import EnvyardError, SpecError
 from builder.lock import LockCheck, LockOptions, check_lock, inherit_options, lock_environment
-from builder.model import SUPPORTED_PLATFORMS, EnvironmentLock, PlatformLock
+from builder.model import SUPPORTED_PLATFORMS, EnvironmentLock, LockProvenance, PlatformLock
 from builder.progress import NullReporter, Reporter, Stage
 from builder.spec import EnvironmentSpec, detect_input_kind, parse_environment_yaml, parse_requirements_txt
 from builder.spec_pip import read_text
@@ -41,7 +41,9 @@ class DirectoryCheck:
 
     check: LockCheck
     options: LockOptions
-    lock: EnvironmentLock | None = None
+    #: the options the lock on disk records (None without a lock, or for a lock made elsewhere)
+    recorded: LockProvenance | None = None
+    #: platform -> why it is stale or extra, where it is not the usual reason (a per-platform file)
     details: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -220,4 +222,4 @@ def check_directory(
                 stale.append(platform)
                 details[platform] = f"{path.name} does not match {CONDA_LOCK_FILE}"
         check = replace(check, stale=tuple(sorted(stale)), extra=tuple(sorted(extra)))
-    return DirectoryCheck(check, options, existing, details)
+    return DirectoryCheck(check, options, existing.provenance if existing else None, details)

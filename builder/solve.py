@@ -99,7 +99,8 @@ def to_locked_package(record: rattler.RepoDataRecord) -> LockedCondaPackage:
     )
 
 
-def _spec_name(spec: str) -> str:
+def spec_name(spec: str) -> str:
+    """The normalized package name of a conda spec (``conda-forge::NumPy >=2`` -> ``numpy``)."""
     try:
         name = rattler.MatchSpec(spec, strict=False).name
     except Exception:
@@ -124,7 +125,7 @@ def explain_failure(message: str, request: SolveRequest, *, cuda_hint: bool = Tr
     body = message.removeprefix("Cannot solve the request because of: ").strip()
     declared = {v.name: v for v in request.virtual_packages}
     missing = sorted(dict(_MISSING_VIRTUAL.findall(body)).items())
-    user_names = {_spec_name(s): s for s in request.specs}
+    user_names = {spec_name(s): s for s in request.specs}
     mentioned = [
         spec
         for name, spec in user_names.items()

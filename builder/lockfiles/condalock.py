@@ -296,7 +296,6 @@ class _Reader:
             requested.setdefault(kind, {})[platform] = tuple(specs)
         return name, requested
 
-
     def provenance(self, custom: object) -> LockProvenance | None:
         """The options the lock was made with (``envyard.option.*`` entries), None without any."""
         if not isinstance(custom, Mapping):

@@ -57,7 +57,7 @@ def test_ci_check_edit_fix_and_relock(repo: Path):
     assert doc["status"] == "fresh" and doc["fresh"] is True and "error" not in doc
     # an option given again overrides the recorded one (`--cuda none` drops it): stale where __cuda counts
     dropped, doc = run(repo, "lock", "env.yml", "-o", "locks", "--check", "--cuda", "none")
-    assert dropped.returncode == 2 and doc["stale_platforms"] == ["linux-64"] and "--cuda" not in doc["fix"]
+    assert dropped.returncode == 2 and doc["stale_platforms"] == ["linux-64"] and "--cuda none" in doc["fix"]
 
     # the spec grows: stale (exit 2), naming the spec, one JSON document with the error inside
     (repo / "env.yml").write_text(SPEC.replace("numpy 2.2.*", "numpy") + "  - pandas\n")
@@ -140,3 +140,17 @@ def test_ci_missing_lock_usage_errors_and_unsolvable_specs(repo: Path, derived_a
     assert "  linux-64: no candidates for 'numpy ==1.19', 'pandsa', 'nosuchpkg'" in lines[1]
     assert any("did you mean pandas?" in line for line in lines)
     assert not (repo / "broken").exists()
+
+
+def test_fix_command_names_what_differs_from_the_record():
+    """The suggested command overrides every recorded option the check overrode, so a relock cannot reuse it."""
+    from api.cli_lock import fix_command
+    from builder.lock import LockOptions
+    from builder.model import LockProvenance
+
+    recorded = LockProvenance(platforms=("linux-64",), cuda="12.4", strategy="lowest", channel_priority="disabled",
+                              exclude_newer="2026-01-01T00:00:00+00:00")
+    command = fix_command(Path("env.yml"), Path("locks"), LockOptions(platforms=("linux-64",)), recorded)
+    assert shlex.split(command) == ["envyard", "lock", "env.yml", "-o", "locks", "-p", "linux-64", "--cuda", "none",
+                                    "--exclude-newer", "none", "--strategy", "highest", "--channel-priority", "strict"]
+    assert fix_command(Path("env.yml"), Path("locks"), LockOptions()) == "envyard lock env.yml -o locks"
