@@ -126,9 +126,12 @@ class SolveError(EnvyardError):
 
 
 class MissingPackagesError(SolveError):
-    """Requested specs that no record in the channels searched can satisfy (found before solving)."""
+    """Requested specs that no record in the channels searched can satisfy (found before solving).
 
-    code = "no-candidates"
+    The same problem type as :class:`SolveError` (the request is unsatisfiable); ``details.missing``
+    lists each spec with the nearest available versions or similar names.
+    """
+
     title = "Requested packages are not available"
 
 

@@ -241,32 +241,33 @@ async def find_missing_specs(
     for record in _records(await gateway.query(sources, _subdirs(request), bare, recursive=False)):
         versions.setdefault(record.name.normalized, []).append(record.version)
     all_names: list[str] | None = None
-    entries, lines = [], []
+    entries, reasons = [], []
     for text, spec in missing:
         name = spec.name.normalized
         entry: dict[str, object] = {"spec": text}
         if name in versions:
             entry["available"] = nearest = _nearest_versions(spec, versions[name])
-            lines.append(f"'{text}': no matching version; nearest available: {', '.join(nearest)}")
+            reasons.append(f"no matching version; nearest available: {', '.join(nearest)}")
         else:
             if all_names is None:
                 all_names = [n.normalized for n in await gateway.names(sources, _subdirs(request))]
             entry["did_you_mean"] = similar = difflib.get_close_matches(name, all_names, n=3, cutoff=0.75)
-            lines.append(f"'{text}': no package of that name" + (f" (did you mean {', '.join(similar)}?)"
-                                                                  if similar else ""))
+            reasons.append("no package of that name" + (f" (did you mean {', '.join(similar)}?)" if similar else ""))
         entries.append(entry)
-    searched = ", ".join(sources)
     wanted = ", ".join(f"'{text}'" for text, _ in missing)
     pins = [text for text, spec in missing if _is_pin(text) and spec.name.normalized in versions]
     hint = ("relax the pins with no matching version, " if pins else "") + (
         "check the names, or add the channel that provides them")
-    informative = len(missing) > 1 or bool(entries[0].get("available") or entries[0].get("did_you_mean"))
+    message = (f"{request.platform}: no solution for {wanted}: no candidates in {', '.join(sources)} "
+               f"({request.platform}, noarch)")
+    single = len(missing) == 1
     return MissingPackagesError(
-        f"{request.platform}: no candidates for {wanted} in {searched} ({request.platform}, noarch)",
+        message + (f"; {reasons[0]}" if single else ""),
         hint=hint,
         details={"platform": request.platform, "specs": [text for text, _ in missing], "channels": sources,
                  "missing": entries},
-        explanation="\n".join(lines) if informative else None,
+        explanation=None if single else "\n".join(f"'{text}': {reason}"
+                                                  for (text, _), reason in zip(missing, reasons, strict=True)),
     )
 
 

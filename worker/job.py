@@ -267,7 +267,7 @@ def _run(job_dir: Path, events: JsonLinesEvents) -> int:
         events.result(MANIFEST_PATH)
         return 0
     except EnvyardError as err:
-        print(f"error: {err.one_line()}", file=sys.stderr, flush=True)
+        print(f"error: {err.one_line()}", *err.explanation_lines(), sep="\n", file=sys.stderr, flush=True)
         events.error(err.code, err.message, err.hint, file=err.file, line=err.line, field=err.field)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -137,7 +137,7 @@ def test_ci_missing_lock_usage_errors_and_unsolvable_specs(repo: Path, derived_a
         "numpy ==1.19", "pandsa", "nosuchpkg"]
     lines = failed.stderr.splitlines()
     assert lines[0].startswith("error: 2 of 2 platforms cannot be solved")
-    assert "  linux-64: no candidates for 'numpy ==1.19', 'pandsa', 'nosuchpkg'" in lines[1]
+    assert lines[1].startswith("  linux-64: no solution for 'numpy ==1.19', 'pandsa', 'nosuchpkg': no candidates in")
     assert any("did you mean pandas?" in line for line in lines)
     assert not (repo / "broken").exists()
 
