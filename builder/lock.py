@@ -164,7 +164,11 @@ def platform_virtual_packages(spec: EnvironmentSpec, platform: str, options: Loc
 
 
 def solve_request(
-    spec: EnvironmentSpec, platform: str, options: LockOptions, locked: tuple[LockedCondaPackage, ...] = ()
+    spec: EnvironmentSpec,
+    platform: str,
+    options: LockOptions,
+    locked: tuple[LockedCondaPackage, ...] = (),
+    locked_is_solution: bool = False,
 ) -> SolveRequest:
     """The solver's input for one platform."""
     if not spec.channels:
@@ -183,6 +187,7 @@ def solve_request(
         strategy=options.strategy,
         channel_priority=options.channel_priority,
         locked=locked,
+        locked_is_solution=locked_is_solution and bool(locked),
     )
 
 
@@ -234,6 +239,14 @@ def locked_to_keep(previous: EnvironmentLock | None, platform: str, options: Loc
         return ()
     freed = {name.lower() for name in options.update}
     return tuple(p for p in previous.platforms[platform].conda if p.name.lower() not in freed)
+
+
+def unchanged(spec: EnvironmentSpec, platform: str, options: LockOptions, previous: EnvironmentLock | None) -> bool:
+    """Whether ``previous`` locked ``platform`` from these very inputs and nothing is to be updated."""
+    if previous is None or options.update or options.update_all:
+        return False
+    recorded = previous.content_hash.get(platform)
+    return recorded is not None and recorded == content_hash(spec, platform, options)
 
 
 def check_update_names(spec: EnvironmentSpec, options: LockOptions, previous: EnvironmentLock | None) -> None:
@@ -306,7 +319,10 @@ async def lock_environment(
     reporter = reporter or NullReporter()
     check_update_names(spec, options, previous)
     platforms = target_platforms(spec, options)
-    requests = [solve_request(spec, p, options, locked_to_keep(previous, p, options)) for p in platforms]
+    requests = [
+        solve_request(spec, p, options, locked_to_keep(previous, p, options), unchanged(spec, p, options, previous))
+        for p in platforms
+    ]
     reporter.stage_started(Stage.SOLVE, ", ".join(platforms))
     solved = await solve_platforms(requests, gateway)
     reporter.stage_finished(Stage.SOLVE, packages=sum(len(v) for v in solved.values()))

@@ -30,6 +30,7 @@ from rattler.platform import Subdir
 from builder.errors import (
     ChannelError,
     EnvyardError,
+    LockfileError,
     MissingPackagesError,
     MissingVirtualPackageError,
     SolveError,
@@ -60,6 +61,9 @@ class SolveRequest:
     channel_priority: ChannelPriorityMode = "strict"
     #: packages of a previous lock to keep where they still fit (rattler's ``locked_packages``)
     locked: tuple[LockedCondaPackage, ...] = ()
+    #: ``locked`` was solved from these very inputs: if every one is still in the channels and they are
+    #: still consistent, they are the solution (a relock of an unchanged spec does not solve again)
+    locked_is_solution: bool = False
 
 
 _SECONDS_LIMIT = 253402300799  # 9999-12-31 in seconds: larger timestamps are milliseconds (as rattler reads them)
@@ -305,6 +309,8 @@ async def solve_platform(request: SolveRequest, gateway: rattler.Gateway) -> tup
         if missing is not None:
             raise missing
         locked = _locked_records(request, lookup) if request.locked else None
+        if locked and request.locked_is_solution and _still_valid(locked, request):
+            return tuple(sorted((to_locked_package(r) for r in locked), key=lambda p: p.name))
         records = await rattler.solve(
             list(request.channels),
             specs,
@@ -336,6 +342,17 @@ async def solve_platform(request: SolveRequest, gateway: rattler.Gateway) -> tup
         ) from None
     verify_solution(records, request)
     return tuple(sorted((to_locked_package(r) for r in records), key=lambda p: p.name))
+
+
+def _still_valid(records: Sequence[rattler.RepoDataRecord], request: SolveRequest) -> bool:
+    """Whether the previous solution is whole in the channels and still closed under their current records."""
+    if len(records) != sum(1 for p in request.locked if not p.name.startswith("__")):
+        return False
+    try:
+        verify_solution(records, request)
+    except LockfileError:
+        return False  # a patched or removed record: solve again
+    return True
 
 
 def verify_solution(records: Sequence[rattler.RepoDataRecord], request: SolveRequest) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -272,3 +273,43 @@ def test_relock_over_an_unreadable_lock_warns_and_replaces_it(derived_alias, der
     assert result.removed == (out / "conda-win-64.lock",)  # envyard's leftover goes, a hand-written file stays
     assert (out / "conda-osx-64.lock").exists()
     assert "python" in result.lock.platforms["linux-64"].conda_by_name()
+
+
+def _channel(root: Path, packages: dict[str, tuple[str, list[str]]]) -> None:
+    """A noarch channel (repodata only) of ``file name -> (version, depends)``."""
+    records = {fn: {"name": fn.rsplit("-", 2)[0], "version": version, "build": "0", "build_number": 0,
+                    "depends": depends, "subdir": "noarch", "md5": "0" * 32, "sha256": "1" * 64}
+               for fn, (version, depends) in packages.items()}
+    for subdir, content in (("noarch", records), ("linux-64", {})):
+        (root / subdir).mkdir(parents=True, exist_ok=True)
+        (root / subdir / "repodata.json").write_text(json.dumps({"info": {"subdir": subdir}, "packages": content}))
+
+
+def test_relock_of_an_unchanged_spec_keeps_the_lock_until_the_channel_invalidates_it(tmp_path: Path):
+    """Unchanged inputs: the previous solution stands (a newer c appears and is not taken); once a locked record
+    is gone, or its channel's record now needs something else, the spec is solved again."""
+    from builder.lockfiles import read_lockfile
+    from builder.pipeline import lock_to_directory
+
+    channel = tmp_path / "chan"
+    spec = tmp_path / "environment.yml"
+    spec.write_text(f"channels: [{channel.as_uri()}]\ndependencies: [a]\n")
+
+    def relock() -> dict[str, str]:
+        gateway = make_gateway(tmp_path / f"cache{len(list(tmp_path.glob('cache*')))}", ChannelOptions())
+        result = lock_to_directory(spec, tmp_path / "out", LockOptions(), cache_dir=tmp_path, gateway=gateway)
+        written = read_lockfile(tmp_path / "out" / "conda-lock.yml").platforms["linux-64"].conda
+        assert [(p.name, p.version) for p in written] == [(p.name, p.version) for p in
+                                                           result.lock.platforms["linux-64"].conda]
+        return {p.name: p.version for p in result.lock.platforms["linux-64"].conda}
+
+    _channel(channel, {"a-1.0-0.tar.bz2": ("1.0", ["c"]), "c-1.0-0.tar.bz2": ("1.0", [])})
+    assert relock() == {"a": "1.0", "c": "1.0"}
+    _channel(channel, {"a-1.0-0.tar.bz2": ("1.0", ["c"]), "c-1.0-0.tar.bz2": ("1.0", []),
+                       "c-1.1-0.tar.bz2": ("1.1", [])})
+    assert relock() == {"a": "1.0", "c": "1.0"}  # nothing asked for c 1.1
+    _channel(channel, {"a-1.0-0.tar.bz2": ("1.0", ["c >=1.1"]), "c-1.0-0.tar.bz2": ("1.0", []),
+                       "c-1.1-0.tar.bz2": ("1.1", [])})
+    assert relock() == {"a": "1.0", "c": "1.1"}  # a's record was patched: the old solution no longer holds
+    _channel(channel, {"a-1.0-0.tar.bz2": ("1.0", ["c"]), "c-1.2-0.tar.bz2": ("1.2", [])})
+    assert relock() == {"a": "1.0", "c": "1.2"}  # the locked c is gone from the channel
