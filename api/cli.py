@@ -1,8 +1,11 @@
 """The ``envyard`` command line: one entry point, errors rendered in one place.
 
 Commands live in small modules (``api/cli_lock.py`` ...) and are attached here.
-Every :class:`builder.errors.EnvyardError` becomes one line on stderr and the
-error's exit code; nothing else reaches the user as a traceback.
+Every :class:`builder.errors.EnvyardError` becomes one line on stderr (followed by its
+indented explanation, such as a solver's conflict tree, if it has one) and the error's
+exit code; a command-line usage error exits 64 (EX_USAGE); nothing else reaches the user
+as a traceback. With ``--json`` stdout carries exactly one JSON document: the command's
+result, with the error as its ``"error"`` member when the command fails.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from builder.errors import AuthenticationError, EnvyardError
+from builder.errors import EXIT_CODES, AuthenticationError, EnvyardError, UsageError
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -69,16 +72,42 @@ def rich_console(*, stderr: bool = False) -> Any:
     return Console(stderr=stderr, soft_wrap=True, width=NO_WRAP_WIDTH)
 
 
+def _exit_code_table() -> str:
+    rows = "\n".join(f"  {code:>3}  {meaning.replace('`', '')}" for code, meaning in EXIT_CODES)
+    return f"\b\nExit codes:\n{rows}"
+
+
 class EnvyardCLI(click.Group):
-    """The root group: maps typed errors to one line and an exit code."""
+    """The root group: maps typed errors to one line and an exit code, usage errors to 64."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as err:  # an unknown root option
+            err.exit_code = UsageError.exit_code
+            raise
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["argv"] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:  # unknown option, missing or extra argument of a command
+            err.exit_code = UsageError.exit_code
+            if "--json" in ctx.meta.get("argv", ()):
+                problem = UsageError(err.format_message()).to_problem()
+                click.echo(json.dumps({"error": problem}, indent=2))
+            raise
         except EnvyardError as err:
             if ctx.meta.get("json_output"):
-                click.echo(json.dumps({"error": err.to_problem()}, indent=2))
+                document = {**ctx.meta.get("json_document", {}), "error": err.to_problem()}
+                click.echo(json.dumps(document, indent=2))
             click.echo(f"error: {err.one_line()}", err=True)
+            for line in err.explanation_lines():
+                click.echo(line, err=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
@@ -137,7 +166,7 @@ class ServerOptions:
         )
 
 
-@click.group(cls=EnvyardCLI, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=EnvyardCLI, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_exit_code_table())
 @click.version_option(package_name="envyard")
 @click.option("--api", "api_url", envvar="ENVYARD_API_URL", default=DEFAULT_API_URL, show_default=True,
               metavar="URL", help="The envyard server [ENVYARD_API_URL].")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import click
 
 from api.cli import DefaultGroup
-from builder.errors import SpecError, StaleLockError
+from builder.errors import MissingLockError, SpecError, StaleLockError
 from builder.progress import Stage
 
 
@@ -51,8 +52,18 @@ def _settings() -> Any:
     return Settings()
 
 
+NONE = "none"  # ``--cuda none`` / ``--exclude-newer none``: unset an option a previous lock recorded
+DEFAULT_ALIAS = "https://conda.anaconda.org/"
+#: command-line parameter -> the lock option it sets (see builder.lock.INHERITABLE)
+INHERITED_PARAMS = {
+    "platform": "platforms", "channel_alias": "channel_alias", "cuda": "cuda", "virtual_package": "virtual_packages",
+    "exclude_newer": "exclude_newer", "strategy": "strategy", "channel_priority": "channel_priority",
+    "pip_index_url": "pip_index_url", "pip_find_links": "pip_find_links", "pip_no_index": "pip_no_index",
+}
+
+
 def _parse_date(value: str | None) -> datetime | None:
-    if value is None:
+    if value is None or value == NONE:
         return None
     try:
         parsed = datetime.fromisoformat(value)
@@ -76,7 +87,15 @@ def _parse_virtual(values: tuple[str, ...]) -> dict[str, str]:
     return parsed
 
 
-def _options(params: dict[str, Any]) -> Any:
+def _inherited(ctx: click.Context, settings: Any) -> frozenset[str]:
+    """The lock options neither the command line nor a setting gives: a relock takes them from the lock."""
+    given = {name for name in INHERITED_PARAMS
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
+    inherit = {option for param, option in INHERITED_PARAMS.items() if param not in given} | {"mirrors"}
+    return frozenset(inherit - (settings.model_fields_set & {"channel_alias", "mirrors", "pip_index_url"}))
+
+
+def _options(params: dict[str, Any], ctx: click.Context | None = None) -> Any:
     from builder.channels import ChannelOptions, S3Options
     from builder.lock import LockOptions
 
@@ -89,7 +108,7 @@ def _options(params: dict[str, Any]) -> Any:
     return settings, LockOptions(
         platforms=tuple(params["platform"]),
         channels=channels,
-        cuda=params["cuda"],
+        cuda=None if params["cuda"] == NONE else params["cuda"],
         virtual_packages=_parse_virtual(params["virtual_package"]),
         exclude_newer=_parse_date(params["exclude_newer"]),
         strategy=params["strategy"],
@@ -99,6 +118,76 @@ def _options(params: dict[str, Any]) -> Any:
         pip_no_index=params["pip_no_index"],
         pip_cache_dir=settings.pip_cache_dir,
         environ=dict(os.environ),
+        inherit=_inherited(ctx, settings) if ctx is not None else frozenset(),
+        update=tuple(params.get("update", ())),
+        update_all=params.get("update_all", False),
+    )
+
+
+def fix_command(spec: Path, out_dir: Path, options: Any, recorded: Any = None) -> str:
+    """The ``envyard lock`` command that makes the lock ``options`` describe (credentials never printed).
+
+    It names every option that is not the default or that differs from what the lock in ``out_dir``
+    records (``recorded``, which a relock would otherwise reuse): run verbatim, it reproduces the lock.
+    """
+    from builder.lock import provenance_of
+    from builder.model import LockProvenance
+
+    made = provenance_of(options)
+    before = recorded or LockProvenance()
+    args = ["envyard", "lock", str(spec), "-o", str(out_dir)]
+    for platform in made.platforms:
+        args += ["-p", platform]
+    if made.channel_alias and made.channel_alias != DEFAULT_ALIAS or (
+            before.channel_alias and made.channel_alias and made.channel_alias != before.channel_alias):
+        args += ["--channel-alias", made.channel_alias]
+    if made.cuda or before.cuda:
+        args += ["--cuda", made.cuda or NONE]
+    for name, version in made.virtual_packages.items():
+        args += ["--virtual-package", f"{name}={version.replace(' ', '=')}"]
+    if made.exclude_newer or before.exclude_newer:
+        args += ["--exclude-newer", made.exclude_newer or NONE]
+    if made.strategy != "highest" or before.strategy not in (None, made.strategy):
+        args += ["--strategy", str(made.strategy)]
+    if made.channel_priority != "strict" or before.channel_priority not in (None, made.channel_priority):
+        args += ["--channel-priority", str(made.channel_priority)]
+    if made.pip_index_url:
+        args += ["--pip-index-url", made.pip_index_url]
+    for link in made.pip_find_links:
+        args += ["--pip-find-links", link]
+    if made.pip_no_index:
+        args.append("--pip-no-index")
+    return shlex.join(args)
+
+
+def _check(ctx: click.Context, spec: Path, out_dir: Path, options: Any, json_output: bool) -> None:
+    """``--check``: exit 0 when fresh, 2 (with the command that fixes it) when stale or missing."""
+    from builder.pipeline import check_directory
+
+    found = check_directory(spec, out_dir, options, environ=os.environ)
+    check = found.check
+    fix = fix_command(spec, out_dir, found.options, found.recorded)
+    document = {
+        "spec": str(spec), "output": str(out_dir), "status": check.status, "fresh": check.status == "fresh",
+        "stale_platforms": list(check.stale), "missing_platforms": list(check.missing),
+        "extra_platforms": list(check.extra), "fix": fix,
+    }
+    if check.status == "fresh":
+        if json_output:
+            click.echo(json.dumps(document, indent=2))
+        else:
+            click.echo(f"lock in {out_dir} is up to date with {spec}")
+        return
+    ctx.meta["json_document"] = document  # the root prints it once, with the error inside
+    if check.status == "missing":
+        raise MissingLockError(
+            f"no lock in {out_dir} for {spec} (conda-lock.yml is missing)", file=spec, hint=f"run: {fix}"
+        )
+    reasons = [f"{p} ({found.details.get(p, 'inputs changed')})" for p in check.stale]
+    reasons += [f"{p} (not locked)" for p in check.missing]
+    reasons += [f"{p} ({found.details.get(p, 'no longer requested')})" for p in check.extra]
+    raise StaleLockError(
+        f"the lock in {out_dir} is stale for {spec}: {', '.join(reasons)}", file=spec, hint=f"run: {fix}"
     )
 
 
@@ -128,26 +217,29 @@ def lock_group() -> None:
 @click.option("--pip-index-url", metavar="URL", help="Index for the pip section when the spec names none.")
 @click.option("--pip-find-links", multiple=True, metavar="PATH", help="Extra wheel folder for the pip section.")
 @click.option("--pip-no-index", is_flag=True, help="Resolve pip requirements from --pip-find-links only.")
-@click.option("--json", "json_output", is_flag=True, help="Print a machine-readable summary.")
+@click.option("--update", multiple=True, metavar="PKG",
+              help="Re-solve PKG freely (repeatable); other packages of the existing lock stay where they fit.")
+@click.option("--update-all", is_flag=True, help="Re-solve every package (ignore the versions of the existing lock).")
+@click.option("--json", "json_output", is_flag=True, help="Print one machine-readable JSON document.")
 @click.pass_context
 def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json_output: bool, **params: Any) -> None:
-    """Lock SPEC (environment.yml, requirements.txt, or an existing lock to re-export)."""
-    from builder.pipeline import check_directory, lock_to_directory
+    """Lock SPEC (environment.yml, requirements.txt, or an existing lock to re-export).
+
+    A relock into a directory that holds a lock reuses the options that lock was made with
+    (platforms given with -p, --channel-alias, --cuda, --virtual-package, --exclude-newer, --strategy,
+    --channel-priority, pip options) unless given again (--cuda none / --exclude-newer none unset them),
+    and keeps every locked version that still fits the spec (--update PKG, --update-all free them).
+    """
+    from builder.errors import UsageError
+    from builder.pipeline import lock_to_directory
 
     ctx.meta["json_output"] = json_output
-    settings, options = _options(params)
+    settings, options = _options(params, ctx)
     if check:
-        stale = check_directory(spec, out_dir, options, environ=os.environ)
-        if json_output:
-            click.echo(json.dumps({"fresh": not stale, "stale_platforms": stale}))
-        if stale:
-            raise StaleLockError(
-                f"the lock in {out_dir} is stale for {spec} on {', '.join(stale)}",
-                file=spec,
-                hint=f"run: envyard lock {spec} -o {out_dir}",
-            )
-        if not json_output:
-            click.echo(f"lock in {out_dir} is up to date with {spec}")
+        if options.update or options.update_all:
+            raise UsageError("--check does not solve: --update and --update-all do not apply",
+                             hint="drop --update/--update-all, or drop --check to relock")
+        _check(ctx, spec, out_dir, options, json_output)
         return
     result = lock_to_directory(
         spec,
@@ -164,7 +256,12 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
             p: {"conda": len(pl.conda), "pip": len(pl.pip)} for p, pl in result.lock.platforms.items()
         },
         "files": {k: str(v) for k, v in result.files.items()},
+        "made_with": result.lock.provenance.to_metadata() if result.lock.provenance else None,
+        "removed": [str(p) for p in result.removed],
+        "warnings": list(result.warnings),
     }
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if json_output:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -179,20 +276,29 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
     console.print(table)
     for path in result.files.values():
         console.print(f"wrote {path}")
+    for path in result.removed:
+        console.print(f"removed {path} (platform no longer locked)")
 
 
 @lock_group.command("diff")
 @click.argument("old", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))
 @click.option("--json", "json_output", is_flag=True)
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the locks differ, 0 when they do not (as git diff).")
 @click.pass_context
-def lock_diff(ctx: click.Context, old: Path, new: Path, json_output: bool) -> None:
+def lock_diff(ctx: click.Context, old: Path, new: Path, json_output: bool, exit_code: bool) -> None:
     """Show packages added, removed and changed between two lockfiles, per platform."""
     from builder.lockdiff import diff_locks
     from builder.lockfiles import read_lockfile
 
     ctx.meta["json_output"] = json_output
     diff = diff_locks(read_lockfile(old), read_lockfile(new))
+    _print_diff(diff, json_output)
+    if exit_code and not diff.empty:
+        ctx.exit(1)
+
+
+def _print_diff(diff: Any, json_output: bool) -> None:
     if json_output:
         click.echo(json.dumps(diff.to_json(), indent=2))
         return

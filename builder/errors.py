@@ -43,9 +43,11 @@ class EnvyardError(Exception):
         line: int | None = None,
         field: str | None = None,
         details: Mapping[str, Any] | None = None,
+        explanation: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.explanation = explanation
         self.hint = hint
         self.file = str(file) if file is not None else None
         self.line = line
@@ -72,6 +74,13 @@ class EnvyardError(Exception):
             text += f" (hint: {' '.join(self.hint.split())})"
         return text
 
+    def explanation_lines(self) -> list[str]:
+        """The multi-line explanation (a solver's conflict tree, one entry per problem) as the CLI prints it
+        below :meth:`one_line`: every line indented by two spaces; empty without an explanation."""
+        if not self.explanation:
+            return []
+        return ["  " + line.rstrip() for line in self.explanation.strip("\n").splitlines()]
+
     def to_problem(self, instance: str | None = None) -> dict[str, Any]:
         """RFC 9457 problem details (``application/problem+json``)."""
         problem: dict[str, Any] = {
@@ -86,6 +95,8 @@ class EnvyardError(Exception):
             value = getattr(self, key)
             if value is not None:
                 problem[key] = value
+        if self.explanation:
+            problem["explanation"] = self.explanation
         if self.details:
             problem["details"] = self.details
         return problem
@@ -143,6 +154,16 @@ class SolveError(EnvyardError):
     status = 422
 
 
+class MissingPackagesError(SolveError):
+    """Requested specs that no record in the channels searched can satisfy (found before solving).
+
+    The same problem type as :class:`SolveError` (the request is unsatisfiable); ``details.missing``
+    lists each spec with the nearest available versions or similar names.
+    """
+
+    title = "Requested packages are not available"
+
+
 class MissingVirtualPackageError(SolveError):
     """The solve failed because a virtual package (``__cuda``, ``__glibc`` ...) is absent."""
 
@@ -180,6 +201,22 @@ class StaleLockError(EnvyardError):
     title = "Lock is out of date"
     status = 409
     exit_code = 2
+
+
+class MissingLockError(StaleLockError):
+    """``envyard lock --check``: there is no lock to check (same exit code as a stale one: both need a lock)."""
+
+    code = "missing-lock"
+    title = "Lock is missing"
+
+
+class UsageError(EnvyardError):
+    """A command line that cannot be run as given (options that exclude each other, an unknown name)."""
+
+    code = "usage"
+    title = "Invalid command line"
+    status = 400
+    exit_code = 64
 
 
 class PackageIntegrityError(EnvyardError):
@@ -319,7 +356,7 @@ class ConfigError(EnvyardError):
     code = "config-invalid"
     title = "Invalid configuration"
     status = 500
-    exit_code = 2
+    exit_code = 78
 
 
 class TargetError(EnvyardError):
@@ -328,7 +365,7 @@ class TargetError(EnvyardError):
     code = "invalid-registry-target"
     title = "Invalid registry target"
     status = 422
-    exit_code = 2
+    exit_code = 78
 
 
 class TooManyRequestsError(EnvyardError):
@@ -416,3 +453,23 @@ class DiskFullError(EnvyardError):
                 return cls.at(path, reason or "no space left on device")  # reason: "Disk quota exceeded" too
             current = current.__cause__ or current.__context__
         return None
+
+
+#: Every exit code of the ``envyard`` command, in the order ``envyard --help`` and the README list them.
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "success; `lock --check`: the lock is fresh; `lock diff --exit-code`: no differences"),
+    (1, "an error in the input: spec, lockfile, channel, solve, pip; `lock diff --exit-code`: differences"),
+    (2, "`lock --check`: the lock is stale or missing"),
+    (3, "a package or artifact does not match its hash, or writes outside its prefix"),
+    (4, "an install, image or build failed, or ran past its time limit"),
+    (5, "a registry refused or could not be reached"),
+    (6, "not found: namespace, environment, build or artifact"),
+    (7, "conflict with the current state"),
+    (8, "authentication or permission"),
+    (9, "the envyard server or its artifact store is unavailable, or a per-token limit was reached (retry)"),
+    (10, "a followed build was canceled"),
+    (64, "usage: unknown option, missing or extra argument, options that exclude each other"),
+    (70, "internal error (a bug in envyard; ENVYARD_DEBUG=1 shows the traceback)"),
+    (78, "configuration: an ENVYARD_* setting or a registry target cannot be used"),
+    (130, "interrupted"),
+)

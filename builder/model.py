@@ -17,10 +17,12 @@ converted into it once, at the boundary (:func:`builder.solve` does that).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import fields as dataclass_fields
+from typing import Any, Literal
 
 SUPPORTED_PLATFORMS: tuple[str, ...] = (
     "linux-64",
@@ -108,13 +110,95 @@ class PlatformLock:
 
 
 @dataclass(frozen=True, slots=True)
+class LockProvenance:
+    """How a lock was made: the options, beyond the spec, that a solve depended on.
+
+    ``envyard lock --check`` and a plain relock reuse them unless the command line sets
+    them again. ``platforms`` is recorded only when chosen on the command line (a spec's
+    own ``platforms:`` stay the spec's). Channel alias, mirrors and the pip index are
+    recorded only without credentials in them. Formats hold it as string pairs
+    (:meth:`to_metadata`): conda-lock.yml in ``custom_metadata`` (``envyard.option.KEY``),
+    ``@EXPLICIT`` files as ``# envyard.option.KEY: VALUE`` header lines. pixi.lock has no place for
+    them (py-rattler 0.28 writes platforms, channels and packages only): it keeps the platforms and
+    each platform's virtual packages (``__cuda`` from ``--cuda`` among them), not the options.
+
+    >>> made = LockProvenance(platforms=("linux-64", "osx-arm64"), cuda="12.4", strategy="highest")
+    >>> made.to_metadata()["platforms"]
+    '["linux-64","osx-arm64"]'
+    >>> LockProvenance.from_metadata(made.to_metadata()) == made
+    True
+    """
+
+    platforms: tuple[str, ...] = ()
+    channel_alias: str | None = None
+    mirrors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    cuda: str | None = None
+    virtual_packages: Mapping[str, str] = field(default_factory=dict)
+    exclude_newer: str | None = None
+    strategy: str | None = None
+    channel_priority: str | None = None
+    pip_index_url: str | None = None
+    pip_find_links: tuple[str, ...] = ()
+    pip_no_index: bool = False
+
+    def to_metadata(self) -> dict[str, str]:
+        """The recorded options as sorted ``key -> string`` pairs (lists and maps as compact JSON)."""
+        out: dict[str, str] = {}
+        for key in ("channel_alias", "cuda", "exclude_newer", "strategy", "channel_priority", "pip_index_url"):
+            value = getattr(self, key)
+            if value:
+                out[key] = value
+        for key in ("platforms", "pip_find_links"):
+            if getattr(self, key):
+                out[key] = json.dumps(list(getattr(self, key)), separators=(",", ":"))
+        if self.mirrors:
+            out["mirrors"] = json.dumps({k: list(v) for k, v in sorted(self.mirrors.items())}, separators=(",", ":"))
+        if self.virtual_packages:
+            out["virtual_packages"] = json.dumps(dict(sorted(self.virtual_packages.items())), separators=(",", ":"))
+        if self.pip_no_index:
+            out["pip_no_index"] = "true"
+        return dict(sorted(out.items()))
+
+    @classmethod
+    def from_metadata(cls, values: Mapping[str, str]) -> LockProvenance:
+        """Read :meth:`to_metadata`'s pairs back; ValueError naming the key of a value that is not valid."""
+        known = {f.name for f in dataclass_fields(cls)}
+        fields: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known or not isinstance(value, str):
+                raise ValueError(f"unknown lock option {key!r}")
+            try:
+                if key in ("platforms", "pip_find_links"):
+                    parsed = json.loads(value)
+                    if not (isinstance(parsed, list) and all(isinstance(x, str) for x in parsed)):
+                        raise ValueError
+                    fields[key] = tuple(parsed)
+                elif key in ("mirrors", "virtual_packages"):
+                    parsed = json.loads(value)
+                    if not isinstance(parsed, dict):
+                        raise ValueError
+                    if key == "mirrors":
+                        fields[key] = {str(k): tuple(str(u) for u in v) for k, v in parsed.items()}
+                    else:
+                        fields[key] = {str(k): str(v) for k, v in parsed.items()}
+                elif key == "pip_no_index":
+                    fields[key] = value == "true"
+                else:
+                    fields[key] = value
+            except (TypeError, ValueError):
+                raise ValueError(f"lock option {key!r} has an unreadable value {value!r}") from None
+        return cls(**fields)
+
+
+@dataclass(frozen=True, slots=True)
 class EnvironmentLock:
     """A whole lock: per-platform package sets plus the metadata every format needs.
 
     ``requested`` maps a platform to the conda specs the user asked for there
     (after selectors); ``requested_pip`` to the pip requirements. Both are empty
     for locks imported from formats that do not record them (``@EXPLICIT``).
-    ``content_hash`` maps a platform to the hash of the inputs it was solved from.
+    ``content_hash`` maps a platform to the hash of the inputs it was solved from;
+    ``provenance`` records the options it was made with (None when unknown: imported locks).
     """
 
     platforms: Mapping[str, PlatformLock]
@@ -125,6 +209,7 @@ class EnvironmentLock:
     requested: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     requested_pip: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
+    provenance: LockProvenance | None = None
 
     @property
     def platform_names(self) -> tuple[str, ...]:

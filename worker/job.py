@@ -292,7 +292,7 @@ def _run(job_dir: Path, events: JsonLinesEvents) -> int:
         return 0
     except EnvyardError as caught:
         err = DiskFullError.find(caught, job_dir) or caught  # a full disk is no spec or install error
-        print(f"error: {err.one_line()}", file=sys.stderr, flush=True)
+        print(f"error: {err.one_line()}", *err.explanation_lines(), sep="\n", file=sys.stderr, flush=True)
         events.error(err.code, err.message, err.hint, file=err.file, line=err.line, field=err.field)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from api.cli import EnvyardCLI
+from builder import errors
 from builder.errors import StaleLockError
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_cli(exc: BaseException) -> click.Group:
@@ -48,3 +53,94 @@ def test_unexpected_exception_is_one_line_unless_debugging(monkeypatch: pytest.M
     monkeypatch.setenv("ENVYARD_DEBUG", "1")
     result = CliRunner().invoke(make_cli(RuntimeError("kaboom")), ["boom"])
     assert isinstance(result.exception, RuntimeError)
+
+
+# --- one table of exit codes, each code produced by the errors that carry it ----------------------------------
+
+
+def _error_classes() -> list[type[errors.EnvyardError]]:
+    """Every typed error class, including those the CLI's modules define."""
+    import api.cli_progress  # noqa: F401  (build failed / canceled)
+    import api.services.gc  # noqa: F401
+    import builder.why  # noqa: F401
+    import registry.server  # noqa: F401
+
+    found, todo = [], [errors.EnvyardError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+#: a code -> how the CLI gets there, for the codes no typed error carries
+BY_CLI = {0: None, 64: "usage", 70: RuntimeError("kaboom"), 130: KeyboardInterrupt()}
+
+
+@pytest.mark.parametrize("code", [code for code, _ in errors.EXIT_CODES])
+def test_each_exit_code_of_the_table(code: int):
+    carriers = [cls for cls in _error_classes() if cls.exit_code == code]
+    runner = CliRunner()
+    if code in BY_CLI:
+        cause = BY_CLI[code]
+        if cause is None:
+            result = runner.invoke(make_cli(StaleLockError("unused")), ["--help"])
+        elif cause == "usage":
+            result = runner.invoke(make_cli(StaleLockError("unused")), ["boom", "--no-such-option"])
+        else:
+            assert isinstance(cause, BaseException)
+            result = runner.invoke(make_cli(cause), ["boom"])
+        assert result.exit_code == code, result.output
+        return
+    assert carriers, f"no error class exits {code}"
+    for cls in carriers:
+        result = runner.invoke(make_cli(cls("it failed", hint="do this")), ["boom"])
+        assert result.exit_code == code, cls
+        assert result.stderr.strip() == "error: it failed (hint: do this)"
+
+
+def test_every_exit_code_an_error_carries_is_in_the_table():
+    listed = {code for code, _ in errors.EXIT_CODES}
+    loaded = {cls.exit_code for cls in _error_classes()}  # only the errors of modules imported here
+    assert loaded <= listed
+    assert errors.StaleLockError.exit_code == errors.MissingLockError.exit_code == 2
+    assert len({errors.StaleLockError.exit_code, errors.UsageError.exit_code, errors.ConfigError.exit_code}) == 3
+
+
+def test_help_and_readme_list_the_same_exit_codes():
+    from api.cli import cli
+
+    help_text = CliRunner().invoke(cli, ["--help"]).output
+    readme = (REPO / "README.md").read_text()
+    for code, meaning in errors.EXIT_CODES:
+        assert re.search(rf"^\s+{code}\s+{re.escape(meaning.replace('`', ''))}$", help_text, re.MULTILINE), code
+        assert f"| {code} | {meaning} |" in readme
+
+
+def test_usage_error_exits_64_and_with_json_is_one_document():
+    result = CliRunner().invoke(make_cli(StaleLockError("unused")), ["boom", "--json", "--bogus"])
+    assert result.exit_code == 64
+    assert "No such option" in result.stderr
+    problem = json.loads(result.stdout)["error"]
+    assert problem["type"] == "https://envyard.dev/problems/usage" and "--bogus" in problem["detail"]
+    root = CliRunner().invoke(make_cli(StaleLockError("unused")), ["--bogus"])
+    assert root.exit_code == 64 and root.stdout == ""
+
+
+def test_a_failing_command_prints_its_result_and_error_as_one_document():
+    @click.group(cls=EnvyardCLI)
+    def cli() -> None: ...
+
+    @cli.command()
+    @click.option("--json", "json_output", is_flag=True)
+    @click.pass_context
+    def check(ctx: click.Context, json_output: bool) -> None:
+        ctx.meta["json_output"] = json_output
+        ctx.meta["json_document"] = {"status": "stale"}
+        raise StaleLockError("stale", explanation="first\nsecond")
+
+    result = CliRunner().invoke(cli, ["check", "--json"])
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    assert document["status"] == "stale" and document["error"]["explanation"] == "first\nsecond"
+    assert result.stderr.splitlines() == ["error: stale", "  first", "  second"]

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from builder.channels import ChannelOptions, make_gateway
-from builder.errors import LockfileError, MissingVirtualPackageError, PipResolutionError, SpecError
-from builder.lock import LockOptions, content_hash, lock_environment, stale_platforms, target_platforms
-from builder.model import PlatformLock
+from builder.errors import LockfileError, MissingVirtualPackageError, PipResolutionError, SpecError, UsageError
+from builder.lock import (
+    INHERITABLE,
+    LockOptions,
+    check_lock,
+    content_hash,
+    inherit_options,
+    lock_environment,
+    provenance_of,
+    stale_platforms,
+    target_platforms,
+)
+from builder.model import LockProvenance, PlatformLock
 from builder.records import check_closed
 from builder.spec import parse_environment_yaml, read_spec
 
@@ -143,3 +156,160 @@ dependencies:
 def test_pip_section_without_python_is_a_clear_error(derived_alias, derived_gateway):
     with pytest.raises(PipResolutionError, match="no python"):
         lock("channels: [conda-forge]\ndependencies: [zlib, {pip: [requests]}]\n", derived_alias, derived_gateway)
+
+
+# --- locks remember how they were made; relocks change as little as possible ------------------------------
+
+
+def test_relock_keeps_versions_that_still_fit_and_update_frees_them(derived_alias, derived_gateway):
+    """Adding pandas does not move numpy 2.2.6 (rattler's locked_packages); --update numpy / --update-all do."""
+    options = LockOptions(channels=ChannelOptions(channel_alias=derived_alias))
+    first = lock("channels: [conda-forge]\ndependencies: [python 3.12.*, numpy 2.2.*]\n", derived_alias,
+                 derived_gateway)
+    assert first.platforms["linux-64"].conda_by_name()["numpy"].version == "2.2.6"
+    grown = parse_environment_yaml("channels: [conda-forge]\ndependencies: [python 3.12.*, numpy, pandas]\n")
+    kept = asyncio.run(lock_environment(grown, options, derived_gateway, previous=first)).platforms["linux-64"]
+    before = first.platforms["linux-64"].conda_by_name()
+    assert kept.conda_by_name()["numpy"].version == "2.2.6"
+    assert {n: p.version for n, p in kept.conda_by_name().items() if n in before} == {
+        n: p.version for n, p in before.items()}  # nothing already locked moved
+    freed = asyncio.run(lock_environment(grown, replace(options, update=("numpy",)), derived_gateway,
+                                         previous=first)).platforms["linux-64"].conda_by_name()
+    fresh = asyncio.run(lock_environment(grown, options, derived_gateway)).platforms["linux-64"].conda_by_name()
+    assert freed["numpy"].version == fresh["numpy"].version != "2.2.6"
+    everything = asyncio.run(lock_environment(grown, replace(options, update_all=True), derived_gateway,
+                                              previous=first)).platforms["linux-64"].conda_by_name()
+    assert {n: p.url for n, p in everything.items()} == {n: p.url for n, p in fresh.items()}
+
+
+def test_update_of_an_unknown_name_and_update_with_update_all_are_usage_errors(derived_alias, derived_gateway):
+    first = lock("channels: [conda-forge]\ndependencies: [python 3.12.*]\n", derived_alias, derived_gateway)
+    spec = parse_environment_yaml("channels: [conda-forge]\ndependencies: [python 3.12.*]\n")
+    options = LockOptions(channels=ChannelOptions(channel_alias=derived_alias))
+    with pytest.raises(UsageError, match="nunpy") as info:
+        asyncio.run(lock_environment(spec, replace(options, update=("nunpy",)), derived_gateway, previous=first))
+    assert info.value.exit_code == 64
+    with pytest.raises(UsageError, match="exclude each other"):
+        asyncio.run(lock_environment(spec, replace(options, update=("python",), update_all=True), derived_gateway,
+                                     previous=first))
+
+
+def test_lock_records_its_options_and_every_format_keeps_them(derived_alias, derived_gateway, tmp_path: Path):
+    from builder.lockfiles import read_lockfile, write_lock_files
+
+    result = lock("channels: [conda-forge]\ndependencies: [python 3.12.*]\n", derived_alias, derived_gateway,
+                  platforms=("linux-64", "osx-arm64"), cuda="12.4", virtual_packages={"__glibc": "2.34"},
+                  exclude_newer=datetime(2026, 3, 1, tzinfo=UTC), strategy="lowest-direct",
+                  channel_priority="disabled")
+    made = result.provenance
+    assert made == LockProvenance(
+        platforms=("linux-64", "osx-arm64"), channel_alias=derived_alias, cuda="12.4",
+        virtual_packages={"__glibc": "2.34"}, exclude_newer="2026-03-01T00:00:00+00:00", strategy="lowest-direct",
+        channel_priority="disabled")
+    write_lock_files(result, tmp_path)
+    assert read_lockfile(tmp_path / "conda-lock.yml").provenance == made
+    assert read_lockfile(tmp_path / "conda-osx-arm64.lock").provenance == made
+    assert "# envyard.option.cuda: 12.4" in (tmp_path / "conda-linux-64.lock").read_text()
+    assert "envyard.option.platforms: '[\"linux-64\",\"osx-arm64\"]'" in (tmp_path / "conda-lock.yml").read_text()
+
+
+def test_check_and_relock_inherit_recorded_options_unless_given(derived_alias, derived_gateway):
+    text = "channels: [conda-forge]\ndependencies: [python 3.12.*]\n"
+    spec = parse_environment_yaml(text)
+    made = lock(text, derived_alias, derived_gateway, platforms=("linux-64", "osx-arm64"), cuda="12.4")
+    plain = LockOptions(inherit=INHERITABLE)  # nothing given on the command line
+    assert check_lock(spec, plain, made).status == "stale"  # without the record: osx-arm64 extra, cuda differs
+    inherited = inherit_options(plain, made.provenance)
+    assert (inherited.platforms, inherited.cuda) == (("linux-64", "osx-arm64"), "12.4")
+    assert inherited.channels.channel_alias == derived_alias
+    assert check_lock(spec, inherited, made).status == "fresh"
+    given = inherit_options(replace(plain, cuda="12.6", inherit=INHERITABLE - {"cuda"}), made.provenance)
+    assert given.cuda == "12.6" and check_lock(spec, given, made).stale == ("linux-64",)  # no __cuda on macOS
+    one = inherit_options(replace(plain, platforms=("linux-64",), inherit=INHERITABLE - {"platforms"}),
+                          made.provenance)
+    assert check_lock(spec, one, made).extra == ("osx-arm64",)
+    missing = check_lock(spec, inherited, None)
+    assert missing.status == "missing" and missing.missing == ("linux-64", "osx-arm64")
+    assert inherit_options(LockOptions(), made.provenance) == LockOptions()  # worker/bench: nothing inherited
+
+
+def test_credentials_are_never_recorded():
+    options = LockOptions(
+        channels=ChannelOptions(channel_alias="https://user:secret@mirror.example.org/conda/",
+                                mirrors={"https://conda.anaconda.org/": ["https://mirror.example.org/t/tok-123/"]}),
+        pip_index_url="https://__token__:pypi-abc@pypi.example.org/simple")
+    made = provenance_of(options)
+    assert made.channel_alias is None and made.mirrors == {} and made.pip_index_url is None
+    assert "secret" not in repr(made.to_metadata()) and "tok-123" not in repr(made.to_metadata())
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO.parent / "shared" / "data" / "locks" / "conda-lock")
+                                        .glob("*.y*ml")) or ["absent"])
+def test_metadata_only_read_agrees_with_the_whole_file(shared_data: Path, name: str):
+    """``--check`` reads a conda-lock.yml's head only: same platforms, hashes and channels as a full read."""
+    from builder.lockfiles import read_lockfile
+    from builder.pipeline import read_lock_head
+
+    path = shared_data / "locks" / "conda-lock" / name
+    head, whole = read_lock_head(path), read_lockfile(path)
+    assert head.platform_names == whole.platform_names
+    assert (head.content_hash, head.channels, head.provenance) == (whole.content_hash, whole.channels,
+                                                                  whole.provenance)
+
+
+def test_relock_over_an_unreadable_lock_warns_and_replaces_it(derived_alias, derived_gateway, tmp_path: Path):
+    from builder.pipeline import lock_to_directory
+
+    spec = tmp_path / "environment.yml"
+    spec.write_text("channels: [conda-forge]\ndependencies: [python 3.12.*]\n")
+    out = tmp_path / "locks"
+    out.mkdir()
+    (out / "conda-lock.yml").write_text("version: 1\nmetadata: [not, a, mapping\n")
+    (out / "conda-win-64.lock").write_text("# Generated by envyard.\n# platform: win-64\n@EXPLICIT\n")
+    (out / "conda-osx-64.lock").write_text("# written by hand\n@EXPLICIT\n")
+    result = lock_to_directory(spec, out, LockOptions(channels=ChannelOptions(channel_alias=derived_alias)),
+                               cache_dir=tmp_path, gateway=derived_gateway)
+    assert len(result.warnings) == 1 and "cannot be read" in result.warnings[0]
+    assert result.removed == (out / "conda-win-64.lock",)  # envyard's leftover goes, a hand-written file stays
+    assert (out / "conda-osx-64.lock").exists()
+    assert "python" in result.lock.platforms["linux-64"].conda_by_name()
+
+
+def _channel(root: Path, packages: dict[str, tuple[str, list[str]]]) -> None:
+    """A noarch channel (repodata only) of ``file name -> (version, depends)``."""
+    records = {fn: {"name": fn.rsplit("-", 2)[0], "version": version, "build": "0", "build_number": 0,
+                    "depends": depends, "subdir": "noarch", "md5": "0" * 32, "sha256": "1" * 64}
+               for fn, (version, depends) in packages.items()}
+    for subdir, content in (("noarch", records), ("linux-64", {})):
+        (root / subdir).mkdir(parents=True, exist_ok=True)
+        (root / subdir / "repodata.json").write_text(json.dumps({"info": {"subdir": subdir}, "packages": content}))
+
+
+def test_relock_of_an_unchanged_spec_keeps_the_lock_until_the_channel_invalidates_it(tmp_path: Path):
+    """Unchanged inputs: the previous solution stands (a newer c appears and is not taken); once a locked record
+    is gone, or its channel's record now needs something else, the spec is solved again."""
+    from builder.lockfiles import read_lockfile
+    from builder.pipeline import lock_to_directory
+
+    channel = tmp_path / "chan"
+    spec = tmp_path / "environment.yml"
+    spec.write_text(f"channels: [{channel.as_uri()}]\ndependencies: [a]\n")
+
+    def relock() -> dict[str, str]:
+        gateway = make_gateway(tmp_path / f"cache{len(list(tmp_path.glob('cache*')))}", ChannelOptions())
+        result = lock_to_directory(spec, tmp_path / "out", LockOptions(), cache_dir=tmp_path, gateway=gateway)
+        written = read_lockfile(tmp_path / "out" / "conda-lock.yml").platforms["linux-64"].conda
+        assert [(p.name, p.version) for p in written] == [(p.name, p.version) for p in
+                                                           result.lock.platforms["linux-64"].conda]
+        return {p.name: p.version for p in result.lock.platforms["linux-64"].conda}
+
+    _channel(channel, {"a-1.0-0.tar.bz2": ("1.0", ["c"]), "c-1.0-0.tar.bz2": ("1.0", [])})
+    assert relock() == {"a": "1.0", "c": "1.0"}
+    _channel(channel, {"a-1.0-0.tar.bz2": ("1.0", ["c"]), "c-1.0-0.tar.bz2": ("1.0", []),
+                       "c-1.1-0.tar.bz2": ("1.1", [])})
+    assert relock() == {"a": "1.0", "c": "1.0"}  # nothing asked for c 1.1
+    _channel(channel, {"a-1.0-0.tar.bz2": ("1.0", ["c >=1.1"]), "c-1.0-0.tar.bz2": ("1.0", []),
+                       "c-1.1-0.tar.bz2": ("1.1", [])})
+    assert relock() == {"a": "1.0", "c": "1.1"}  # a's record was patched: the old solution no longer holds
+    _channel(channel, {"a-1.0-0.tar.bz2": ("1.0", ["c"]), "c-1.2-0.tar.bz2": ("1.2", [])})
+    assert relock() == {"a": "1.0", "c": "1.2"}  # the locked c is gone from the channel

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from builder.channels import ChannelOptions, channel_url, make_gateway, qualify_spec
-from builder.errors import ChannelError, MissingVirtualPackageError, SolveError
-from builder.solve import SolveRequest, solve_platform, solve_platforms
+from builder.errors import ChannelError, MissingPackagesError, MissingVirtualPackageError, SolveError
+from builder.model import LockedCondaPackage
+from builder.solve import SolveRequest, solve_platform, solve_platforms, to_locked_package
 from builder.virtual_packages import virtual_packages_for
 
 ML_NOTEBOOK = (
@@ -172,3 +174,109 @@ def test_channel_names_and_urls():
     assert channel_url("/srv/channel", options) == "file:///srv/channel"
     with pytest.raises(ChannelError):
         channel_url("not a channel!", options)
+
+
+# --- every problem at once ------------------------------------------------------------------------------
+
+
+def test_every_spec_without_candidates_is_reported_in_one_run(derived_alias, derived_gateway):
+    specs = ("python 3.12.*", "numpy ==1.19", "nosuchpkg", "pandsa", "scipy >=99")
+    with pytest.raises(MissingPackagesError) as info:
+        asyncio.run(solve_platform(request(derived_alias, specs), derived_gateway))
+    err = info.value
+    assert err.details["specs"] == ["numpy ==1.19", "nosuchpkg", "pandsa", "scipy >=99"]
+    assert err.details["channels"] == [derived_alias + "conda-forge"]
+    assert derived_alias + "conda-forge" in err.message
+    missing = {m["spec"]: m for m in err.details["missing"]}
+    assert missing["numpy ==1.19"]["available"][0] == "1.24.4"
+    assert all(v.startswith(("1.", "2.")) for v in missing["scipy >=99"]["available"])
+    assert missing["pandsa"]["did_you_mean"] == ["pandas"]
+    assert missing["nosuchpkg"]["did_you_mean"] == []
+    lines = err.explanation_lines()
+    assert len(lines) == 4 and "nearest available: 1.24.4" in lines[0] and "did you mean pandas?" in lines[2]
+    assert "relax the pins" in (err.hint or "")
+
+
+def test_missing_names_without_pins_get_no_pin_hint(derived_alias, derived_gateway):
+    with pytest.raises(MissingPackagesError) as info:
+        asyncio.run(solve_platform(request(derived_alias, ("python 3.12.*", "nosuchpkg")), derived_gateway))
+    assert "pin" not in (info.value.hint or "")
+    assert info.value.explanation is None  # nothing to add to the one line
+
+
+def test_conflict_is_the_solvers_tree_and_the_pin_hint_only_with_pins(derived_alias, derived_gateway, tmp_path):
+    with pytest.raises(SolveError) as info:
+        asyncio.run(solve_platform(request(derived_alias, ("python 3.10.*", "numpy >=2.3")), derived_gateway))
+    err = info.value
+    lines = err.explanation_lines()
+    assert len(lines) > 5 and lines[0].strip() == "The following packages are incompatible"
+    assert any(line.lstrip().startswith(("├─", "└─")) for line in lines)
+    assert "\n" not in err.one_line() and "relax or remove one of the pins" in (err.hint or "")
+    assert err.to_problem()["explanation"].startswith("The following packages are incompatible\n")
+
+    channel = tmp_path / "clash"  # a and b need different c; neither is pinned by the user
+    records = {"a": ("1.0", ["c <2"]), "b": ("1.0", ["c >=2"]), "c": ("1.0", []), "c2": ("2.0", [])}
+    packages = {}
+    for key, (version, depends) in records.items():
+        name = "c" if key.startswith("c") else key
+        packages[f"{name}-{version}-0.tar.bz2"] = {"name": name, "version": version, "build": "0", "build_number": 0,
+                                                   "depends": depends, "subdir": "noarch"}
+    for subdir, content in (("noarch", packages), ("linux-64", {})):
+        (channel / subdir).mkdir(parents=True)
+        (channel / subdir / "repodata.json").write_text(json.dumps({"info": {"subdir": subdir},
+                                                                    "packages": content}))
+    req = SolveRequest("linux-64", ("a", "b"), (channel.as_uri(),), ())
+    with pytest.raises(SolveError) as info:
+        asyncio.run(solve_platform(req, make_gateway(tmp_path / "cache", ChannelOptions())))
+    assert "pin" not in (info.value.hint or "")
+    assert "cannot be installed together" in (info.value.hint or "")
+    assert info.value.details["specs"] == ["a", "b"]
+
+
+def test_every_failing_platform_is_reported(derived_alias, derived_gateway):
+    platforms = ("osx-arm64", "win-64", "linux-64")
+    specs = ("python 3.12.*", "ucrt", "numpy ==1.19")
+    with pytest.raises(MissingPackagesError) as info:
+        asyncio.run(solve_platforms([request(derived_alias, specs, p) for p in platforms], derived_gateway))
+    err = info.value
+    assert err.message.startswith("3 of 3 platforms cannot be solved: osx-arm64, win-64, linux-64")
+    assert set(err.details["platforms"]) == set(platforms)
+    assert err.details["platforms"]["win-64"]["details"]["specs"] == ["numpy ==1.19"]  # ucrt exists there
+    text = "\n".join(err.explanation_lines())
+    assert text.count("'ucrt': no package of that name") == 2 and text.count("'numpy ==1.19'") == 5
+    # one platform failing of several: that platform's own error, the others solved
+    with pytest.raises(MissingPackagesError) as one:
+        asyncio.run(solve_platforms([request(derived_alias, ("python 3.12.*", "ucrt"), p)
+                                     for p in ("win-64", "linux-64")], derived_gateway))
+    assert one.value.message.startswith("linux-64: no solution for 'ucrt': no candidates in ")
+    assert one.value.message.endswith("(linux-64, noarch); no package of that name")
+
+
+def _by_attributes(record) -> LockedCondaPackage:  # type: ignore[no-untyped-def]
+    """The conversion field by field through py-rattler's attributes (the reference for the JSON one)."""
+    noarch, stamp = record.noarch, record.timestamp
+    return LockedCondaPackage(
+        name=record.name.source, version=str(record.version), build=str(record.build),
+        build_number=int(record.build_number), subdir=str(record.subdir), channel=str(record.channel).rstrip("/"),
+        url=str(record.url), sha256=record.sha256.hex() if record.sha256 else None,
+        md5=record.md5.hex() if record.md5 else None, depends=tuple(record.depends),
+        constrains=tuple(record.constrains), size=record.size,
+        timestamp=None if stamp is None else int(stamp.timestamp() * 1000),
+        noarch=None if not noarch or noarch.none else ("python" if noarch.python else "generic"),
+        license=record.license, track_features=tuple(record.track_features))
+
+
+@pytest.mark.parametrize("channel", ["derived-from-lockfiles/conda-forge", "conda-tests-index4"])
+def test_record_conversion_equals_reading_every_attribute(shared_data: Path, tmp_path: Path, channel: str):
+    """Every record of a modern (timestamps in ms) and a 2018 channel (in seconds) converts identically."""
+    url = (shared_data / "repodata" / channel).as_uri()
+    gateway = make_gateway(tmp_path, ChannelOptions())
+
+    async def records() -> list:  # type: ignore[type-arg]
+        subdirs = ["linux-64", "noarch"]
+        names = [n.normalized for n in await gateway.names([url], subdirs)]
+        return [r for rs in await gateway.query([url], subdirs, names, recursive=False) for r in rs]
+
+    converted = asyncio.run(records())
+    assert len(converted) > 3000
+    assert [to_locked_package(r) for r in converted] == [_by_attributes(r) for r in converted]
