@@ -358,7 +358,7 @@ def test_env_delete_asks_or_needs_yes(svc: Service, tmp_path: Path) -> None:
     refused = subprocess.run([sys.executable, "-m", "api.cli", "--api", svc.url, "--token", svc.token, "env",
                               "delete", "team/deleted"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                              env=cli_env(svc.env), cwd=tmp_path, timeout=60)
-    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.returncode == 64, refused.stdout + refused.stderr  # a usage error
     assert "refusing to delete team/deleted without --yes: stdin is not a terminal" in refused.stderr
     assert as_json(envyard(svc, "env", "show", "team/deleted", "--json"))["name"] == "deleted"
 
