@@ -121,9 +121,12 @@ def lock_group() -> None:
 @click.option("--pip-index-url", metavar="URL", help="Index for the pip section when the spec names none.")
 @click.option("--pip-find-links", multiple=True, metavar="PATH", help="Extra wheel folder for the pip section.")
 @click.option("--pip-no-index", is_flag=True, help="Resolve pip requirements from --pip-find-links only.")
+@click.option("--environment", metavar="NAME",
+              help="pixi.lock input: the environment to re-export (default: default; 'all' for every one).")
 @click.option("--json", "json_output", is_flag=True, help="Print a machine-readable summary.")
 @click.pass_context
-def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json_output: bool, **params: Any) -> None:
+def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json_output: bool,
+                environment: str | None, **params: Any) -> None:
     """Lock SPEC (environment.yml, requirements.txt, or an existing lock to re-export)."""
     from builder.pipeline import check_directory, lock_to_directory
 
@@ -149,7 +152,10 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
         cache_dir=settings.cache_dir,
         environ=os.environ,
         reporter=None if json_output else RichReporter(),
+        environment=environment,
     )
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     summary = {
         "spec": str(spec),
         "reexported": result.reexported,
@@ -157,6 +163,7 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
             p: {"conda": len(pl.conda), "pip": len(pl.pip)} for p, pl in result.lock.platforms.items()
         },
         "files": {k: str(v) for k, v in result.files.items()},
+        "warnings": list(result.warnings),
     }
     if json_output:
         click.echo(json.dumps(summary, indent=2))
@@ -207,20 +214,30 @@ def lock_diff(ctx: click.Context, old: Path, new: Path, json_output: bool) -> No
 @click.argument("package")
 @click.argument("lockfile", type=click.Path(path_type=Path))
 @click.option("-p", "--platform", help="Platform to look in (default: the lock's first).")
+@click.option("--all", "all_paths", is_flag=True, help="Show every dependency path, shortest first.")
+@click.option("--max-paths", type=click.IntRange(min=1), default=50, show_default=True,
+              help="With --all: stop after this many paths.")
+@click.option("--environment", metavar="NAME", help="pixi.lock input: the environment to look in.")
 @click.option("--json", "json_output", is_flag=True)
 @click.pass_context
-def why_command(ctx: click.Context, package: str, lockfile: Path, platform: str | None, json_output: bool) -> None:
-    """Show why PACKAGE is in LOCKFILE: the dependency path from a requested spec."""
+def why_command(ctx: click.Context, package: str, lockfile: Path, platform: str | None, all_paths: bool,
+                max_paths: int, environment: str | None, json_output: bool) -> None:
+    """Show why PACKAGE is in LOCKFILE: the dependency path(s) from a requested spec."""
     from builder.lockfiles import read_lockfile
-    from builder.why import why
+    from builder.why import why_all
 
     ctx.meta["json_output"] = json_output
-    lock = read_lockfile(lockfile)
-    path = why(lock, package, platform)
+    lock = read_lockfile(lockfile, environment=environment)
+    result = why_all(lock, package, platform, max_paths=max_paths if all_paths else 1)
     if json_output:
-        click.echo(json.dumps({"package": package, "path": path}))
-    else:
+        click.echo(json.dumps({"package": package, "platform": result.platform, "path": list(result.paths[0]),
+                               "paths": [list(p) for p in result.paths],
+                               "truncated": result.truncated and all_paths}))
+        return
+    for path in result.paths:
         click.echo(" -> ".join(path))
+    if result.truncated and all_paths:
+        click.echo(f"(more paths not shown: the first {len(result.paths)} are listed; raise --max-paths)", err=True)
 
 
 @click.group("channel")
