@@ -10,7 +10,7 @@ differences are listed in :attr:`PackageChange.details`.
 >>> old = EnvironmentLock({"linux-64": PlatformLock("linux-64", pip=(LockedPipPackage("rich", "13.0", "u", None),))})
 >>> new = EnvironmentLock({"linux-64": PlatformLock("linux-64", pip=(LockedPipPackage("rich", "14.1", "u", None),))})
 >>> diff_locks(old, new).platforms["linux-64"].changed
-(PackageChange(name='rich', manager='pip', old='13.0', new='14.1'),)
+(PackageChange(name='rich', manager='pip', old='13.0', new='14.1', details=()),)
 """
 
 from __future__ import annotations

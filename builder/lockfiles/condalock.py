@@ -245,9 +245,11 @@ class _Reader:
         if isinstance(deps, Mapping):
             dep_map = tuple((str(k), "" if v is None else str(v)) for k, v in deps.items())
             specs = [f"{k} {v}".strip() for k, v in dep_map]
-        elif isinstance(deps, list):
-            dep_map = None
+        elif isinstance(deps, list):  # rattler's legacy version 3: a list of specs
             specs = [str(d) for d in deps]
+            dep_map = None
+            if manager == "pip":  # as the map conda-lock would have written
+                dep_map = tuple(pip_dependencies(LockedPipPackage(name, version, url, None, tuple(specs))).items())
         else:
             raise self.error(f"{name}: 'dependencies' is not a mapping", (*path, "dependencies"), "name: spec pairs")
         if manager == "pip":
@@ -255,13 +257,13 @@ class _Reader:
             source = entry.get("source")
             source_url = source.get("url") if isinstance(source, Mapping) else None
             # requires_dist in PEP 508 ('*' means any version); the map itself is kept as written
-            requires = tuple(k if v in ("", "*") else f"{k} {v}" for k, v in dep_map) if dep_map is not None else ()
+            requires = tuple(k if v in ("", "*") else f"{k} {v}" for k, v in dep_map or ())
             return platform, LockedPipPackage(
                 name,
                 version,
                 url,
                 sha256 or fragment_sha,
-                requires if dep_map is not None else tuple(specs),
+                requires,
                 categories=categories,
                 dependencies=dep_map,
                 source_url=source_url if isinstance(source_url, str) else None,
