@@ -207,7 +207,8 @@ def lock_diff(ctx: click.Context, old: Path, new: Path, json_output: bool) -> No
         for change in pdiff.removed:
             click.echo(f"  - {change.name} {change.old} ({change.manager})")
         for change in pdiff.changed:
-            click.echo(f"  ~ {change.name} {change.old} -> {change.new} ({change.manager})")
+            version = change.new if change.old == change.new else f"{change.old} -> {change.new}"
+            click.echo(f"  ~ {change.name} {version} ({change.manager})" + "".join(f"; {d}" for d in change.details))
 
 
 @click.command("why")

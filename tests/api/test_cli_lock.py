@@ -186,6 +186,12 @@ def test_a_lossy_reexport_is_a_difference_and_why_tells_the_truth(shared_data: P
     lossy = envyard("lock", "diff", source, tmp_path / "conda-linux-64.lock")
     assert "category test (optional) -> main" not in lossy.stdout  # test packages are left out, not made main
     assert "- pytest" in lossy.stdout
+    assert "; category main -> dev (optional)" not in lossy.stdout
+    flattened = tmp_path / "flat.yml"  # what the old writer made of it: every package main, required
+    flattened.write_text((tmp_path / "conda-lock.yml").read_text().replace("category: test", "category: main")
+                         .replace("optional: true", "optional: false"))
+    flat = envyard("lock", "diff", source, flattened)
+    assert "~ pytest 8.4.0=pyhd8ed1ab_0 (conda); category test (optional) -> main" in flat.stdout, flat.stdout
     assert_clean_error(envyard("why", "openssl", tmp_path / "conda-linux-64.lock"), 1, "no dependency information")
     pip_path = envyard("why", "certifi", tmp_path / "pixi.lock", "-p", "linux-64").stdout.strip()
     assert pip_path.endswith("-> certifi (pip)")
