@@ -220,9 +220,12 @@ def lock_group() -> None:
 @click.option("--update", multiple=True, metavar="PKG",
               help="Re-solve PKG freely (repeatable); other packages of the existing lock stay where they fit.")
 @click.option("--update-all", is_flag=True, help="Re-solve every package (ignore the versions of the existing lock).")
+@click.option("--environment", metavar="NAME",
+              help="pixi.lock input: the environment to re-export (default: default; 'all' for every one).")
 @click.option("--json", "json_output", is_flag=True, help="Print one machine-readable JSON document.")
 @click.pass_context
-def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json_output: bool, **params: Any) -> None:
+def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json_output: bool,
+                environment: str | None, **params: Any) -> None:
     """Lock SPEC (environment.yml, requirements.txt, or an existing lock to re-export).
 
     A relock into a directory that holds a lock reuses the options that lock was made with
@@ -248,7 +251,10 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
         cache_dir=settings.cache_dir,
         environ=os.environ,
         reporter=None if json_output else RichReporter(),
+        environment=environment,
     )
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     summary = {
         "spec": str(spec),
         "reexported": result.reexported,
@@ -260,8 +266,6 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
         "removed": [str(p) for p in result.removed],
         "warnings": list(result.warnings),
     }
-    for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
     if json_output:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -314,27 +318,38 @@ def _print_diff(diff: Any, json_output: bool) -> None:
         for change in pdiff.removed:
             click.echo(f"  - {change.name} {change.old} ({change.manager})")
         for change in pdiff.changed:
-            click.echo(f"  ~ {change.name} {change.old} -> {change.new} ({change.manager})")
+            version = change.new if change.old == change.new else f"{change.old} -> {change.new}"
+            click.echo(f"  ~ {change.name} {version} ({change.manager})" + "".join(f"; {d}" for d in change.details))
 
 
 @click.command("why")
 @click.argument("package")
 @click.argument("lockfile", type=click.Path(path_type=Path))
 @click.option("-p", "--platform", help="Platform to look in (default: the lock's first).")
+@click.option("--all", "all_paths", is_flag=True, help="Show every dependency path, shortest first.")
+@click.option("--max-paths", type=click.IntRange(min=1), default=50, show_default=True,
+              help="With --all: stop after this many paths.")
+@click.option("--environment", metavar="NAME", help="pixi.lock input: the environment to look in.")
 @click.option("--json", "json_output", is_flag=True)
 @click.pass_context
-def why_command(ctx: click.Context, package: str, lockfile: Path, platform: str | None, json_output: bool) -> None:
-    """Show why PACKAGE is in LOCKFILE: the dependency path from a requested spec."""
+def why_command(ctx: click.Context, package: str, lockfile: Path, platform: str | None, all_paths: bool,
+                max_paths: int, environment: str | None, json_output: bool) -> None:
+    """Show why PACKAGE is in LOCKFILE: the dependency path(s) from a requested spec."""
     from builder.lockfiles import read_lockfile
-    from builder.why import why
+    from builder.why import why_all
 
     ctx.meta["json_output"] = json_output
-    lock = read_lockfile(lockfile)
-    path = why(lock, package, platform)
+    lock = read_lockfile(lockfile, environment=environment)
+    result = why_all(lock, package, platform, max_paths=max_paths if all_paths else 1)
     if json_output:
-        click.echo(json.dumps({"package": package, "path": path}))
-    else:
+        click.echo(json.dumps({"package": package, "platform": result.platform, "path": list(result.paths[0]),
+                               "paths": [list(p) for p in result.paths],
+                               "truncated": result.truncated and all_paths}))
+        return
+    for path in result.paths:
         click.echo(" -> ".join(path))
+    if result.truncated and all_paths:
+        click.echo(f"(more paths not shown: the first {len(result.paths)} are listed; raise --max-paths)", err=True)
 
 
 @click.group("channel")

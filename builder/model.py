@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 SUPPORTED_PLATFORMS: tuple[str, ...] = (
     "linux-64",
@@ -46,6 +46,25 @@ def normalize_pypi_name(name: str) -> str:
     return _NORMALIZE.sub("-", name).lower()
 
 
+class PackageCategory(NamedTuple):
+    """A category a package is locked in (conda-lock's ``category``/``optional``).
+
+    ``main`` packages are installed by default; ``optional`` ones (conda-lock's
+    ``dev``, ``test`` ... extras) only when their category is asked for.
+    """
+
+    name: str
+    optional: bool
+
+
+MAIN_CATEGORY: tuple[PackageCategory, ...] = (PackageCategory("main", False),)
+
+
+def is_main_only(categories: tuple[PackageCategory, ...]) -> bool:
+    """True for the default: one required ``main`` category."""
+    return categories == MAIN_CATEGORY
+
+
 @dataclass(frozen=True, slots=True)
 class LockedCondaPackage:
     """One conda package pinned in a lock, with everything needed to fetch and verify it."""
@@ -66,6 +85,7 @@ class LockedCondaPackage:
     noarch: str | None = None
     license: str | None = None
     track_features: tuple[str, ...] = ()
+    categories: tuple[PackageCategory, ...] = MAIN_CATEGORY
 
     @property
     def file_name(self) -> str:
@@ -86,6 +106,11 @@ class LockedPipPackage:
     sha256: str | None
     requires_dist: tuple[str, ...] = ()
     requires_python: str | None = None
+    categories: tuple[PackageCategory, ...] = MAIN_CATEGORY
+    # conda-lock's ``dependencies`` map (name -> specifier, '*' for any) exactly as a
+    # conda-lock file recorded it; None where the dependencies come from ``requires_dist``.
+    dependencies: tuple[tuple[str, str], ...] | None = None
+    source_url: str | None = None  # conda-lock's ``source: {type: url, url: ...}``
 
     @property
     def normalized_name(self) -> str:
@@ -199,6 +224,10 @@ class EnvironmentLock:
     for locks imported from formats that do not record them (``@EXPLICIT``).
     ``content_hash`` maps a platform to the hash of the inputs it was solved from;
     ``provenance`` records the options it was made with (None when unknown: imported locks).
+    ``custom_metadata`` holds free-form string entries (conda-lock's ``custom_metadata``)
+    other than the ones envyard maps to its own fields; writers keep every key.
+    ``has_dependencies`` is False for locks read from a format without dependency
+    data (``@EXPLICIT``): their empty ``depends`` mean "unknown", not "none".
     """
 
     platforms: Mapping[str, PlatformLock]
@@ -210,6 +239,8 @@ class EnvironmentLock:
     requested_pip: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
     provenance: LockProvenance | None = None
+    custom_metadata: Mapping[str, str] = field(default_factory=dict)
+    has_dependencies: bool = True
 
     @property
     def platform_names(self) -> tuple[str, ...]:

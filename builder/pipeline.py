@@ -13,6 +13,7 @@ import rattler
 from builder.channels import channel_url, make_gateway
 from builder.errors import EnvyardError, SpecError
 from builder.lock import LockCheck, LockOptions, check_lock, inherit_options, lock_environment
+from builder.lockfiles._common import Warn, no_warnings
 from builder.model import SUPPORTED_PLATFORMS, EnvironmentLock, LockProvenance, PlatformLock
 from builder.progress import NullReporter, Reporter, Stage
 from builder.spec import EnvironmentSpec, detect_input_kind, parse_environment_yaml, parse_requirements_txt
@@ -33,6 +34,7 @@ class LockResult:
     #: per-platform files of platforms the new lock no longer has, removed from the output directory
     removed: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
+    environments: tuple[str, ...] = ()  # the pixi.lock environments re-exported
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,22 +50,36 @@ class DirectoryCheck:
 
 
 def read_input(
-    path: Path, environ: Mapping[str, str] | None = None, *, allow_includes: bool = True
-) -> EnvironmentSpec | EnvironmentLock:
-    """A spec to solve, or an existing lock (conda-lock.yml, pixi.lock, @EXPLICIT) to re-export.
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    allow_includes: bool = True,
+    environment: str | None = None,
+    warn: Warn = no_warnings,
+) -> EnvironmentSpec | dict[str, EnvironmentLock]:
+    """A spec to solve, or the environments of an existing lock to re-export (``default`` first).
 
-    ``allow_includes=False`` for specs that are not the caller's own files (a service's builds):
-    their pip ``-r`` lines are refused instead of read.
+    ``environment`` picks a pixi.lock environment (``default`` unless given; ``all`` for
+    every one); it is an error for a spec. ``allow_includes=False`` for specs that are not the
+    caller's own files (a service's builds): their pip ``-r`` lines are refused instead of read.
     """
-    from builder.lockfiles import read_lockfile
+    from builder.lockfiles import ALL_ENVIRONMENTS, read_lock_environments, read_lockfile
 
     text = read_text(path, file=str(path), line=None)
     kind = detect_input_kind(path, text)
+    if kind in ("environment", "requirements") and environment is not None:
+        raise SpecError(
+            "--environment selects an environment of a lockfile being re-exported",
+            file=path,
+            hint="drop --environment when locking a spec",
+        )
     if kind == "environment":
         return parse_environment_yaml(text, source=str(path), environ=environ, allow_includes=allow_includes)
     if kind == "requirements":
         return parse_requirements_txt(text, source=str(path), environ=environ, allow_includes=allow_includes)
-    return read_lockfile(path)
+    if environment == ALL_ENVIRONMENTS:
+        return read_lock_environments(path, warn=warn)
+    return {environment or "default": read_lockfile(path, environment=environment, warn=warn)}
 
 
 def lock_to_directory(
@@ -76,20 +92,28 @@ def lock_to_directory(
     reporter: Reporter | None = None,
     gateway: rattler.Gateway | None = None,
     allow_includes: bool = True,
+    environment: str | None = None,
 ) -> LockResult:
     """Read ``source``; solve it (or take an existing lock as it is); write every lock format.
 
-    ``allow_includes``: as in :func:`read_input` (false for a service's builds).
+    ``allow_includes``: as in :func:`read_input` (false for a service's builds). Nothing in ``out_dir``
+    changes unless every file could be written. What was skipped on reading or cannot be held by a
+    format is returned in ``warnings``, one line each.
     """
     from builder.lockfiles import write_lock_files
 
+    warnings: list[str] = []
     reporter = reporter or NullReporter()
     reporter.stage_started(Stage.PARSE, str(source))
-    loaded = read_input(source, environ, allow_includes=allow_includes)
+    loaded = read_input(source, environ, allow_includes=allow_includes, environment=environment,
+                        warn=warnings.append)
     reporter.stage_finished(Stage.PARSE)
-    previous, warnings = read_previous_lock(out_dir)
-    if isinstance(loaded, EnvironmentLock):
-        lock, reexported = loaded, True
+    previous, unreadable = read_previous_lock(out_dir)
+    warnings.extend(unreadable)
+    environments: dict[str, EnvironmentLock] = {}
+    if isinstance(loaded, dict):
+        lock, reexported = next(iter(loaded.values())), True
+        environments = loaded if len(loaded) > 1 else {}
     else:
         options = inherit_options(options, previous.provenance if previous else None)
         if gateway is None:
@@ -98,11 +122,12 @@ def lock_to_directory(
         lock = asyncio.run(lock_environment(loaded, options, gateway, reporter, previous=previous))
         reexported = False
     reporter.stage_started(Stage.LOCK, str(out_dir))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = write_lock_files(lock, out_dir)
+    files = write_lock_files(lock, out_dir, warn=warnings.append, environments=environments)
     removed = remove_leftover_platform_files(out_dir, lock, previous)
     reporter.stage_finished(Stage.LOCK, files=len(files))
-    return LockResult(lock, files, reexported, options=options, removed=removed, warnings=warnings)
+    names = tuple(loaded) if isinstance(loaded, dict) else ()
+    return LockResult(lock, files, reexported, options=options, removed=removed,
+                      warnings=tuple(dict.fromkeys(warnings)), environments=names)
 
 
 def read_lock_head(path: Path) -> EnvironmentLock:
@@ -199,6 +224,7 @@ def remove_leftover_platform_files(
     return tuple(removed)
 
 
+
 def check_directory(
     source: Path, out_dir: Path, options: LockOptions, environ: Mapping[str, str] | None = None
 ) -> DirectoryCheck:
@@ -208,7 +234,7 @@ def check_directory(
     differs makes its platform stale, one of a platform not wanted (any more) makes it extra.
     """
     loaded = read_input(source, environ)
-    if isinstance(loaded, EnvironmentLock):
+    if not isinstance(loaded, EnvironmentSpec):
         raise SpecError(
             "--check needs an environment spec, not a lockfile",
             file=source,

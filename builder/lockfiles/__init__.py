@@ -14,79 +14,109 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal, get_args
 
 import yaml
 
 from builder.errors import LockfileError
+from builder.lockfiles._common import Warn, no_warnings
 from builder.lockfiles._yaml import YAML_LOADER, yaml_error
 from builder.lockfiles.condalock import conda_lock_from_document, parse_conda_lock, render_conda_lock
-from builder.lockfiles.explicit import parse_explicit, render_explicit
-from builder.lockfiles.pixi import parse_pixi_lock, write_pixi_lock
+from builder.lockfiles.explicit import explicit_file_name, parse_explicit, render_explicit
+from builder.lockfiles.pixi import parse_pixi_environments, parse_pixi_lock, render_pixi_lock, write_pixi_lock
 from builder.model import EnvironmentLock
 
 LockFormat = Literal["conda-lock", "pixi", "explicit"]
 ALL_FORMATS: tuple[LockFormat, ...] = get_args(LockFormat)
+ALL_ENVIRONMENTS = "all"
 CONDA_LOCK_FILE = "conda-lock.yml"
 PIXI_LOCK_FILE = "pixi.lock"
 _PIXI_MARKER = re.compile(r"^environments:", re.MULTILINE)
 
 __all__ = [
+    "ALL_ENVIRONMENTS",
     "ALL_FORMATS",
     "LockFormat",
+    "Warn",
     "explicit_file_name",
     "parse_conda_lock",
     "parse_explicit",
+    "parse_pixi_environments",
     "parse_pixi_lock",
+    "read_lock_environments",
     "read_lockfile",
     "render_conda_lock",
     "render_explicit",
+    "render_pixi_lock",
     "write_lock_files",
     "write_pixi_lock",
 ]
 
 
-def explicit_file_name(platform: str) -> str:
-    """``conda-<platform>.lock``, the name conda-lock gives rendered explicit files."""
-    return f"conda-{platform}.lock"
+def _render_all(
+    lock: EnvironmentLock,
+    wanted: list[LockFormat],
+    warn: Warn,
+    environments: Mapping[str, EnvironmentLock],
+) -> dict[str, str]:
+    """File name -> text for every wanted format; a format that cannot hold the lock raises here."""
+    texts: dict[str, str] = {}
+    single = [name for fmt, name in (("conda-lock", CONDA_LOCK_FILE), ("explicit", "conda-<platform>.lock"))
+              if fmt in wanted]  # fmt: skip
+    others = [name for name, env in environments.items() if env is not lock]
+    if others and single:
+        where = f"are written to {PIXI_LOCK_FILE} only" if "pixi" in wanted else "are not written"
+        warn(
+            f"{' and '.join(single)} hold one environment ({next(iter(environments))}): "
+            f"environment{'s' if len(others) > 1 else ''} {', '.join(others)} {where}"
+        )
+    if "conda-lock" in wanted:
+        texts[CONDA_LOCK_FILE] = render_conda_lock(lock, warn)
+    if "explicit" in wanted:
+        for platform in lock.platform_names:
+            texts[explicit_file_name(platform)] = render_explicit(lock, platform, warn)
+        if lock.custom_metadata:
+            keys = ", ".join(lock.custom_metadata)
+            warn(f"conda-<platform>.lock (@EXPLICIT) has no custom metadata: not written: {keys}")
+    if "pixi" in wanted:
+        try:
+            texts[PIXI_LOCK_FILE] = render_pixi_lock(lock, warn, environments=environments or None)
+        except LockfileError as exc:
+            exc.file = PIXI_LOCK_FILE
+            raise
+    return texts
 
 
-def _prepare(target: Path, write: Callable[[Path], None]) -> Path:
-    """Let ``write`` fill a new temporary file next to ``target``; returns its path."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _text_writer(text: str) -> Callable[[Path], None]:
-    def write(path: Path) -> None:
-        with open(path, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    return write
+def _missing_ancestors(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, outermost first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
 
 
 def write_lock_files(
-    lock: EnvironmentLock, out_dir: Path, formats: Iterable[LockFormat] = ALL_FORMATS
+    lock: EnvironmentLock,
+    out_dir: Path,
+    formats: Iterable[LockFormat] = ALL_FORMATS,
+    *,
+    warn: Warn = no_warnings,
+    environments: Mapping[str, EnvironmentLock] | None = None,
 ) -> dict[str, Path]:
     """Write the lock in each format into ``out_dir``; returns file name -> path written.
 
-    ``conda-lock.yml``, ``pixi.lock`` and one ``conda-<platform>.lock`` per platform,
-    each replaced atomically (a reader never sees a half-written file). All files are
-    written to temporary files first, so a lock that one format cannot hold
-    (:class:`LockfileError`) leaves the directory as it was.
+    ``conda-lock.yml``, ``pixi.lock`` (environment ``default``, or each of ``environments``) and
+    one ``conda-<platform>.lock`` per platform. Every file is rendered first and written
+    into a staging directory beside ``out_dir``, then moved into place (each file
+    replaced atomically); any error before that leaves ``out_dir`` as it was, and an
+    ``out_dir`` that did not exist is not created. What a format cannot hold is reported
+    through ``warn``, one line each. Errors name the file in ``out_dir``, never a
+    temporary one.
     """
     wanted = list(dict.fromkeys(formats))
     unknown = [f for f in wanted if f not in ALL_FORMATS]
@@ -95,25 +125,61 @@ def write_lock_files(
             f"unknown lock format(s): {', '.join(map(str, unknown))}", hint=f"choose from {', '.join(ALL_FORMATS)}"
         )
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    writers: dict[str, Callable[[Path], None]] = {}
-    if "conda-lock" in wanted:
-        writers[CONDA_LOCK_FILE] = _text_writer(render_conda_lock(lock))
-    if "explicit" in wanted:
-        for platform in lock.platform_names:
-            writers[explicit_file_name(platform)] = _text_writer(render_explicit(lock, platform))
-    if "pixi" in wanted:
-        writers[PIXI_LOCK_FILE] = lambda tmp: write_pixi_lock(lock, tmp)
-    prepared: dict[str, Path] = {}
     try:
-        for name, write in writers.items():
-            prepared[name] = _prepare(out_dir / name, write)
-        for name, tmp in prepared.items():
-            os.replace(tmp, out_dir / name)
+        texts = _render_all(lock, wanted, warn, environments or {})
+    except LockfileError as exc:
+        if exc.file is not None and not os.path.isabs(exc.file):
+            exc.file = str(out_dir / exc.file)
+        raise
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LockfileError("the output path is not a directory", file=out_dir, hint="choose a directory with -o")
+    created = _missing_ancestors(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-"))
+    except OSError as exc:
+        _remove_dirs(created)
+        raise LockfileError(
+            f"cannot write the lock files: {exc.strerror or exc}",
+            file=out_dir,
+            hint="check the directory's permissions",
+        ) from None
+    try:
+        for name, text in texts.items():
+            _write_text(staging / name, text)
+        if not out_dir.exists():
+            os.chmod(staging, 0o755)
+            os.replace(staging, out_dir)  # the whole directory appears at once
+        else:
+            for name in texts:
+                os.replace(staging / name, out_dir / name)
+    except OSError as exc:
+        raise LockfileError(
+            f"cannot write the lock files: {exc.strerror or exc}",
+            file=out_dir,
+            hint="check the directory's permissions",
+        ) from None
     finally:
-        for tmp in prepared.values():
-            tmp.unlink(missing_ok=True)
-    return {name: out_dir / name for name in sorted(writers)}
+        shutil.rmtree(staging, ignore_errors=True)
+        if not out_dir.exists():
+            _remove_dirs(created)
+    return {name: out_dir / name for name in sorted(texts)}
+
+
+def _remove_dirs(created: list[Path]) -> None:
+    for path in reversed(created):
+        try:
+            path.rmdir()
+        except OSError:
+            break
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(path, 0o644)
 
 
 def detect_format(text: str) -> tuple[LockFormat, object]:
@@ -135,8 +201,33 @@ def detect_format(text: str) -> tuple[LockFormat, object]:
     raise ValueError("neither an @EXPLICIT file nor a conda-lock or pixi lock file")
 
 
-def read_lockfile(path: str | os.PathLike[str], *, environment: str | None = None) -> EnvironmentLock:
-    """Read a lockfile of any supported format, detected from its content."""
+def read_lockfile(
+    path: str | os.PathLike[str], *, environment: str | None = None, warn: Warn = no_warnings
+) -> EnvironmentLock:
+    """Read a lockfile of any supported format, detected from its content.
+
+    ``environment`` names the pixi.lock environment to read (``default`` unless given);
+    packages that cannot be locked as artifacts are skipped with a ``warn`` line each.
+    """
+    path, kind, doc, text = _load(path)
+    if kind == "explicit":
+        return parse_explicit(text, source=path)
+    if kind == "pixi":
+        return parse_pixi_lock(path, environment=environment, warn=warn)
+    return conda_lock_from_document(doc, text=text, source=path)
+
+
+def read_lock_environments(path: str | os.PathLike[str], *, warn: Warn = no_warnings) -> dict[str, EnvironmentLock]:
+    """Every environment of a lockfile, ``default`` first (one for conda-lock and @EXPLICIT files)."""
+    path, kind, doc, text = _load(path)
+    if kind == "pixi":
+        return parse_pixi_environments(path, warn=warn)
+    if kind == "explicit":
+        return {"default": parse_explicit(text, source=path)}
+    return {"default": conda_lock_from_document(doc, text=text, source=path)}
+
+
+def _load(path: str | os.PathLike[str]) -> tuple[Path, LockFormat, object, str]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -154,8 +245,4 @@ def read_lockfile(path: str | os.PathLike[str], *, environment: str | None = Non
         raise LockfileError(
             str(exc), file=path, hint="envyard reads conda-lock.yml, pixi.lock and @EXPLICIT files"
         ) from None
-    if kind == "explicit":
-        return parse_explicit(text, source=path)
-    if kind == "pixi":
-        return parse_pixi_lock(path, environment=environment)
-    return conda_lock_from_document(doc, text=text, source=path)
+    return path, kind, doc, text

@@ -13,12 +13,35 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from builder.model import LockedCondaPackage, LockedPipPackage, normalize_pypi_name
+from builder.model import LockedCondaPackage, LockedPipPackage, PackageCategory, normalize_pypi_name
+
+Warn = Callable[[str], None]
+"""Where readers and writers report what they skip or cannot hold: one line per call."""
+
+
+def no_warnings(message: str) -> None:
+    """The default :data:`Warn`: callers that do not pass one accept the loss."""
+
+
+def describe_categories(packages: Iterable[LockedCondaPackage | LockedPipPackage]) -> str | None:
+    """``"3 packages of categories dev, test"`` for packages not simply required in ``main``; None if none are."""
+    odd = [p for p in packages if p.categories != (PackageCategory("main", False),)]
+    if not odd:
+        return None
+    names = sorted({c.name for p in odd for c in p.categories} - {"main"})
+    optional = sum(any(c.optional for c in p.categories) for p in odd)
+    text = f"{len(odd)} package{'s' if len(odd) != 1 else ''}"
+    if names:
+        text += f" of categor{'ies' if len(names) != 1 else 'y'} {', '.join(names)}"
+    if optional:
+        text += f" ({optional} optional)"
+    return text
+
 
 CONDA_SUFFIXES = (".conda", ".tar.bz2")
 _MD5 = re.compile(r"[0-9a-f]{32}")
@@ -117,6 +140,11 @@ def _split_dep(spec: str) -> tuple[str, str]:
     return match.group(1), spec[match.end() :].strip()
 
 
+def split_dep(spec: str) -> tuple[str, str]:
+    """A conda dependency spec as (name, the rest): ``"libgcc >=13"`` -> ``("libgcc", ">=13")``."""
+    return _split_dep(spec)
+
+
 def dep_name(spec: str) -> str:
     """The package name of a conda dependency spec (``"libgcc >=13"`` -> ``"libgcc"``)."""
     return _split_dep(spec)[0]
@@ -149,7 +177,9 @@ def _parse_requirement(text: str) -> tuple[str, str] | None:
 
 
 def pip_dependencies(pkg: LockedPipPackage) -> dict[str, str]:
-    """conda-lock's ``dependencies`` mapping of a pip package, from its ``requires_dist``."""
+    """conda-lock's ``dependencies`` mapping of a pip package: as recorded, else from its ``requires_dist``."""
+    if pkg.dependencies is not None:
+        return dict(pkg.dependencies)
     deps: dict[str, str] = {}
     for text in pkg.requires_dist:
         parsed = _parse_requirement(text)
@@ -197,5 +227,6 @@ def toposorted_conda(packages: Iterable[LockedCondaPackage]) -> list[LockedConda
 def toposorted_pip(packages: Iterable[LockedPipPackage]) -> list[LockedPipPackage]:
     """pip packages in dependency order (by normalized name)."""
     by_name = {p.normalized_name: p for p in packages}
-    order = toposort_names({name: pip_dependencies(p) for name, p in by_name.items()})
+    graph = {name: {normalize_pypi_name(d) for d in pip_dependencies(p)} for name, p in by_name.items()}
+    order = toposort_names(graph)
     return [by_name[name] for name in order if name in by_name]

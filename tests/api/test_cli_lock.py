@@ -155,3 +155,48 @@ def test_channel_build_from_recipes(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("package: {name: x}\n")
     assert_clean_error(envyard("channel", "build", bad, "-o", tmp_path / "bad"), 1, "bad.yaml", "incomplete")
+
+
+def test_pixi_lock_with_source_and_editable_packages_reexports_with_a_warning_each(shared_data: Path, tmp_path: Path):
+    pixi = shared_data / "locks" / "pixi"
+    out = tmp_path / "out"
+    result = envyard("lock", pixi / "conda__conda-lock__pixi.lock", "-o", out, "--json")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "skipped local PyPI package conda-lock (./)" in warnings[0]
+    assert json.loads(result.stdout)["warnings"] == [warnings[0].removeprefix("warning: ")]
+    every = envyard("lock", pixi / "conda__rattler__py-rattler_pixi.lock", "-o", tmp_path / "all",
+                    "--environment", "all")
+    assert every.returncode == 0, every.stderr
+    assert "skipped conda source package py-rattler (.)" in every.stderr
+    assert "environments docs, repl, test are written to pixi.lock only" in every.stderr
+    assert "  test:" in (tmp_path / "all" / "pixi.lock").read_text()
+    missing = envyard("lock", pixi / "conda__rattler__py-rattler_pixi.lock", "-o", tmp_path / "none",
+                      "--environment", "nope")
+    assert_clean_error(missing, 1, "no environment 'nope'", "docs, repl, test")
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_lossy_reexport_is_a_difference_and_why_tells_the_truth(shared_data: Path, tmp_path: Path):
+    source = shared_data / "locks" / "conda-lock" / (
+        "conda__conda-lock__tests_test-v2-to-v3-upgrade_conda-lock-v2.5.8.yml")
+    assert envyard("lock", source, "-o", tmp_path).returncode == 0
+    same = envyard("lock", "diff", source, tmp_path / "conda-lock.yml")
+    assert same.stdout.strip() == "no differences", same.stdout
+    lossy = envyard("lock", "diff", source, tmp_path / "conda-linux-64.lock")
+    assert "category test (optional) -> main" not in lossy.stdout  # test packages are left out, not made main
+    assert "- pytest" in lossy.stdout
+    assert "; category main -> dev (optional)" not in lossy.stdout
+    flattened = tmp_path / "flat.yml"  # what the old writer made of it: every package main, required
+    flattened.write_text((tmp_path / "conda-lock.yml").read_text().replace("category: test", "category: main")
+                         .replace("optional: true", "optional: false"))
+    flat = envyard("lock", "diff", source, flattened)
+    assert "~ pytest 8.4.0=pyhd8ed1ab_0 (conda); category test (optional) -> main" in flat.stdout, flat.stdout
+    assert_clean_error(envyard("why", "openssl", tmp_path / "conda-linux-64.lock"), 1, "no dependency information")
+    pip_path = envyard("why", "certifi", tmp_path / "pixi.lock", "-p", "linux-64").stdout.strip()
+    assert pip_path.endswith("-> certifi (pip)")
+    every = envyard("why", "libzlib", shared_data / "locks" / "conda-lock" /
+                    "pangeo-data__pangeo-docker-images__ml-notebook_conda-lock.yml", "--all", "--max-paths", "5")
+    lines = every.stdout.splitlines()
+    assert len(lines) == 5 and [len(x.split(" -> ")) for x in lines] == sorted(len(x.split(" -> ")) for x in lines)
+    assert "raise --max-paths" in every.stderr

@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import yaml
@@ -34,6 +35,7 @@ from builder.lockfiles._common import toposort_names
 from builder.lockfiles._yaml import yaml_scalar
 from builder.model import EnvironmentLock, LockedCondaPackage, LockedPipPackage, PlatformLock
 
+P = TypeVar("P", LockedCondaPackage, LockedPipPackage)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA = REPO_ROOT.parent / "shared" / "data"
 LOCKS = DATA / "locks"
@@ -54,6 +56,11 @@ WITH_PIP = LOCKS / "conda-lock" / "conda__conda-lock__tests_test-v2-to-v3-upgrad
 JUPYTERLAB_PIXI = LOCKS / "pixi" / "prefix-dev__pixi__examples_jupyterlab_pixi.lock"
 ROS_PIXI = LOCKS / "pixi" / "prefix-dev__pixi__docs_source_files_pixi_workspaces_pixi_build_ros_ws_pixi.lock"
 CONDA_LOCK_PIXI = LOCKS / "pixi" / "conda__conda-lock__pixi.lock"
+
+
+def rendered(packages: Iterable[P]) -> list[P]:
+    """The packages ``conda-lock render`` puts in an explicit file by default: categories main and dev."""
+    return [p for p in packages if any(c.name in ("main", "dev") for c in p.categories)]
 
 
 def _ids(paths: Iterable[Path]) -> list[str]:
@@ -100,8 +107,12 @@ def core(lock: EnvironmentLock, *, depends: bool = True) -> dict[str, tuple[set[
     }
 
 
+def _is_local(p: PypiLockedPackage) -> bool:
+    return "://" not in p.location or p.location.startswith("file:")
+
+
 def _rattler_default(path: Path) -> dict[str, tuple[set[str], set[str], int]]:
-    """Per platform: binary conda URLs, PyPI locations, number of source packages - straight from rattler."""
+    """Per platform: binary conda URLs, PyPI URLs, number of source and local PyPI packages - straight from rattler."""
     env = LockFile.from_path(path.resolve()).environment("default")
     assert env is not None
     out = {}
@@ -109,8 +120,9 @@ def _rattler_default(path: Path) -> dict[str, tuple[set[str], set[str], int]]:
         pkgs = env.packages(platform) or []
         out[platform.name] = (
             {p.location for p in pkgs if isinstance(p, CondaLockedBinaryPackage)},
-            {p.location for p in pkgs if isinstance(p, PypiLockedPackage)},
-            sum(isinstance(p, CondaLockedSourcePackage) for p in pkgs),
+            {p.location for p in pkgs if isinstance(p, PypiLockedPackage) and not _is_local(p)},
+            sum(isinstance(p, CondaLockedSourcePackage) or (isinstance(p, PypiLockedPackage) and _is_local(p))
+                for p in pkgs),
         )
     return out
 
@@ -215,12 +227,16 @@ def test_known_package_from_explicit_file() -> None:
 
 @pytest.mark.parametrize("path", PIXI_FILES, ids=_ids(PIXI_FILES))
 def test_pixi_files_import_like_rattler_reads_them(path: Path) -> None:
-    expected = _rattler_default(path)
-    if any(sources for _, _, sources in expected.values()):
-        with pytest.raises(LockfileError, match="source package") as err:
-            read_lockfile(path)
+    expected = {name: found for name, found in _rattler_default(path).items() if found[0] or found[1]}
+    warnings: list[str] = []
+    lock = read_lockfile(path, warn=warnings.append)
+    # source and local (editable) packages are skipped, one warning line each naming them
+    assert bool(warnings) == any(sources for _, _, sources in expected.values())
+    assert all("skipped" in w and "cannot be locked as an artifact" in w and "\n" not in w for w in warnings)
+    if warnings:
+        with pytest.raises(LockfileError, match="package") as err:
+            parse_pixi_lock(path, skip_source=False)
         assert err.value.file == str(path) and err.value.hint
-    lock = parse_pixi_lock(path, skip_source=True)
     assert set(lock.platforms) == set(expected)
     for name, (conda_urls, pypi_locations, _) in expected.items():
         pl = lock.platforms[name]
@@ -245,7 +261,7 @@ def test_pixi_named_environments_and_known_packages() -> None:
     with pytest.raises(LockfileError, match="no environment 'nope'") as err:
         parse_pixi_lock(CONDA_LOCK_PIXI, environment="nope")
     assert "minimal" in (err.value.hint or "")
-    ros = parse_pixi_lock(ROS_PIXI, skip_source=True)
+    ros = parse_pixi_lock(ROS_PIXI)
     assert {n: len(pl.conda) for n, pl in ros.platforms.items()} == {"linux-64": 201, "osx-arm64": 192, "win-64": 190}
 
 
@@ -261,12 +277,10 @@ def test_rattler_lock_fixtures(path: Path) -> None:
             read_lockfile(path)
         assert err.value.file == str(path) and err.value.hint and str(path) in err.value.one_line()
         return
-    if any(sources for _, _, sources in expected.values()):
-        with pytest.raises(LockfileError, match="source package") as err:
-            read_lockfile(path)
-        assert err.value.file == str(path)
-        return
-    lock = read_lockfile(path)
+    warnings: list[str] = []
+    lock = read_lockfile(path, warn=warnings.append)
+    assert len(warnings) <= sum(sources for _, _, sources in expected.values())
+    assert bool(warnings) == any(sources for _, _, sources in expected.values())
     got = {n: ({p.url for p in pl.conda}, len(pl.pip)) for n, pl in lock.platforms.items() if pl.conda or pl.pip}
     assert got == {n: (urls, len(pypi)) for n, (urls, pypi, _) in expected.items() if urls or pypi}
 
@@ -307,8 +321,9 @@ def test_conda_lock_round_trip_through_conda_locks_parser(path: Path, tmp_path: 
     theirs = parse_conda_lock_file(out)
     got: dict[str, set[tuple[object, ...]]] = {}
     for dep in theirs.package:
+        vcs = dep.url.startswith("git+")  # conda-lock's "sha256" of a VCS requirement is its commit, in the URL
         got.setdefault(dep.platform, set()).add(
-            (dep.manager, dep.name, dep.version, dep.url, dep.hash.md5, dep.hash.sha256)
+            (dep.manager, dep.name, dep.version, dep.url, dep.hash.md5, None if vcs else dep.hash.sha256)
         )
     want = {
         name: {("conda", p.name, p.version, p.url, p.md5, p.sha256) for p in pl.conda}
@@ -339,9 +354,9 @@ def test_conda_lock_cli_renders_our_lock_like_we_do(path: Path, platform: str, t
         line for line in theirs.splitlines()[1:] if not (line == "# input_hash:" and platform not in lock.content_hash)
     ]
     urls = [line for line in ours.splitlines() if line.startswith("https://")]
-    assert len(urls) == len(lock.platforms[platform].conda)
+    assert len(urls) == len(rendered(lock.platforms[platform].conda))
     position = {line.split("#")[0].rsplit("/", 1)[1].rsplit("-", 2)[0]: i for i, line in enumerate(urls)}
-    for pkg in lock.platforms[platform].conda:  # dependencies before dependents (except cycles conda breaks)
+    for pkg in rendered(lock.platforms[platform].conda):  # dependencies before dependents (except cycles conda breaks)
         late = [d for d in pkg.depends if position.get(d.split()[0], -1) > position[pkg.name]]
         assert not late or pkg.name in ("python", "pip") or all(d.split()[0] in ("python", "pip") for d in late)
 
@@ -394,10 +409,13 @@ def test_explicit_round_trip(path: Path) -> None:
         # @EXPLICIT lines carry one hash: the md5 (what every conda accepts), else the sha256
         assert {
             conda_core(p)[:-2] + (p.sha256 if p.md5 is None else None,) for p in back.platforms[platform].conda
-        } == {conda_core(p)[:-2] + (p.sha256 if p.md5 is None else None,) for p in lock.platforms[platform].conda}
+        } == {
+            conda_core(p)[:-2] + (p.sha256 if p.md5 is None else None,)
+            for p in rendered(lock.platforms[platform].conda)
+        }
         assert render_explicit(back, platform).splitlines()[1:3] == render_explicit(lock, platform).splitlines()[1:3]
         assert {(p.normalized_name, p.url, p.sha256) for p in back.platforms[platform].pip} == {
-            (p.normalized_name, p.url, p.sha256) for p in lock.platforms[platform].pip
+            (p.normalized_name, p.url, p.sha256) for p in rendered(lock.platforms[platform].pip)
         }
 
 
@@ -672,11 +690,21 @@ def test_lock_a_format_cannot_hold_leaves_the_directory_untouched(tmp_path: Path
 
 
 def test_pip_package_without_fixed_version_cannot_go_to_pixi(tmp_path: Path) -> None:
-    lock = read_lockfile(CONDA_LOCK_PIXI)  # holds conda-lock itself as an editable '<dynamic>' path package
+    lock = read_lockfile(CONDA_LOCK_PIXI)  # its editable '<dynamic>' conda-lock itself is skipped on reading
+    assert "conda-lock" not in {p.name for pl in lock.platforms.values() for p in pl.pip}
+    pl = lock.platforms["linux-64"]
+    dynamic = replace(pl.pip[0], name="conda-lock", version="<dynamic>")
+    broken = replace(lock, platforms={**lock.platforms, "linux-64": replace(pl, pip=(*pl.pip, dynamic))})
     with pytest.raises(LockfileError, match="conda-lock '<dynamic>'") as err:
-        write_pixi_lock(lock, tmp_path / "pixi.lock")
+        write_pixi_lock(broken, tmp_path / "pixi.lock")
     assert err.value.file == str(tmp_path / "pixi.lock") and "PEP 440" in (err.value.hint or "")
-    assert "name: conda-lock" in render_conda_lock(lock)  # conda-lock.yml has no such restriction
+    assert "name: conda-lock" in render_conda_lock(broken)  # conda-lock.yml has no such restriction
+    out = tmp_path / "new" / "out"
+    with pytest.raises(LockfileError, match="<dynamic>") as err:
+        write_lock_files(broken, out)
+    assert err.value.file == str(out / "pixi.lock") and ".tmp" not in err.value.one_line()
+    assert "staging" not in err.value.one_line()
+    assert not (tmp_path / "new").exists()  # a failed write creates no directory
 
 
 def test_unknown_format_and_platform_are_refused(tmp_path: Path) -> None:
