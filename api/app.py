@@ -10,22 +10,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.auth import TokenCache
-from api.db import make_engine, migrate
-from api.deps import lease_policy
-from api.limits import LoadControls
-from api.openapi import install_docs
-from api.problems import install_problem_handlers
-from api.routers import admin, builds, catalog, health, jobs, tokens
-from api.routers import targets as registry_targets
-from api.secret_key import load_or_create_secret_key
-from api.services import gc, publish
-from api.services.jobs import reap
-from api.settings import ServiceSettings
-from api.storage import open_artifact_store
-from api.tokens import ensure_admin_token
-from registry import server as registry_server
-from registry import token_auth
+from envyard.api.auth import TokenCache
+from envyard.api.db import make_engine, migrate
+from envyard.api.deps import lease_policy
+from envyard.api.limits import LoadControls
+from envyard.api.openapi import install_docs
+from envyard.api.problems import install_problem_handlers
+from envyard.api.routers import admin, builds, catalog, health, jobs, tokens
+from envyard.api.routers import targets as registry_targets
+from envyard.api.secret_key import load_or_create_secret_key
+from envyard.api.services import gc, publish
+from envyard.api.services.jobs import reap
+from envyard.api.settings import ServiceSettings
+from envyard.api.storage import open_artifact_store
+from envyard.api.tokens import ensure_admin_token
+from envyard.registry import server as registry_server
+from envyard.registry import token_auth
 
 log = logging.getLogger("envyard.api")
 

@@ -44,14 +44,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from api.models import ApiToken, Namespace, NamespaceGrant, NamespaceRole, Role
-from api.registry_tokens import (
+from envyard.api.models import ApiToken, Namespace, NamespaceGrant, NamespaceRole, Role
+from envyard.api.registry_tokens import (
     is_registry_token,
     registry_token_key,
     verify_registry_token,
 )
-from api.tokens import TOKEN_PREFIX, hash_token
-from builder.errors import AuthenticationError, EnvyardError, NotFoundError, PermissionDeniedError
+from envyard.api.tokens import TOKEN_PREFIX, hash_token
+from envyard.builder.errors import AuthenticationError, EnvyardError, NotFoundError, PermissionDeniedError
 
 __all__ = [
     "ANONYMOUS",

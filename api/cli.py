@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from builder.errors import EXIT_CODES, AuthenticationError, EnvyardError, UsageError
+from envyard.builder.errors import EXIT_CODES, AuthenticationError, EnvyardError, UsageError
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -187,17 +187,17 @@ def cli(ctx: click.Context, api_url: str, token: str | None, data_dir: Path | No
 
 
 def _register() -> None:
-    from api import cli_client, cli_image, cli_lock, cli_namespaces, cli_service
+    from envyard.api import cli_client, cli_image, cli_lock, cli_namespaces, cli_service
 
     cli_lock.register(cli)
     cli_image.register(cli)
     cli_service.register(cli)
     cli_client.register(cli)
-    from api import cli_gc
+    from envyard.api import cli_gc
 
     cli_gc.register(cli)
     cli_namespaces.register(cli)
-    from api import cli_targets  # adds ``build publish`` to cli_client's build group
+    from envyard.api import cli_targets  # adds ``build publish`` to cli_client's build group
 
     cli_targets.register(cli)
 

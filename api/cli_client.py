@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from api.cli import ServerOptions
-from builder.errors import NotFoundError, SpecError
+from envyard.api.cli import ServerOptions
+from envyard.builder.errors import NotFoundError, SpecError
 
 if TYPE_CHECKING:
-    from worker.client import ApiClient
+    from envyard.worker.client import ApiClient
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # api.schemas.NAME_PATTERN
 RETRY_SECONDS = 3.0
 
 
 def _client(ctx: click.Context) -> ApiClient:
-    from api.cli_progress import CliApiClient
+    from envyard.api.cli_progress import CliApiClient
 
-    options = ctx.find_root().obj  # not isinstance: under ``python -m api.cli`` the root is __main__'s class
+    options = ctx.find_root().obj  # not isinstance: under ``python -m envyard.cli`` the root is __main__'s class
     if not hasattr(options, "resolve_token"):
         options = ServerOptions()
     logging.getLogger("envyard.worker").addHandler(logging.NullHandler())  # no retry chatter on stderr
@@ -71,7 +71,7 @@ def _size(size: int) -> str:
 def _table(*columns: str, rows: list[list[Any]]) -> None:
     from rich.table import Table
 
-    from api.cli import rich_console
+    from envyard.api.cli import rich_console
 
     table = Table(*columns, box=None, header_style="bold")
     for row in rows:
@@ -116,7 +116,7 @@ def env_create(ctx: click.Context, environment: str, spec_file: Path, platforms:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read the spec: {exc}", file=spec_file, hint="pass an environment.yml with -f") \
             from None
-    from builder.spec_inline import inline_includes
+    from envyard.builder.spec_inline import inline_includes
 
     spec = inline_includes(spec, spec_file)  # the server reads no files: pip -r FILE goes in as FILE's lines
     body = {"namespace": namespace, "name": name, "spec": spec,
@@ -129,7 +129,7 @@ def env_create(ctx: click.Context, environment: str, spec_file: Path, platforms:
     if not json_output:
         click.echo(f"build {build['id']} {_submitted_state(build, f'{namespace}/{name}')}")
     if wait:
-        from api.cli_progress import follow_build
+        from envyard.api.cli_progress import follow_build
 
         final = follow_build(ctx, client, build, json_output)
         if not json_output:
@@ -295,7 +295,7 @@ def build_logs(ctx: click.Context, build_id: int, follow: bool) -> None:
     """Print a build's log."""
     client = _client(ctx)
     if follow:
-        from api.cli_progress import BuildFollower
+        from envyard.api.cli_progress import BuildFollower
 
         BuildFollower(client, build_id, on_log=lambda lines: click.echo("\n".join(lines))).run()
         return
@@ -384,7 +384,7 @@ def build_download(ctx: click.Context, build_id: int, name: str, output: Path | 
                                      if blobs else "")
         raise NotFoundError(f"build {build_id} has no artifact '{name}'", field="NAME",
                             hint=f"its artifacts: {listed or 'none'}")
-    from api.cli_progress import download_artifact
+    from envyard.api.cli_progress import download_artifact
 
     basename = name.rsplit("/", 1)[-1]  # blobs/sha256/<hex> lands as <hex>, never outside the target
     target = (output / basename if output.is_dir() else output) if output else Path(basename)

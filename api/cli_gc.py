@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from api.cli_client import _client, _emit, _json_mode, _size, _table
-from builder.errors import ServiceError
+from envyard.api.cli_client import _client, _emit, _json_mode, _size, _table
+from envyard.builder.errors import ServiceError
 
 GC_PATH = "/api/v1/admin/gc"
 
@@ -17,7 +17,7 @@ def _collect(ctx: click.Context, body: dict[str, Any]) -> dict[str, Any]:
     problem details come back as their typed error."""
     import httpx
 
-    from worker.client import error_from_problem
+    from envyard.worker.client import error_from_problem
 
     client = _client(ctx)
     try:

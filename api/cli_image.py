@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from api.cli_lock import RichReporter, _settings
-from builder.errors import ImageError, SpecError
+from envyard.api.cli_lock import RichReporter, _settings
+from envyard.builder.errors import ImageError, SpecError
 
 
 @contextmanager
@@ -31,13 +31,13 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _read_lock(path: Path) -> Any:
-    from builder.lockfiles import read_lockfile
+    from envyard.builder.lockfiles import read_lockfile
 
     return read_lockfile(path)
 
 
 def _platform(lock: Any, platform: str | None) -> str:
-    from builder.install import host_platform
+    from envyard.builder.install import host_platform
 
     chosen = platform or (host_platform() if host_platform() in lock.platforms else lock.platform_names[0])
     if chosen not in lock.platforms:
@@ -47,7 +47,7 @@ def _platform(lock: Any, platform: str | None) -> str:
 
 
 def _install_options(settings: Any, **overrides: Any) -> Any:
-    from builder.install import InstallOptions
+    from envyard.builder.install import InstallOptions
 
     return InstallOptions(cache_layers=settings.package_cache_layers, pip_cache_dir=settings.pip_cache_dir,
                           **overrides)
@@ -73,7 +73,7 @@ def _source_date_epoch() -> int:
 def install_command(ctx: click.Context, lockfile: Path, prefix: Path, platform: str | None,
                     target_prefix: str | None, force: bool, json_output: bool) -> None:
     """Create a conda environment at PREFIX from LOCKFILE (conda-lock.yml, pixi.lock or @EXPLICIT)."""
-    from builder.install import install_lock
+    from envyard.builder.install import install_lock
 
     ctx.meta["json_output"] = json_output
     settings = _settings()
@@ -102,8 +102,8 @@ def pack_command(ctx: click.Context, lockfile: Path | None, output: Path, platfo
     """Write a relocatable archive (conda-pack layout; unpack, then run bin/conda-unpack)."""
     import tempfile
 
-    from builder.install import install_lock
-    from builder.pack import PACKED_PREFIX, compression_for, pack_prefix
+    from envyard.builder.install import install_lock
+    from envyard.builder.pack import PACKED_PREFIX, compression_for, pack_prefix
 
     ctx.meta["json_output"] = json_output
     compression_for(output)
@@ -150,7 +150,7 @@ def _uid_gid(value: str) -> tuple[int, int]:
 
 
 def _client(ref: Any, insecure: bool, username: str | None, password: str | None, settings: Any) -> Any:
-    from registry.client import RegistryClient
+    from envyard.registry.client import RegistryClient
 
     return RegistryClient(ref.registry, insecure=insecure, username=username, password=password,
                           docker_config=settings.docker_config)
@@ -180,10 +180,10 @@ def image_command(ctx: click.Context, lockfile: Path, platforms: tuple[str, ...]
                   username: str | None, password: str | None, user: str, compression: str, max_layers: int,
                   sbom: str, name: str | None, json_output: bool) -> None:
     """Build an OCI image from LOCKFILE without a Docker daemon; write, push and/or load it."""
-    from builder.image import ImageRequest, build_image
-    from builder.oci.image import ImageOptions
-    from builder.oci.layers import LayerBudget
-    from builder.oci.store import BlobStore
+    from envyard.builder.image import ImageRequest, build_image
+    from envyard.builder.oci.image import ImageOptions
+    from envyard.builder.oci.layers import LayerBudget
+    from envyard.builder.oci.store import BlobStore
 
     ctx.meta["json_output"] = json_output
     settings = _settings()
@@ -207,7 +207,7 @@ def image_command(ctx: click.Context, lockfile: Path, platforms: tuple[str, ...]
         summary: dict[str, Any] = {"digest": result.image.digest, "platforms": list(platforms),
                                    "layers": {p: len(b) for p, b in result.layers.items()}}
         if layout is not None:
-            from builder.oci.layout import write_layout
+            from envyard.builder.oci.layout import write_layout
 
             write_layout(result.image, store, layout[0], layout[1])
             summary["output"] = f"oci:{layout[0]}:{layout[1]}"
@@ -228,10 +228,10 @@ def _pull_bases(base: str, platforms: tuple[str, ...], store: Any, insecure: boo
                 password: str | None, settings: Any) -> dict[str, Any]:
     if base == "scratch":
         return {}
-    from builder.oci.image import BaseImage
-    from builder.oci.model import OCI_PLATFORMS
-    from registry.push import pull_image
-    from registry.reference import parse_reference
+    from envyard.builder.oci.image import BaseImage
+    from envyard.builder.oci.model import OCI_PLATFORMS
+    from envyard.registry.push import pull_image
+    from envyard.registry.reference import parse_reference
 
     ref = parse_reference(base)
     client = _client(ref, insecure, username, password, settings)
@@ -247,8 +247,8 @@ def _pull_bases(base: str, platforms: tuple[str, ...], store: Any, insecure: boo
 
 def _push(image: Any, store: Any, push_ref: str, base: str, insecure: bool, username: str | None,
           password: str | None, settings: Any) -> dict[str, Any]:
-    from registry.push import push_image
-    from registry.reference import parse_reference
+    from envyard.registry.push import push_image
+    from envyard.registry.reference import parse_reference
 
     ref = parse_reference(push_ref)
     mount_from = []
@@ -264,8 +264,8 @@ def _push(image: Any, store: Any, push_ref: str, base: str, insecure: bool, user
 
 
 def _load(image: Any, store: Any, platforms: tuple[str, ...], tag: str) -> list[str]:
-    from builder.install import host_platform
-    from registry.docker_load import load_into_daemon
+    from envyard.builder.install import host_platform
+    from envyard.registry.docker_load import load_into_daemon
 
     chosen = host_platform() if host_platform() in platforms else platforms[0]
     manifest = image.manifests[list(platforms).index(chosen)]

@@ -12,16 +12,16 @@ from typing import Any
 
 import click
 
-from api.cli import DefaultGroup
-from builder.errors import MissingLockError, SpecError, StaleLockError
-from builder.progress import Stage
+from envyard.api.cli import DefaultGroup
+from envyard.builder.errors import MissingLockError, SpecError, StaleLockError
+from envyard.builder.progress import Stage
 
 
 class RichReporter:
     """Shows the current stage on stderr with a spinner (silent when stderr is not a terminal)."""
 
     def __init__(self) -> None:
-        from api.cli import rich_console
+        from envyard.api.cli import rich_console
 
         self.console = rich_console(stderr=True)
         self.status: Any = None
@@ -47,7 +47,7 @@ class RichReporter:
 
 
 def _settings() -> Any:
-    from builder.settings import Settings
+    from envyard.builder.settings import Settings
 
     return Settings()
 
@@ -96,8 +96,8 @@ def _inherited(ctx: click.Context, settings: Any) -> frozenset[str]:
 
 
 def _options(params: dict[str, Any], ctx: click.Context | None = None) -> Any:
-    from builder.channels import ChannelOptions, S3Options
-    from builder.lock import LockOptions
+    from envyard.builder.channels import ChannelOptions, S3Options
+    from envyard.builder.lock import LockOptions
 
     settings = _settings()
     channels = ChannelOptions(
@@ -130,8 +130,8 @@ def fix_command(spec: Path, out_dir: Path, options: Any, recorded: Any = None) -
     It names every option that is not the default or that differs from what the lock in ``out_dir``
     records (``recorded``, which a relock would otherwise reuse): run verbatim, it reproduces the lock.
     """
-    from builder.lock import provenance_of
-    from builder.model import LockProvenance
+    from envyard.builder.lock import provenance_of
+    from envyard.builder.model import LockProvenance
 
     made = provenance_of(options)
     before = recorded or LockProvenance()
@@ -162,7 +162,7 @@ def fix_command(spec: Path, out_dir: Path, options: Any, recorded: Any = None) -
 
 def _check(ctx: click.Context, spec: Path, out_dir: Path, options: Any, json_output: bool) -> None:
     """``--check``: exit 0 when fresh, 2 (with the command that fixes it) when stale or missing."""
-    from builder.pipeline import check_directory
+    from envyard.builder.pipeline import check_directory
 
     found = check_directory(spec, out_dir, options, environ=os.environ)
     check = found.check
@@ -233,8 +233,8 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
     --channel-priority, pip options) unless given again (--cuda none / --exclude-newer none unset them),
     and keeps every locked version that still fits the spec (--update PKG, --update-all free them).
     """
-    from builder.errors import UsageError
-    from builder.pipeline import lock_to_directory
+    from envyard.builder.errors import UsageError
+    from envyard.builder.pipeline import lock_to_directory
 
     ctx.meta["json_output"] = json_output
     settings, options = _options(params, ctx)
@@ -271,7 +271,7 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
         return
     from rich.table import Table
 
-    from api.cli import rich_console
+    from envyard.api.cli import rich_console
 
     table = Table("platform", "conda", "pip", title=f"{'re-exported' if result.reexported else 'locked'} {spec}")
     for platform, counts in summary["platforms"].items():
@@ -292,8 +292,8 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
 @click.pass_context
 def lock_diff(ctx: click.Context, old: Path, new: Path, json_output: bool, exit_code: bool) -> None:
     """Show packages added, removed and changed between two lockfiles, per platform."""
-    from builder.lockdiff import diff_locks
-    from builder.lockfiles import read_lockfile
+    from envyard.builder.lockdiff import diff_locks
+    from envyard.builder.lockfiles import read_lockfile
 
     ctx.meta["json_output"] = json_output
     diff = diff_locks(read_lockfile(old), read_lockfile(new))
@@ -335,8 +335,8 @@ def _print_diff(diff: Any, json_output: bool) -> None:
 def why_command(ctx: click.Context, package: str, lockfile: Path, platform: str | None, all_paths: bool,
                 max_paths: int, environment: str | None, json_output: bool) -> None:
     """Show why PACKAGE is in LOCKFILE: the dependency path(s) from a requested spec."""
-    from builder.lockfiles import read_lockfile
-    from builder.why import why_all
+    from envyard.builder.lockfiles import read_lockfile
+    from envyard.builder.why import why_all
 
     ctx.meta["json_output"] = json_output
     lock = read_lockfile(lockfile, environment=environment)
@@ -362,7 +362,7 @@ def channel_group() -> None:
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path))
 def channel_build(recipes: tuple[Path, ...], out_dir: Path) -> None:
     """Assemble packages from recipe files (see specs/recipes) into an indexed channel at OUTPUT."""
-    from builder.localchannel import build_channel
+    from envyard.builder.localchannel import build_channel
 
     built = build_channel(recipes, out_dir)
     click.echo(f"built {len(built)} packages into {out_dir}", file=sys.stdout)

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from api.cli_client import NAME, _client, _emit, _json_mode, _table, _when
-from builder.errors import SpecError
+from envyard.api.cli_client import NAME, _client, _emit, _json_mode, _table, _when
+from envyard.builder.errors import SpecError
 
 
 def _namespace(value: str) -> str:

@@ -19,8 +19,8 @@ from urllib.parse import quote
 import click
 import httpx
 
-from builder.errors import ArtifactIntegrityError, EnvyardError, ServiceError
-from worker.client import RETRYABLE_STATUS, ApiClient, error_from_problem
+from envyard.builder.errors import ArtifactIntegrityError, EnvyardError, ServiceError
+from envyard.worker.client import RETRYABLE_STATUS, ApiClient, error_from_problem
 
 TERMINAL = frozenset({"completed", "failed", "canceled"})
 POLL_SECONDS = 1.0
@@ -141,7 +141,7 @@ class BuildProgress:
     spinner: Any = None
 
     def __enter__(self) -> BuildProgress:
-        from api.cli import rich_console
+        from envyard.api.cli import rich_console
 
         self.console = rich_console(stderr=True)
         if self.console.is_terminal:

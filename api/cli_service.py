@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from builder.errors import ServiceError
+from envyard.builder.errors import ServiceError
 
 
 def _quiet_libraries() -> None:
@@ -20,7 +20,7 @@ def _quiet_libraries() -> None:
 
 
 def _service_settings(**overrides: Any) -> Any:
-    from api.settings import ServiceSettings
+    from envyard.api.settings import ServiceSettings
 
     return ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -46,7 +46,7 @@ def serve_command(host: str, port: int, data_dir: Path | None, database_url: str
     """Run the API, in-process workers and the artifact store on one port."""
     from urllib.request import url2pathname
 
-    from api.server import serve
+    from envyard.api.server import serve
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
@@ -76,7 +76,7 @@ def worker_command(api_url: str | None, token: str | None, platforms: tuple[str,
     """Claim builds from an envyard server and run them until SIGTERM/SIGINT."""
     import os
 
-    from worker.runner import WorkerOptions, parse_pauses, run_worker
+    from envyard.worker.runner import WorkerOptions, parse_pauses, run_worker
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_libraries()

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from api.cli_client import NAME, _client, _emit, _json_mode, _size, _table, _when, build_group
-from builder.errors import RegistryError, SpecError
+from envyard.api.cli_client import NAME, _client, _emit, _json_mode, _size, _table, _when, build_group
+from envyard.builder.errors import RegistryError, SpecError
 
 POLL_SECONDS = 0.5
 FINISHED = {"pushed", "failed"}

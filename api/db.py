@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
-from api.files import private_dir, private_file
-from builder.errors import ServiceError
+from envyard.api.files import private_dir, private_file
+from envyard.builder.errors import ServiceError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from fastapi import Request
 from sqlmodel import Session
 
-from api.services.jobs import LeasePolicy
-from api.settings import ServiceSettings
-from api.storage import ArtifactStore
+from envyard.api.services.jobs import LeasePolicy
+from envyard.api.settings import ServiceSettings
+from envyard.api.storage import ArtifactStore
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -27,12 +27,12 @@ from concurrent.futures.process import BrokenProcessPool
 from fastapi import Request
 from sqlalchemy import Engine
 
-from api.auth import Principal
-from api.services.builds import CheckedSpec, check_submission
-from api.services.logs import LogHub
-from api.services.specs import submission_policy
-from api.settings import ServiceSettings
-from builder.errors import SpecError, TooManyRequestsError
+from envyard.api.auth import Principal
+from envyard.api.services.builds import CheckedSpec, check_submission
+from envyard.api.services.logs import LogHub
+from envyard.api.services.specs import submission_policy
+from envyard.api.settings import ServiceSettings
+from envyard.builder.errors import SpecError, TooManyRequestsError
 
 __all__ = ["LoadControls", "Slot", "TokenLimits", "principal_key"]
 

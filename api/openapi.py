@@ -31,7 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from api.auth import Action, authorize
+from envyard.api.auth import Action, authorize
 
 __all__ = [
     "ASSETS_PATH", "DOCS_PATHS", "EXTRA_STATUSES", "SUCCESS_CONTENT", "OciErrors", "Problem", "document_responses",

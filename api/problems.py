@@ -11,10 +11,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 
-from api.auth import BEARER_ERROR, is_registry_path
-from api.openapi import DOCS_PATHS
-from api.registry_tokens import REGISTRY_SERVICE
-from builder.errors import PROBLEM_BASE, EnvyardError
+from envyard.api.auth import BEARER_ERROR, is_registry_path
+from envyard.api.openapi import DOCS_PATHS
+from envyard.api.registry_tokens import REGISTRY_SERVICE
+from envyard.builder.errors import PROBLEM_BASE, EnvyardError
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("envyard.api")

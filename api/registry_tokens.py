@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from api.secret_key import derive_key
+from envyard.api.secret_key import derive_key
 
 REGISTRY_SERVICE = "envyard"
 REGISTRY_TOKEN_SECONDS = 300

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 from sqlmodel import Session, col, select
 
-from api.auth import Action, Principal, check, current_principal, public_namespaces
-from api.ids import Id
-from api.models import ApiToken, Build, BuildArtifact, Environment, Namespace
-from builder.errors import NotFoundError
+from envyard.api.auth import Action, Principal, check, current_principal, public_namespaces
+from envyard.api.ids import Id
+from envyard.api.models import ApiToken, Build, BuildArtifact, Environment, Namespace
+from envyard.builder.errors import NotFoundError
 
 __all__ = [
     "BuildPair",

@@ -14,7 +14,7 @@ import os
 import secrets
 from pathlib import Path
 
-from builder.errors import ConfigError
+from envyard.builder.errors import ConfigError
 
 MIN_LENGTH = 32
 

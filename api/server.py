@@ -10,10 +10,10 @@ import threading
 
 import uvicorn
 
-from api.app import create_app
-from api.files import private_dir
-from api.settings import ServiceSettings
-from worker.runner import WorkerOptions, parse_pauses, run_worker
+from envyard.api.app import create_app
+from envyard.api.files import private_dir
+from envyard.api.settings import ServiceSettings
+from envyard.worker.runner import WorkerOptions, parse_pauses, run_worker
 
 log = logging.getLogger("envyard.serve")
 

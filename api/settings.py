@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from builder.settings import Settings
+from envyard.builder.settings import Settings
 
 
 class ServiceSettings(Settings):

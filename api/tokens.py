@@ -11,8 +11,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from api.db import session_scope
-from api.models import ApiToken, Role
+from envyard.api.db import session_scope
+from envyard.api.models import ApiToken, Role
 
 TOKEN_PREFIX = "ey_"
 

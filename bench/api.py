@@ -131,7 +131,7 @@ def envyard_serve(work: Path, label: str, database_url: str | None) -> Iterator[
     data_dir = work / f"data-{label}"
     log_path = work / f"serve-{label}.log"
     executable = shutil.which("envyard")
-    command = [executable] if executable else [sys.executable, "-m", "api.cli"]
+    command = [executable] if executable else [sys.executable, "-m", "envyard.api.cli"]
     command += ["serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), "--workers", "0",
                 "--log-level", "warning"]
     if database_url:
@@ -189,7 +189,7 @@ def seed_postgres(url: str, rng: random.Random) -> Seeded:
     database the server has migrated; then point every environment at its newest completed build."""
     import psycopg
 
-    from api.services.builds import spec_digest
+    from envyard.api.services.builds import spec_digest
 
     started = time.perf_counter()
     seeded = Seeded()
@@ -298,7 +298,7 @@ class Endpoint:
 
 
 def endpoints(seeded: Seeded, rng: random.Random, quick: bool) -> list[Endpoint]:
-    from api.services.pagination import encode_cursor
+    from envyard.api.services.pagination import encode_cursor
 
     def items(body: Any) -> bool:
         return isinstance(body, dict) and bool(body.get("items"))
@@ -463,8 +463,8 @@ def breakdown(url: str, work: Path, probes: list[Probe], repeat: int = 30) -> No
     import psycopg
     from sqlalchemy import event
 
-    from api.app import create_app
-    from api.settings import ServiceSettings
+    from envyard.api.app import create_app
+    from envyard.api.settings import ServiceSettings
 
     warnings.simplefilter("ignore")
     app = create_app(ServiceSettings(data_dir=work / "data-inprocess", database_url=url))
@@ -560,9 +560,9 @@ def bench_lock(work: Path, alias_root: Path, label: str) -> LockTimes:
     does it (a new gateway over the warm on-disk repodata cache) and with one gateway kept warm in memory (as
     bench/solve.py measures)."""
     from bench.solve import count_records
-    from builder.channels import ChannelOptions, make_gateway
-    from builder.lock import LockOptions
-    from builder.pipeline import lock_to_directory
+    from envyard.builder.channels import ChannelOptions, make_gateway
+    from envyard.builder.lock import LockOptions
+    from envyard.builder.pipeline import lock_to_directory
 
     root = work / f"lock-{label}"
     spec = root / "environment.yml"

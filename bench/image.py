@@ -52,11 +52,11 @@ sys.path.insert(0, str(REPO))
 from bench import shadow  # noqa: E402
 from bench.solve import DERIVED, pangeo_sized_specs  # noqa: E402
 from bench.table import Row, report_lines  # noqa: E402
-from builder.install import InstallOptions, install_lock  # noqa: E402
-from builder.model import LockedCondaPackage, PlatformLock  # noqa: E402
-from builder.oci.image import BuiltLayer, ImageOptions, build_platform_image  # noqa: E402
-from builder.oci.model import ManifestBlob, OciImage  # noqa: E402
-from builder.oci.store import BlobStore  # noqa: E402
+from envyard.builder.install import InstallOptions, install_lock  # noqa: E402
+from envyard.builder.model import LockedCondaPackage, PlatformLock  # noqa: E402
+from envyard.builder.oci.image import BuiltLayer, ImageOptions, build_platform_image  # noqa: E402
+from envyard.builder.oci.model import ManifestBlob, OciImage  # noqa: E402
+from envyard.builder.oci.store import BlobStore  # noqa: E402
 
 PLATFORM = "linux-64"
 ENV_PREFIX = "/opt/env"
@@ -164,9 +164,9 @@ def registry(tmp: Path) -> Iterator[tuple[str, Path] | None]:
 
 
 def push(host: str, image: OciImage, store: BlobStore, ref: str, mount_from: Sequence[str] = ()) -> Any:
-    from registry.client import RegistryClient
-    from registry.push import push_image
-    from registry.reference import parse_reference
+    from envyard.registry.client import RegistryClient
+    from envyard.registry.push import push_image
+    from envyard.registry.reference import parse_reference
 
     with RegistryClient(host) as client:
         return push_image(image, store, parse_reference(f"{host}/{ref}"), client, mount_from=mount_from)
@@ -430,9 +430,9 @@ def bench_two_envs(envs: Environments, manifest_a: ManifestBlob, store: BlobStor
 
 def profile(lock: PlatformLock, image_prefix: Path, run: Path, cache: Path) -> None:
     """cProfile of a warm install and of a cold image build with its layers built one by one in this thread."""
-    import builder.install as install_module
-    from builder.oci.image import ENTRYPOINT, build_layer, entrypoint_script
-    from builder.oci.layers import plan_layers, read_units
+    import envyard.builder.install as install_module
+    from envyard.builder.oci.image import ENTRYPOINT, build_layer, entrypoint_script
+    from envyard.builder.oci.layers import plan_layers, read_units
 
     print("\nprofile: warm install_lock, time per stage (builder.install's stage functions wrapped in this process)")
     stages = {"fetch_packages": "cache check (fetch_packages)", "_link": "rattler.install (_link)",

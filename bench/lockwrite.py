@@ -27,8 +27,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from builder.lockfiles import read_lockfile, render_conda_lock, render_explicit, write_pixi_lock  # noqa: E402
-from builder.lockfiles._yaml import yaml_scalar  # noqa: E402
+from envyard.builder.lockfiles import read_lockfile, render_conda_lock, render_explicit, write_pixi_lock  # noqa: E402
+from envyard.builder.lockfiles._yaml import yaml_scalar  # noqa: E402
 
 LOCKS = REPO.parent / "shared" / "data" / "locks" / "conda-lock"
 FILES = [

@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from builder.condapkg import PREFIX_PLACEHOLDER, PackageFile, index_json, write_conda_package
-from builder.model import LockedCondaPackage, PlatformLock
+from envyard.builder.condapkg import PREFIX_PLACEHOLDER, PackageFile, index_json, write_conda_package
+from envyard.builder.model import LockedCondaPackage, PlatformLock
 
 #: bump when the synthesis changes: cached channels of another format are not reused
 SHADOW_FORMAT = 2
@@ -107,7 +107,7 @@ def solve_records(channel: Path, specs: Sequence[str], platform: str, cache_dir:
     size of other records of the same name in the channel, else of the same kind, jittered by name)."""
     import rattler
 
-    from builder.virtual_packages import virtual_packages_for
+    from envyard.builder.virtual_packages import virtual_packages_for
 
     gateway = rattler.Gateway(cache_dir=str(cache_dir))
     virtual = [v.to_rattler() for v in virtual_packages_for(platform, cuda="12.4")]

@@ -44,7 +44,7 @@ CROSS_PLATFORM = ["python", "numpy", "pandas", "scipy", "scikit-learn", "matplot
 def pangeo_sized_specs() -> list[str]:
     """The root packages of pangeo's real ml-notebook lock (nothing else depends on them), unpinned,
     that the derived channel can solve for linux-64: a pangeo-notebook-sized spec."""
-    from builder.lockfiles import read_lockfile
+    from envyard.builder.lockfiles import read_lockfile
 
     lock = read_lockfile(PANGEO_LOCK).platforms["linux-64"]
     depended = {d.split()[0] for p in lock.conda for d in p.depends}
@@ -102,10 +102,10 @@ def timed(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
 def bench_channel(label: str, alias_root: Path, specs: list[str], repeat: int, workdir: Path) -> None:
     import rattler
 
-    from builder.channels import ChannelOptions, make_gateway
-    from builder.lock import LockOptions
-    from builder.pipeline import lock_to_directory
-    from builder.virtual_packages import virtual_packages_for
+    from envyard.builder.channels import ChannelOptions, make_gateway
+    from envyard.builder.lock import LockOptions
+    from envyard.builder.pipeline import lock_to_directory
+    from envyard.builder.virtual_packages import virtual_packages_for
 
     options = ChannelOptions(channel_alias=alias_root.as_uri() + "/")
     gateway = make_gateway(workdir / f"cache-{label}", options)

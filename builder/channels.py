@@ -29,7 +29,7 @@ from rattler.networking import (
 )
 from rattler.networking.middleware import S3Config
 
-from builder.errors import ChannelError
+from envyard.builder.errors import ChannelError
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")

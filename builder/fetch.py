@@ -16,7 +16,7 @@ Both checks raise typed errors naming the package and the offending path.
 >>> check_member_path("../etc/passwd", package="evil")
 Traceback (most recent call last):
 ...
-builder.errors.UnsafePackageError: ../etc/passwd: package evil writes outside the environment prefix (hint: ...)
+envyard.builder.errors.UnsafePackageError: ../etc/passwd: package evil writes outside the environment prefix (hint: ...)
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import IO
 
 import zstandard
 
-from builder.errors import ChannelError, PackageIntegrityError, UnsafePackageError
-from builder.model import LockedCondaPackage
+from envyard.builder.errors import ChannelError, PackageIntegrityError, UnsafePackageError
+from envyard.builder.model import LockedCondaPackage
 
 _CHUNK = 1 << 20
 _UNSAFE_HINT = "the package is malformed or hostile; remove it from the channel and re-lock"

@@ -15,16 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.errors import ImageError
-from builder.install import InstallOptions, install_lock
-from builder.model import EnvironmentLock, PlatformLock
-from builder.oci.image import BaseImage, BuiltLayer, ImageOptions, build_platform_image, image_index
-from builder.oci.model import ManifestBlob, OciImage, canonical_json
-from builder.oci.store import BlobStore
-from builder.progress import NullReporter, Reporter, Stage
+from envyard.builder.errors import ImageError
+from envyard.builder.install import InstallOptions, install_lock
+from envyard.builder.model import EnvironmentLock, PlatformLock
+from envyard.builder.oci.image import BaseImage, BuiltLayer, ImageOptions, build_platform_image, image_index
+from envyard.builder.oci.model import ManifestBlob, OciImage, canonical_json
+from envyard.builder.oci.store import BlobStore
+from envyard.builder.progress import NullReporter, Reporter, Stage
 
 if TYPE_CHECKING:
-    from builder.oci.sbom import SbomFormat
+    from envyard.builder.oci.sbom import SbomFormat
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,7 @@ def build_image(request: ImageRequest, store: BlobStore, reporter: Reporter | No
 
 
 def _sbom(request: ImageRequest, fmt: SbomFormat, store: BlobStore, root: ManifestBlob) -> list[ManifestBlob]:
-    from builder.oci.sbom import cyclonedx_document, sbom_referrer, spdx_document
+    from envyard.builder.oci.sbom import cyclonedx_document, sbom_referrer, spdx_document
 
     created = datetime.fromtimestamp(request.options.source_date_epoch, UTC)
     referrers = []

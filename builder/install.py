@@ -29,11 +29,11 @@ from urllib.parse import urlsplit
 
 import rattler
 
-from builder.errors import EnvyardError, InstallError, SdistNotAllowedError
-from builder.fetch import FetchedPackage, fetch_packages, remove_archive_copies
-from builder.model import PlatformLock
-from builder.progress import NullReporter, Reporter, Stage
-from builder.records import to_repodata_record
+from envyard.builder.errors import EnvyardError, InstallError, SdistNotAllowedError
+from envyard.builder.fetch import FetchedPackage, fetch_packages, remove_archive_copies
+from envyard.builder.model import PlatformLock
+from envyard.builder.progress import NullReporter, Reporter, Stage
+from envyard.builder.records import to_repodata_record
 
 #: conda-meta keys that name the machine that installed the prefix (cache paths).
 _MACHINE_KEYS = ("extracted_package_dir", "package_tarball_full_path")
@@ -114,7 +114,7 @@ def scrub_conda_meta(prefix: Path, fetched: Sequence[FetchedPackage]) -> None:
 
 
 def _install_pip(lock: PlatformLock, stage: Path, target: str, options: InstallOptions) -> None:
-    from builder.pip_resolve import locked_pip_to_requirement_line
+    from envyard.builder.pip_resolve import locked_pip_to_requirement_line
 
     python = stage / "bin" / "python"
     if not python.exists():
@@ -124,7 +124,7 @@ def _install_pip(lock: PlatformLock, stage: Path, target: str, options: InstallO
         )
     sdists = sorted(p.normalized_name for p in lock.pip if not urlsplit(p.url).path.endswith(".whl"))
     if sdists and not options.allow_sdists:
-        from builder.pip_resolve import SDIST_HINT
+        from envyard.builder.pip_resolve import SDIST_HINT
 
         raise SdistNotAllowedError(f"pip package {', '.join(sdists)} is locked as a source distribution, and "
                                    "building sdists is not allowed", hint=SDIST_HINT, details={"packages": sdists})

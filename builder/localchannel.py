@@ -37,8 +37,8 @@ from typing import Any
 
 import yaml
 
-from builder.condapkg import PREFIX_PLACEHOLDER, PackageFile, index_json, write_conda_package
-from builder.errors import SpecError
+from envyard.builder.condapkg import PREFIX_PLACEHOLDER, PackageFile, index_json, write_conda_package
+from envyard.builder.errors import SpecError
 
 #: The timestamp every demo package carries (reproducible archives).
 FIXED_TIMESTAMP = datetime(2024, 6, 1, tzinfo=UTC)

@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 
 import rattler
 
-from builder.channels import ChannelOptions, channel_url, qualify_spec
-from builder.errors import PipResolutionError, SpecError, UsageError
-from builder.model import (
+from envyard.builder.channels import ChannelOptions, channel_url, qualify_spec
+from envyard.builder.errors import PipResolutionError, SpecError, UsageError
+from envyard.builder.model import (
     SUPPORTED_PLATFORMS,
     EnvironmentLock,
     LockedCondaPackage,
@@ -37,11 +37,11 @@ from builder.model import (
     LockProvenance,
     PlatformLock,
 )
-from builder.progress import NullReporter, Reporter, Stage
-from builder.solve import ChannelPriorityMode, SolveRequest, SolveStrategy, solve_platforms, spec_name
-from builder.spec import EnvironmentSpec
-from builder.url_policy import UrlPolicy
-from builder.virtual_packages import VirtualPackage, virtual_packages_for
+from envyard.builder.progress import NullReporter, Reporter, Stage
+from envyard.builder.solve import ChannelPriorityMode, SolveRequest, SolveStrategy, solve_platforms, spec_name
+from envyard.builder.spec import EnvironmentSpec
+from envyard.builder.url_policy import UrlPolicy
+from envyard.builder.virtual_packages import VirtualPackage, virtual_packages_for
 
 DEFAULT_PLATFORMS: tuple[str, ...] = ("linux-64",)
 #: the options a relock or ``--check`` may take from the lock's record when the caller leaves them unset
@@ -273,7 +273,7 @@ def check_update_names(spec: EnvironmentSpec, options: LockOptions, previous: En
 def _pip_packages(
     spec: EnvironmentSpec, platform: str, conda: tuple[LockedCondaPackage, ...], options: LockOptions
 ) -> tuple[LockedPipPackage, ...]:
-    from builder.pip_resolve import PipTarget, resolve_pip_requirements
+    from envyard.builder.pip_resolve import PipTarget, resolve_pip_requirements
 
     requirements = spec.pip_requirements(platform)
     if not requirements:

@@ -6,7 +6,7 @@ constraints per name, so order and spelling do not count; not compared where eit
 lock has no dependency data) or its hashes (only a hash kind both record). Those
 differences are listed in :attr:`PackageChange.details`.
 
->>> from builder.model import EnvironmentLock, LockedPipPackage, PlatformLock
+>>> from envyard.builder.model import EnvironmentLock, LockedPipPackage, PlatformLock
 >>> old = EnvironmentLock({"linux-64": PlatformLock("linux-64", pip=(LockedPipPackage("rich", "13.0", "u", None),))})
 >>> new = EnvironmentLock({"linux-64": PlatformLock("linux-64", pip=(LockedPipPackage("rich", "14.1", "u", None),))})
 >>> diff_locks(old, new).platforms["linux-64"].changed
@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from builder.lockfiles._common import pip_dependencies, split_dep
-from builder.model import EnvironmentLock, LockedPipPackage, PackageCategory, PlatformLock, normalize_pypi_name
+from envyard.builder.lockfiles._common import pip_dependencies, split_dep
+from envyard.builder.model import EnvironmentLock, LockedPipPackage, PackageCategory, PlatformLock, normalize_pypi_name
 
 
 @dataclass(frozen=True, slots=True)

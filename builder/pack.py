@@ -21,9 +21,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import relocate
-from builder.errors import ImageError
-from builder.tarstream import Compression, TarSpec, compressed, tree_entries, write_tar
+from envyard.builder import relocate
+from envyard.builder.errors import ImageError
+from envyard.builder.tarstream import Compression, TarSpec, compressed, tree_entries, write_tar
 
 #: The prefix lock-built archives are installed for (long, so binary files can be relocated anywhere shorter).
 PACKED_PREFIX = "/opt/envyard-packed-env" + "/_placehold" * 16

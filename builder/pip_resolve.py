@@ -46,10 +46,10 @@ from urllib.parse import unquote, urlsplit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from builder.errors import LockfileError, PipResolutionError, SdistNotAllowedError
-from builder.model import LockedPipPackage, normalize_pypi_name
-from builder.spec_pip import redact_url
-from builder.url_policy import UrlPolicy
+from envyard.builder.errors import LockfileError, PipResolutionError, SdistNotAllowedError
+from envyard.builder.model import LockedPipPackage, normalize_pypi_name
+from envyard.builder.spec_pip import redact_url
+from envyard.builder.url_policy import UrlPolicy
 
 _ARCH = {"linux-64": "x86_64", "linux-aarch64": "aarch64", "osx-64": "x86_64", "osx-arm64": "aarch64"}
 _OTHER_PLATFORMS = {"win-64": "x86_64-pc-windows-msvc", "win-arm64": "aarch64-pc-windows-msvc"}

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import rattler
 
-from builder.channels import channel_url, make_gateway
-from builder.errors import EnvyardError, SpecError
-from builder.lock import LockCheck, LockOptions, check_lock, inherit_options, lock_environment
-from builder.lockfiles._common import Warn, no_warnings
-from builder.model import SUPPORTED_PLATFORMS, EnvironmentLock, LockProvenance, PlatformLock
-from builder.progress import NullReporter, Reporter, Stage
-from builder.spec import EnvironmentSpec, detect_input_kind, parse_environment_yaml, parse_requirements_txt
-from builder.spec_pip import read_text
+from envyard.builder.channels import channel_url, make_gateway
+from envyard.builder.errors import EnvyardError, SpecError
+from envyard.builder.lock import LockCheck, LockOptions, check_lock, inherit_options, lock_environment
+from envyard.builder.lockfiles._common import Warn, no_warnings
+from envyard.builder.model import SUPPORTED_PLATFORMS, EnvironmentLock, LockProvenance, PlatformLock
+from envyard.builder.progress import NullReporter, Reporter, Stage
+from envyard.builder.spec import EnvironmentSpec, detect_input_kind, parse_environment_yaml, parse_requirements_txt
+from envyard.builder.spec_pip import read_text
 
 CONDA_LOCK_FILE = "conda-lock.yml"
 _EXPLICIT_FILE = re.compile(r"^conda-(?P<platform>[a-z0-9]+-[a-z0-9]+)\.lock$")
@@ -63,7 +63,7 @@ def read_input(
     every one); it is an error for a spec. ``allow_includes=False`` for specs that are not the
     caller's own files (a service's builds): their pip ``-r`` lines are refused instead of read.
     """
-    from builder.lockfiles import ALL_ENVIRONMENTS, read_lock_environments, read_lockfile
+    from envyard.builder.lockfiles import ALL_ENVIRONMENTS, read_lock_environments, read_lockfile
 
     text = read_text(path, file=str(path), line=None)
     kind = detect_input_kind(path, text)
@@ -100,7 +100,7 @@ def lock_to_directory(
     changes unless every file could be written. What was skipped on reading or cannot be held by a
     format is returned in ``warnings``, one line each.
     """
-    from builder.lockfiles import write_lock_files
+    from envyard.builder.lockfiles import write_lock_files
 
     warnings: list[str] = []
     reporter = reporter or NullReporter()
@@ -138,9 +138,9 @@ def read_lock_head(path: Path) -> EnvironmentLock:
     """
     import yaml
 
-    from builder.lockfiles import read_lockfile
-    from builder.lockfiles._yaml import YAML_LOADER
-    from builder.lockfiles.condalock import conda_lock_from_document
+    from envyard.builder.lockfiles import read_lockfile
+    from envyard.builder.lockfiles._yaml import YAML_LOADER
+    from envyard.builder.lockfiles.condalock import conda_lock_from_document
 
     text = path.read_text(encoding="utf-8")
     head, found, _ = text.partition("\npackage:")
@@ -156,7 +156,7 @@ def read_lock_head(path: Path) -> EnvironmentLock:
 def _explicit_platforms(out_dir: Path, head: EnvironmentLock) -> dict[str, PlatformLock] | None:
     """Each platform's packages from its ``conda-<platform>.lock`` (quick to read), if every one is there and
     carries the input hash ``conda-lock.yml`` records for it; else None."""
-    from builder.lockfiles.explicit import parse_explicit
+    from envyard.builder.lockfiles.explicit import parse_explicit
 
     found = {}
     for platform in head.platform_names:
@@ -176,7 +176,7 @@ def read_previous_lock(out_dir: Path) -> tuple[EnvironmentLock | None, tuple[str
     Its metadata comes from ``conda-lock.yml``; its conda packages from the explicit files when they
     match it (what a relock needs of them: name, version, build, URL, md5), else from ``conda-lock.yml``.
     """
-    from builder.lockfiles import read_lockfile
+    from envyard.builder.lockfiles import read_lockfile
 
     path = out_dir / CONDA_LOCK_FILE
     if not path.is_file():
@@ -211,7 +211,7 @@ def remove_leftover_platform_files(
 
     Only files envyard wrote (its generator line) or that belonged to the previous lock are removed.
     """
-    from builder.lockfiles.explicit import GENERATOR
+    from envyard.builder.lockfiles.explicit import GENERATOR
 
     removed = []
     before = set(previous.platforms) if previous else set()

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import rattler
 
-from builder.errors import LockfileError
-from builder.model import LockedCondaPackage, PlatformLock
+from envyard.builder.errors import LockfileError
+from envyard.builder.model import LockedCondaPackage, PlatformLock
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -27,7 +27,7 @@ import rattler
 from rattler.exceptions import SolverError
 from rattler.platform import Subdir
 
-from builder.errors import (
+from envyard.builder.errors import (
     ChannelError,
     EnvyardError,
     LockfileError,
@@ -36,10 +36,10 @@ from builder.errors import (
     SolveError,
     SpecError,
 )
-from builder.model import LockedCondaPackage
-from builder.records import check_records
-from builder.url_policy import UrlPolicy
-from builder.virtual_packages import VirtualPackage
+from envyard.builder.model import LockedCondaPackage
+from envyard.builder.records import check_records
+from envyard.builder.url_policy import UrlPolicy
+from envyard.builder.virtual_packages import VirtualPackage
 
 SolveStrategy = Literal["highest", "lowest", "lowest-direct"]
 ChannelPriorityMode = Literal["strict", "disabled"]

@@ -34,10 +34,10 @@ import rattler
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from builder.errors import SpecError
-from builder.spec_pip import PipCollector, PipRequirement, PipSection, pip_canonical, read_text
-from builder.spec_selectors import evaluate_selector
-from builder.spec_yaml import (
+from envyard.builder.errors import SpecError
+from envyard.builder.spec_pip import PipCollector, PipRequirement, PipSection, pip_canonical, read_text
+from envyard.builder.spec_selectors import evaluate_selector
+from envyard.builder.spec_yaml import (
     DEFAULT_LIMITS,
     SpecLimits,
     YamlSource,

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from builder.errors import SpecError
-from builder.spec import detect_input_kind
-from builder.spec_pip import MAX_INCLUDE_DEPTH, logical_lines, read_text
-from builder.spec_yaml import compose_mapping, line_of
+from envyard.builder.errors import SpecError
+from envyard.builder.spec import detect_input_kind
+from envyard.builder.spec_pip import MAX_INCLUDE_DEPTH, logical_lines, read_text
+from envyard.builder.spec_yaml import compose_mapping, line_of
 
 __all__ = ["inline_includes"]
 

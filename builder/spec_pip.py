@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 
-from builder.errors import SpecError, SpecIncludeError
+from envyard.builder.errors import SpecError, SpecIncludeError
 
 __all__ = [
     "INCLUDE_HINT", "MAX_INCLUDE_DEPTH", "PipCollector", "PipRequirement", "PipSection", "logical_lines",

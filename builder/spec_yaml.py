@@ -30,8 +30,8 @@ from yaml.events import (
 )
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from builder.errors import SpecError, SpecLimitError
-from builder.spec_selectors import SelectorError, parse_selector
+from envyard.builder.errors import SpecError, SpecLimitError
+from envyard.builder.spec_selectors import SelectorError, parse_selector
 
 __all__ = [
     "DEFAULT_LIMITS", "NULL_TAG", "SpecLimits", "YamlSource", "check_size", "check_yaml_limits", "compose_mapping",
@@ -92,7 +92,7 @@ def check_yaml_limits(text: str, source: str | None, limits: SpecLimits = DEFAUL
     >>> check_yaml_limits("a: " + "[" * 100 + "]" * 100, "env.yml")
     Traceback (most recent call last):
     ...
-    builder.errors.SpecLimitError: env.yml:1: the YAML nests deeper than 64 levels (the limit is 64) (hint: ...)
+    envyard.builder.errors.SpecLimitError: env.yml:1: the YAML nests deeper than 64 levels (the limit is 64) (hint: ...)
     """
     check_size(text, source, limits)
     # per open collection, the children it may still take (keys and values count for mappings)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
-from builder.oci.store import HashingSink
+from envyard.builder.oci.store import HashingSink
 
 Compression = Literal["gzip", "zstd", "none"]
 

@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from builder.errors import ForbiddenUrlError
+from envyard.builder.errors import ForbiddenUrlError
 
 if TYPE_CHECKING:
-    from builder.channels import ChannelOptions
-    from builder.model import EnvironmentLock
-    from builder.spec import EnvironmentSpec
+    from envyard.builder.channels import ChannelOptions
+    from envyard.builder.model import EnvironmentLock
+    from envyard.builder.spec import EnvironmentSpec
 
 __all__ = ["FetchedUrl", "Resolver", "UrlPolicy", "forbidden_address", "lock_urls", "spec_urls", "system_resolver"]
 
@@ -272,8 +272,8 @@ def spec_urls(spec: EnvironmentSpec, channels: ChannelOptions) -> list[FetchedUr
     """Every URL a lock of ``spec`` fetches besides the server's defaults (PyPI when no index is named)."""
     from packaging.requirements import Requirement
 
-    from builder.channels import channel_url
-    from builder.spec_pip import redact_url
+    from envyard.builder.channels import channel_url
+    from envyard.builder.spec_pip import redact_url
 
     found = [FetchedUrl(channel_url(c, channels), "channel", c, "channels") for c in spec.channels]
     for dep in spec.dependencies:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import rattler
 
-from builder.errors import SpecError
+from envyard.builder.errors import SpecError
 
 _ARCH = {
     "linux-64": "x86_64",

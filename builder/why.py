@@ -1,6 +1,6 @@
 """``envyard why``: the dependency paths from a requested spec down to a locked package.
 
->>> from builder.model import EnvironmentLock, LockedCondaPackage, PlatformLock
+>>> from envyard.builder.model import EnvironmentLock, LockedCondaPackage, PlatformLock
 >>> def pkg(name, *deps):
 ...     return LockedCondaPackage(name, "1", "0", 0, "linux-64", "c", f"c/{name}.conda", None, None, deps)
 >>> lock = EnvironmentLock({"linux-64": PlatformLock("linux-64", conda=(
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from builder.errors import EnvyardError
-from builder.model import EnvironmentLock, PlatformLock, normalize_pypi_name
+from envyard.builder.errors import EnvyardError
+from envyard.builder.model import EnvironmentLock, PlatformLock, normalize_pypi_name
 
 __all__ = [
     "DEFAULT_MAX_PATHS",

@@ -18,8 +18,8 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 
-from builder.errors import RegistryError
-from builder.oci.model import (
+from envyard.builder.errors import RegistryError
+from envyard.builder.oci.model import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     MEDIA_TYPE_INDEX,
@@ -28,9 +28,9 @@ from builder.oci.model import (
     ManifestBlob,
     sha256_digest,
 )
-from builder.oci.store import BlobStore
-from registry.reference import is_loopback
-from registry.transport import Credentials, Transport, display_url, docker_config_credentials
+from envyard.builder.oci.store import BlobStore
+from envyard.registry.reference import is_loopback
+from envyard.registry.transport import Credentials, Transport, display_url, docker_config_credentials
 
 PushOutcome = Literal["exists", "mounted", "uploaded"]
 

@@ -24,8 +24,8 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, BinaryIO
 
-from builder.errors import ImageError, RegistryError
-from builder.oci.model import (
+from envyard.builder.errors import ImageError, RegistryError
+from envyard.builder.oci.model import (
     DOCKER_LAYER_GZIP,
     MANIFEST_MEDIA_TYPES,
     MEDIA_TYPE_LAYER_GZIP,
@@ -34,7 +34,7 @@ from builder.oci.model import (
     Descriptor,
     ManifestBlob,
 )
-from builder.oci.store import BlobStore
+from envyard.builder.oci.store import BlobStore
 
 #: Layer media types a daemon decompresses on load (zstd only where the daemon reads it).
 LOADABLE_LAYER_TYPES = frozenset(

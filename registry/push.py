@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from builder.errors import RegistryError
-from builder.oci.model import (
+from envyard.builder.errors import RegistryError
+from envyard.builder.oci.model import (
     INDEX_MEDIA_TYPES,
     MANIFEST_MEDIA_TYPES,
     MEDIA_TYPE_INDEX,
@@ -25,9 +25,9 @@ from builder.oci.model import (
     ManifestBlob,
     OciImage,
 )
-from builder.oci.store import BlobStore
-from registry.client import RegistryClient, referrers_tag
-from registry.reference import ImageReference
+from envyard.builder.oci.store import BlobStore
+from envyard.registry.client import RegistryClient, referrers_tag
+from envyard.registry.reference import ImageReference
 
 
 class BlobSource(Protocol):

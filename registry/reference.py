@@ -21,7 +21,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from builder.errors import RegistryError
+from envyard.builder.errors import RegistryError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_REGISTRY = "registry-1.docker.io"

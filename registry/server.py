@@ -28,16 +28,16 @@ from sqlalchemy import bindparam, func
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from api.auth import Action, Principal, authorize, check, current_principal
-from api.deps import get_session, get_settings, get_store
-from api.ids import parse_id
-from api.models import Build, BuildArtifact, BuildStatus, Environment, Namespace
-from api.problems import oci_error_response
-from api.services import catalog, referrers
-from api.settings import ServiceSettings
-from api.storage import ArtifactStore
-from builder.errors import EnvyardError, NotFoundError, PermissionDeniedError
-from builder.oci.model import MEDIA_TYPE_INDEX
+from envyard.api.auth import Action, Principal, authorize, check, current_principal
+from envyard.api.deps import get_session, get_settings, get_store
+from envyard.api.ids import parse_id
+from envyard.api.models import Build, BuildArtifact, BuildStatus, Environment, Namespace
+from envyard.api.problems import oci_error_response
+from envyard.api.services import catalog, referrers
+from envyard.api.settings import ServiceSettings
+from envyard.api.storage import ArtifactStore
+from envyard.builder.errors import EnvyardError, NotFoundError, PermissionDeniedError
+from envyard.builder.oci.model import MEDIA_TYPE_INDEX
 
 router = APIRouter(prefix="/v2", tags=["registry"])
 READ = Depends(authorize(Action.READ))

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from api.auth import Action, Principal, authorize, may
-from api.registry_tokens import REGISTRY_TOKEN_SECONDS, registry_token_key, sign_registry_token
-from api.schemas import RegistryToken
+from envyard.api.auth import Action, Principal, authorize, may
+from envyard.api.registry_tokens import REGISTRY_TOKEN_SECONDS, registry_token_key, sign_registry_token
+from envyard.api.schemas import RegistryToken
 
 router = APIRouter(prefix="/v2", tags=["registry"])
 TOKEN = Depends(authorize(Action.READ, anonymous=True))

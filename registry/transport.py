@@ -23,8 +23,8 @@ import oras.auth.utils
 import oras.provider
 import requests
 
-from builder.errors import RegistryError
-from registry.reference import DOCKER_HUB_REGISTRY
+from envyard.builder.errors import RegistryError
+from envyard.registry.reference import DOCKER_HUB_REGISTRY
 
 
 class Readable(Protocol):

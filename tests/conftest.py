@@ -32,7 +32,7 @@ def repodata_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def derived_gateway(derived_alias: str, repodata_cache: Path):  # type: ignore[no-untyped-def]
-    from builder.channels import ChannelOptions, make_gateway
+    from envyard.builder.channels import ChannelOptions, make_gateway
 
     return make_gateway(repodata_cache, ChannelOptions(channel_alias=derived_alias))
 
@@ -40,7 +40,7 @@ def derived_gateway(derived_alias: str, repodata_cache: Path):  # type: ignore[n
 @pytest.fixture(scope="session")
 def demo_channel_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo channel built from specs/recipes, at ``<root>/demo``; alias = root."""
-    from builder.localchannel import build_channel
+    from envyard.builder.localchannel import build_channel
 
     root = tmp_path_factory.mktemp("channels")
     build_channel([REPO_ROOT / "specs" / "recipes"], root / "demo")

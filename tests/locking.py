@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder.model import EnvironmentLock
+from envyard.builder.model import EnvironmentLock
 
 
 def lock_spec(
@@ -19,9 +19,9 @@ def lock_spec(
 
     Returns the lock and the path of the written conda-lock.yml.
     """
-    from builder.channels import ChannelOptions
-    from builder.lock import LockOptions
-    from builder.pipeline import lock_to_directory
+    from envyard.builder.channels import ChannelOptions
+    from envyard.builder.lock import LockOptions
+    from envyard.builder.pipeline import lock_to_directory
 
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = out_dir / "environment.yml"

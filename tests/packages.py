@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from builder.condapkg import PackageFile, index_json, tar_zst, write_conda_package
+from envyard.builder.condapkg import PackageFile, index_json, tar_zst, write_conda_package
 
 REPO = Path(__file__).resolve().parents[1]
 E2E_RECIPES = REPO / "tests" / "fixtures" / "recipes" / "e2e.yaml"
@@ -49,7 +49,7 @@ HOSTILE_TIMESTAMP = 1_717_200_000
 
 def build_e2e_channel(root: Path) -> Path:
     """Build and index the end-to-end channel at ``root/e2e`` (skips the test when ``/bin/busybox`` is missing)."""
-    from builder.localchannel import build_channel
+    from envyard.builder.localchannel import build_channel
 
     if not HOST_BUSYBOX.is_file():
         pytest.skip(f"{HOST_BUSYBOX} not found (install Debian's busybox-static)")

@@ -11,11 +11,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.commands import ENVYARD
 from tests.packages import build_e2e_channel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ TOOLS = ("skopeo", "umoci", "runc")
 
 
 def envyard(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    result = subprocess.run([*ENVYARD, *args], cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"envyard {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -97,7 +97,7 @@ def test_one_leaf_change_pushes_only_the_changed_layers(registry: str, tmp_path:
                                "--max-layers", "8", "--json", cwd=tmp_path, env=env).stdout)
 
     # a new release of the leaf package pyhello appears in the channel; re-lock and rebuild
-    from builder.localchannel import build_channel
+    from envyard.builder.localchannel import build_channel
 
     recipe = tmp_path / "pyhello-0.2.yaml"
     recipe.write_text('package: {name: pyhello, version: "0.2.0"}\nbuild: {number: 0, string: pyh0_0, noarch: python}\n'

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from builder import errors
-from builder.errors import EnvyardError, ServiceError
+from envyard.builder import errors
+from envyard.builder.errors import EnvyardError, ServiceError
 
 log = logging.getLogger("envyard.worker")
 CHUNK = 1024 * 1024

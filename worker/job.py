@@ -1,4 +1,4 @@
-"""One build, run in a child process: ``python -m worker.job JOB_DIR [--events-fd N]``.
+"""One build, run in a child process: ``python -m envyard.worker.job JOB_DIR [--events-fd N]``.
 
 Reads ``JOB_DIR/job.json`` (:class:`JobSpec`), runs the stages ``solving`` (lock files,
 pinned environment.yml exports), ``installing`` (per-platform prefixes, conda-pack style
@@ -27,11 +27,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Literal
 
-from builder.errors import DiskFullError, EnvyardError, ImageError, InstallError
-from builder.model import EnvironmentLock
-from builder.progress import Stage
-from builder.settings import Settings
-from worker.job_io import (
+from envyard.builder.errors import DiskFullError, EnvyardError, ImageError, InstallError
+from envyard.builder.model import EnvironmentLock
+from envyard.builder.progress import Stage
+from envyard.builder.settings import Settings
+from envyard.worker.job_io import (
     MANIFEST_PATH,
     ArtifactFile,
     ArtifactKind,
@@ -123,10 +123,10 @@ class _Build:
                            image_digest=image_digest, lock_sha256=file_sha256(self.out / "lock" / "conda-lock.yml"))
 
     def solve(self) -> None:
-        from builder.errors import SpecError
-        from builder.export import pinned_environment_yaml
-        from builder.lockfiles import CONDA_LOCK_FILE, PIXI_LOCK_FILE, explicit_file_name
-        from builder.pipeline import lock_to_directory
+        from envyard.builder.errors import SpecError
+        from envyard.builder.export import pinned_environment_yaml
+        from envyard.builder.lockfiles import CONDA_LOCK_FILE, PIXI_LOCK_FILE, explicit_file_name
+        from envyard.builder.pipeline import lock_to_directory
 
         spec_path = self.job_dir / "input" / self.job.spec_filename
         spec_path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,8 +157,8 @@ class _Build:
         Without an archive but with an image, the image stage's install is the only one: the
         image's prefix is relocated for ``env_prefix``, the archive's for a long placeholder.
         """
-        from builder.install import host_platform, install_lock
-        from builder.pack import PACKED_PREFIX, pack_prefix
+        from envyard.builder.install import host_platform, install_lock
+        from envyard.builder.pack import PACKED_PREFIX, pack_prefix
 
         job, host = self.job, host_platform()
         for platform in self.platforms:
@@ -181,11 +181,11 @@ class _Build:
                 self.add("archive", archive.name, archive, "application/zstd", platform)
 
     def image(self, title: str, tag: str) -> str:
-        from builder.image import ImageRequest, build_image
-        from builder.oci.image import ImageOptions
-        from builder.oci.layout import write_layout
-        from builder.oci.model import OCI_PLATFORMS, Descriptor
-        from builder.oci.store import BlobStore
+        from envyard.builder.image import ImageRequest, build_image
+        from envyard.builder.oci.image import ImageOptions
+        from envyard.builder.oci.layout import write_layout
+        from envyard.builder.oci.model import OCI_PLATFORMS, Descriptor
+        from envyard.builder.oci.store import BlobStore
 
         imaged = tuple(p for p in self.platforms if p in OCI_PLATFORMS)
         if not imaged:
@@ -220,8 +220,8 @@ class _Build:
         """One SBOM per platform: the bytes of the image's SBOM referrer (as :mod:`builder.image` makes them)."""
         from datetime import UTC, datetime
 
-        from builder.image import platform_lock_digest
-        from builder.oci.sbom import SBOM_FORMATS, cyclonedx_document, spdx_document
+        from envyard.builder.image import platform_lock_digest
+        from envyard.builder.oci.sbom import SBOM_FORMATS, cyclonedx_document, spdx_document
 
         media_type, file_name = SBOM_FORMATS[fmt]
         render = spdx_document if fmt == "spdx" else cyclonedx_document
@@ -235,9 +235,9 @@ class _Build:
 
 
 def _lock_options(job: JobSpec, settings: Settings) -> Any:
-    from builder.channels import ChannelOptions, S3Options
-    from builder.lock import LockOptions
-    from builder.url_policy import UrlPolicy
+    from envyard.builder.channels import ChannelOptions, S3Options
+    from envyard.builder.lock import LockOptions
+    from envyard.builder.url_policy import UrlPolicy
 
     channels = ChannelOptions(channel_alias=job.channel_alias or settings.channel_alias, mirrors=settings.mirrors,
                               s3=S3Options(settings.s3_endpoint_url, settings.s3_region, settings.s3_addressing_style))
@@ -247,7 +247,7 @@ def _lock_options(job: JobSpec, settings: Settings) -> Any:
 
 
 def _install_options(settings: Settings, job: JobSpec, target_prefix: str | None = None) -> Any:
-    from builder.install import InstallOptions
+    from envyard.builder.install import InstallOptions
 
     return InstallOptions(cache_layers=settings.package_cache_layers, pip_cache_dir=settings.pip_cache_dir,
                           target_prefix=target_prefix, replace=True, allow_sdists=job.allow_sdists)
@@ -354,7 +354,7 @@ def _descendants() -> list[int]:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse ``JOB_DIR [--events-fd N]``, run the job, and leave with its exit code (no finalization)."""
-    parser = argparse.ArgumentParser(prog="python -m worker.job", description="Run one envyard build.")
+    parser = argparse.ArgumentParser(prog="python -m envyard.worker.job", description="Run one envyard build.")
     parser.add_argument("job_dir", type=Path, help="directory holding job.json; artifacts go to its out/")
     parser.add_argument("--events-fd", type=int, default=None, help="write JSON-lines events to this descriptor")
     parser.add_argument("--exit-with-stdin", action="store_true",
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         events.close()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)  # py-rattler's native threads can abort interpreter finalization (see api.cli.main)
+    os._exit(code)  # py-rattler's native threads can abort interpreter finalization (see envyard.api.cli.main)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What crosses the boundary between a build worker and its child (:mod:`worker.job`).
+"""What crosses the boundary between a build worker and its child (:mod:`envyard.worker.job`).
 
 * ``JOB_DIR/job.json``: a :class:`JobSpec`, written by the runner.
 * ``JOB_DIR/out/manifest.json``: a :class:`JobManifest` listing every artifact, written by the child.
@@ -22,7 +22,7 @@ from typing import IO, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from builder.progress import Stage
+from envyard.builder.progress import Stage
 
 ArtifactKind = Literal[
     "conda-lock", "pixi-lock", "explicit", "environment", "archive", "sbom", "oci-index", "oci-blob"

@@ -1,6 +1,6 @@
 """The worker loop: claim a build, run it in a child process, ship its log, heartbeat, upload, publish.
 
-Each build runs as ``python -m worker.job`` in its own process group, so a cancel, a lost lease or a time
+Each build runs as ``python -m envyard.worker.job`` in its own process group, so a cancel, a lost lease or a time
 limit stops the stage and every subprocess it started. The child watches its stdin and ends itself when
 the worker dies (SIGKILL included); the lease then expires and another worker takes the build over.
 
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.errors import DiskFullError, EnvyardError, LeaseLostError
-from builder.settings import Settings
-from worker.client import ApiClient
-from worker.sandbox import Sandbox, child_environment, sandbox_for
+from envyard.builder.errors import DiskFullError, EnvyardError, LeaseLostError
+from envyard.builder.settings import Settings
+from envyard.worker.client import ApiClient
+from envyard.worker.sandbox import Sandbox, child_environment, sandbox_for
 
 log = logging.getLogger("envyard.worker")
 LOG_FLUSH_BYTES = 256 * 1024
@@ -297,7 +297,7 @@ class BuildRunner:
         sandbox = self.options.sandbox or Sandbox("none")
         sandbox.prepare(self.job_dir)
         read_fd, write_fd = os.pipe()
-        argv = [sys.executable, "-m", "worker.job", str(self.job_dir), "--events-fd", str(write_fd),
+        argv = [sys.executable, "-m", "envyard.worker.job", str(self.job_dir), "--events-fd", str(write_fd),
                 "--exit-with-stdin"]
         try:
             child = subprocess.Popen(

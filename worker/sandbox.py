@@ -2,7 +2,7 @@
 
 A build runs code its submitter controls: package post-link scripts are never run, but pip source
 distributions (when a namespace allows them) run their build backend, and every archive is untrusted. So the
-child process (``python -m worker.job``) gets:
+child process (``python -m envyard.worker.job``) gets:
 
 * an environment built from an allow-list (:func:`child_environment`): locale, time zone, PATH, PYTHONPATH,
   TLS certificate and proxy variables, and the builder settings that are not secrets. Tokens, the secret key,
@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from builder.errors import ConfigError
-from builder.settings import Settings
+from envyard.builder.errors import ConfigError
+from envyard.builder.settings import Settings
 
 if TYPE_CHECKING:
-    from api.settings import ServiceSettings
+    from envyard.api.settings import ServiceSettings
 
 __all__ = ["CHILD_SETTINGS", "Sandbox", "SandboxMode", "child_environment", "make_sandbox", "sandbox_for"]
 
@@ -93,11 +93,11 @@ def _python_paths(environ: Mapping[str, str]) -> list[Path]:
     """The Python installation, its site-packages, envyard's sources and PYTHONPATH: what the child imports."""
     import site
 
-    import builder
-    import worker
+    import envyard.builder
+    import envyard.worker
 
     paths = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.executable).resolve().parent,
-             Path(builder.__file__).resolve().parents[1], Path(worker.__file__).resolve().parents[1]]
+             Path(envyard.builder.__file__).resolve().parents[1], Path(envyard.worker.__file__).resolve().parents[1]]
     paths += [Path(p) for p in site.getsitepackages()]
     paths += [Path(p) for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return paths
@@ -222,7 +222,7 @@ def sandbox_for(settings: Settings | ServiceSettings, environ: Mapping[str, str]
     """The sandbox the settings ask for: caches writable; Python, envyard's sources, the settings' local
     channels and indexes and ``build_read_only_paths`` readable; the data directory private. Plain builder
     :class:`Settings` (no service fields) get the strongest sandbox that works and no private paths."""
-    from api.settings import ServiceSettings
+    from envyard.api.settings import ServiceSettings
 
     if not isinstance(settings, ServiceSettings):
         settings = ServiceSettings.model_construct(**{name: getattr(settings, name) for name in Settings.model_fields},

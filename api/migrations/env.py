@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import api.models  # noqa: F401  (registers the tables)
+import envyard.api.models  # noqa: F401  (registers the tables)
 
 connection = context.config.attributes.get("connection")
 if connection is None:

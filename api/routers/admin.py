@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Body, Depends, Request
 
-from api.auth import Action, Principal, authorize
-from api.deps import get_settings, get_store
-from api.schemas import GcReport, GcRequest
-from api.services import gc
-from api.settings import ServiceSettings
-from api.storage import ArtifactStore
+from envyard.api.auth import Action, Principal, authorize
+from envyard.api.deps import get_settings, get_store
+from envyard.api.schemas import GcReport, GcRequest
+from envyard.api.services import gc
+from envyard.api.settings import ServiceSettings
+from envyard.api.storage import ArtifactStore
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 ADMIN = Depends(authorize(Action.ADMIN))

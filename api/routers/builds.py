@@ -11,16 +11,16 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlmodel import Session, col, select
 
-from api.auth import Action, Principal, authorize, current_principal, readable_namespaces
-from api.deps import get_session, get_store
-from api.ids import EventId
-from api.limits import LoadControls, Slot
-from api.models import Build, BuildArtifact, BuildStatus, Spec
-from api.resources import BuildPair, blob_for, build_for, build_pair_for, visible_environment
-from api.schemas import ArtifactRead, BuildDiff, BuildRead, Page
-from api.services import builds, logs
-from api.storage import ArtifactStore
-from builder.errors import NotFoundError
+from envyard.api.auth import Action, Principal, authorize, current_principal, readable_namespaces
+from envyard.api.deps import get_session, get_store
+from envyard.api.ids import EventId
+from envyard.api.limits import LoadControls, Slot
+from envyard.api.models import Build, BuildArtifact, BuildStatus, Spec
+from envyard.api.resources import BuildPair, blob_for, build_for, build_pair_for, visible_environment
+from envyard.api.schemas import ArtifactRead, BuildDiff, BuildRead, Page
+from envyard.api.services import builds, logs
+from envyard.api.storage import ArtifactStore
+from envyard.builder.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1", tags=["builds"])
 READ = Depends(authorize(Action.READ))

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import Action, Principal, authorize, current_principal, readable_namespaces, require
-from api.deps import get_session
-from api.models import ApiToken, Build, Environment, Namespace, NamespaceGrant, NamespaceRole
-from api.resources import EnvironmentRef, GrantRef, environment_for, grant_for, namespace_for
-from api.schemas import (
+from envyard.api.auth import Action, Principal, authorize, current_principal, readable_namespaces, require
+from envyard.api.deps import get_session
+from envyard.api.models import ApiToken, Build, Environment, Namespace, NamespaceGrant, NamespaceRole
+from envyard.api.resources import EnvironmentRef, GrantRef, environment_for, grant_for, namespace_for
+from envyard.api.schemas import (
     BuildRead,
     BuildSubmit,
     EnvironmentCreate,
@@ -24,7 +24,7 @@ from api.schemas import (
     Page,
     SetCurrent,
 )
-from api.services import builds, catalog
+from envyard.api.services import builds, catalog
 
 router = APIRouter(prefix="/api/v1", tags=["environments"])
 READ = Depends(authorize(Action.READ))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from sqlalchemy import text
 
-from api.problems import problem_response
-from builder.errors import EnvyardError, ServiceError
+from envyard.api.problems import problem_response
+from envyard.builder.errors import EnvyardError, ServiceError
 
 router = APIRouter(tags=["health"])
 

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import Action, Principal, authorize
-from api.deps import get_policy, get_session, get_store
-from api.ids import MAX_SIZE, Id
-from api.models import Build, BuildStatus, Environment, Namespace, Spec
-from api.resources import build_for
-from api.schemas import (
+from envyard.api.auth import Action, Principal, authorize
+from envyard.api.deps import get_policy, get_session, get_store
+from envyard.api.ids import MAX_SIZE, Id
+from envyard.api.models import Build, BuildStatus, Environment, Namespace, Spec
+from envyard.api.resources import build_for
+from envyard.api.schemas import (
     BuildOptions,
     BuildRead,
     ClaimRequest,
@@ -31,10 +31,10 @@ from api.schemas import (
     UploadRequest,
     UploadTicket,
 )
-from api.services import builds, gc, jobs, logs
-from api.services.jobs import LeasePolicy
-from api.storage import ArtifactStore
-from builder.errors import NotFoundError
+from envyard.api.services import builds, gc, jobs, logs
+from envyard.api.services.jobs import LeasePolicy
+from envyard.api.storage import ArtifactStore
+from envyard.builder.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["worker protocol"])
 WORK = Depends(authorize(Action.WORK))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Body, Depends, Request, Response
 from sqlmodel import Session
 
-from api.auth import Action
-from api.deps import get_session
-from api.models import Build, Namespace, Publication, RegistryTarget
-from api.resources import build_for, namespace_for
-from api.schemas import PublicationRead, PublishRequest, RegistryTargetCreate, RegistryTargetRead
-from api.services import publish, targets
+from envyard.api.auth import Action
+from envyard.api.deps import get_session
+from envyard.api.models import Build, Namespace, Publication, RegistryTarget
+from envyard.api.resources import build_for, namespace_for
+from envyard.api.schemas import PublicationRead, PublishRequest, RegistryTargetCreate, RegistryTargetRead
+from envyard.api.services import publish, targets
 
 router = APIRouter(prefix="/api/v1", tags=["publishing"])
 ADMIN_NAMESPACE = Depends(namespace_for(Action.ADMIN))

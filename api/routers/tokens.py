@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from sqlmodel import Session, select
 
-from api.auth import Action, Principal, authorize
-from api.deps import get_session
-from api.models import ApiToken, Role
-from api.resources import token_for
-from api.schemas import TokenCreate, TokenCreated
-from api.services import catalog
-from api.tokens import create_token, hash_token
-from builder.errors import NotFoundError
+from envyard.api.auth import Action, Principal, authorize
+from envyard.api.deps import get_session
+from envyard.api.models import ApiToken, Role
+from envyard.api.resources import token_for
+from envyard.api.schemas import TokenCreate, TokenCreated
+from envyard.api.services import catalog
+from envyard.api.tokens import create_token, hash_token
+from envyard.builder.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1", tags=["tokens"])
 READ = Depends(authorize(Action.READ))

@@ -10,15 +10,25 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
-from api.models import RUNNING, Build, BuildArtifact, BuildPackage, BuildStatus, Environment, Namespace, Spec, utcnow
-from api.schemas import ArtifactEntry, BuildDiff, BuildError, BuildOptions, BuildRead, PackageChange
-from api.services import catalog
-from api.services.gc import hold_blobs
-from api.services.jobs import leased_build
-from api.services.pagination import clamp_limit, decode_cursor, encode_cursor
-from api.services.specs import SubmissionPolicy, resolve_platforms
-from api.storage import ArtifactStore
-from builder.errors import ConflictError, NotFoundError, SpecError, TooManyRequestsError
+from envyard.api.models import (
+    RUNNING,
+    Build,
+    BuildArtifact,
+    BuildPackage,
+    BuildStatus,
+    Environment,
+    Namespace,
+    Spec,
+    utcnow,
+)
+from envyard.api.schemas import ArtifactEntry, BuildDiff, BuildError, BuildOptions, BuildRead, PackageChange
+from envyard.api.services import catalog
+from envyard.api.services.gc import hold_blobs
+from envyard.api.services.jobs import leased_build
+from envyard.api.services.pagination import clamp_limit, decode_cursor, encode_cursor
+from envyard.api.services.specs import SubmissionPolicy, resolve_platforms
+from envyard.api.storage import ArtifactStore
+from envyard.builder.errors import ConflictError, NotFoundError, SpecError, TooManyRequestsError
 
 RUNNING_VALUES = tuple(s.value for s in RUNNING)
 WAITING_VALUES = (BuildStatus.QUEUED.value, *RUNNING_VALUES)

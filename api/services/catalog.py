@@ -13,7 +13,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from api.models import (
+from envyard.api.models import (
     ApiToken,
     BlobHold,
     Build,
@@ -27,8 +27,8 @@ from api.models import (
     Role,
     utcnow,
 )
-from api.services.pagination import clamp_limit, decode_cursor, encode_cursor
-from builder.errors import ConflictError, NotFoundError
+from envyard.api.services.pagination import clamp_limit, decode_cursor, encode_cursor
+from envyard.builder.errors import ConflictError, NotFoundError
 
 
 def get_namespace(session: Session, name: str) -> Namespace:
@@ -124,7 +124,7 @@ def delete_namespace(session: Session, name: str) -> None:
     for grant in session.exec(select(NamespaceGrant).where(NamespaceGrant.namespace_id == namespace.id)).all():
         session.delete(grant)
     session.flush()
-    from api.services import targets  # (targets imports this module)
+    from envyard.api.services import targets  # (targets imports this module)
 
     targets.delete_targets_of_namespace(session, namespace.id)
     session.delete(namespace)
@@ -251,7 +251,7 @@ def delete_environment(session: Session, namespace: str, name: str) -> None:
     environment.current_build_id = None
     session.flush()
     ids = [b.id for b in builds]
-    from api.services import targets  # (targets imports this module)
+    from envyard.api.services import targets  # (targets imports this module)
 
     targets.delete_publications_of_builds(session, ids)
     for model in (BuildArtifact, BuildPackage, LogChunk, BlobHold):

@@ -63,10 +63,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from api.models import TERMINAL, BlobHold, BlobTombstone, Build, BuildArtifact, utcnow
-from api.schemas import GcReport
-from api.storage import ArtifactStore, ListedBlob
-from builder.errors import ConflictError, StorageError
+from envyard.api.models import TERMINAL, BlobHold, BlobTombstone, Build, BuildArtifact, utcnow
+from envyard.api.schemas import GcReport
+from envyard.api.storage import ArtifactStore, ListedBlob
+from envyard.builder.errors import ConflictError, StorageError
 
 log = logging.getLogger("envyard.gc")
 

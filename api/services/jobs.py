@@ -18,14 +18,23 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from api.models import RUNNING, STAGE_ORDER, Build, BuildArtifact, BuildPackage, BuildStatus, Environment, utcnow
-from api.schemas import ArtifactEntry, PackageEntry
-from api.services import referrers
-from api.services.gc import hold_blobs, release_holds
-from api.services.logs import append_log
-from api.services.publish import enqueue_publications
-from api.storage import ArtifactStore
-from builder.errors import BuildCanceledError, ConflictError, LeaseLostError, NotFoundError
+from envyard.api.models import (
+    RUNNING,
+    STAGE_ORDER,
+    Build,
+    BuildArtifact,
+    BuildPackage,
+    BuildStatus,
+    Environment,
+    utcnow,
+)
+from envyard.api.schemas import ArtifactEntry, PackageEntry
+from envyard.api.services import referrers
+from envyard.api.services.gc import hold_blobs, release_holds
+from envyard.api.services.logs import append_log
+from envyard.api.services.publish import enqueue_publications
+from envyard.api.storage import ArtifactStore
+from envyard.builder.errors import BuildCanceledError, ConflictError, LeaseLostError, NotFoundError
 
 log = logging.getLogger("envyard.jobs")
 RUNNING_VALUES = tuple(s.value for s in RUNNING)

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from api.models import Build, BuildStatus, LogChunk
+from envyard.api.models import Build, BuildStatus, LogChunk
 
 __all__ = ["LogBatch", "LogHub", "append_log", "chunks_after", "iter_log"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from api.ids import parse_id
-from builder.errors import EnvyardError
+from envyard.api.ids import parse_id
+from envyard.builder.errors import EnvyardError
 
 MAX_LIMIT = 500
 

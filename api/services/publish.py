@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, and_, or_, update
 from sqlmodel import Session, col, select
 
-from api.files import PRIVATE_FILE, private_dir
-from api.models import (
+from envyard.api.files import PRIVATE_FILE, private_dir
+from envyard.api.models import (
     Build,
     BuildArtifact,
     BuildStatus,
@@ -43,15 +43,15 @@ from api.models import (
     RegistryTarget,
     utcnow,
 )
-from api.services.referrers import MANIFEST_TYPES
-from api.services.targets import get_target, render_repository, target_password
-from api.settings import ServiceSettings
-from api.storage import ArtifactStore, LocalArtifactStore
-from builder.errors import ConflictError, EnvyardError, NotFoundError, RegistryError, StorageError, TargetError
-from builder.oci.model import Descriptor, ManifestBlob, OciImage, sha256_digest
+from envyard.api.services.referrers import MANIFEST_TYPES
+from envyard.api.services.targets import get_target, render_repository, target_password
+from envyard.api.settings import ServiceSettings
+from envyard.api.storage import ArtifactStore, LocalArtifactStore
+from envyard.builder.errors import ConflictError, EnvyardError, NotFoundError, RegistryError, StorageError, TargetError
+from envyard.builder.oci.model import Descriptor, ManifestBlob, OciImage, sha256_digest
 
 if TYPE_CHECKING:
-    from registry.push import PushReport
+    from envyard.registry.push import PushReport
 
 log = logging.getLogger("envyard.publish")
 DOCKER_HUB = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
@@ -367,9 +367,9 @@ def _mount_sources(session: Session, target: RegistryTarget, namespace: str, rep
 
 def _push(session: Session, store: ArtifactStore, secret_key: bytes, target: RegistryTarget, build: Build,
           policy: PublishPolicy, spool_dir: Path | None) -> PushReport:
-    from registry.client import RegistryClient
-    from registry.push import push_image
-    from registry.reference import ImageReference
+    from envyard.registry.client import RegistryClient
+    from envyard.registry.push import push_image
+    from envyard.registry.reference import ImageReference
 
     environment = session.get(Environment, build.environment_id)
     assert environment is not None

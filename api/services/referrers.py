@@ -21,11 +21,11 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from api.models import Build, BuildArtifact, BuildStatus
-from api.schemas import ArtifactEntry
-from api.storage import ArtifactStore
-from builder.errors import ConflictError
-from builder.oci.model import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
+from envyard.api.models import Build, BuildArtifact, BuildStatus
+from envyard.api.schemas import ArtifactEntry
+from envyard.api.storage import ArtifactStore
+from envyard.builder.errors import ConflictError
+from envyard.builder.oci.model import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
 
 MANIFEST_KINDS = ("oci-index", "oci-blob")
 MANIFEST_TYPES = (*MANIFEST_MEDIA_TYPES, *INDEX_MEDIA_TYPES)

@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.channels import ChannelOptions
-from builder.errors import SpecError
-from builder.lock import DEFAULT_PLATFORMS
-from builder.model import SUPPORTED_PLATFORMS
-from builder.settings import Settings
-from builder.spec import detect_input_kind, parse_environment_yaml, parse_requirements_txt
-from builder.spec_yaml import check_size, check_yaml_limits
-from builder.url_policy import UrlPolicy, lock_urls, spec_urls
+from envyard.builder.channels import ChannelOptions
+from envyard.builder.errors import SpecError
+from envyard.builder.lock import DEFAULT_PLATFORMS
+from envyard.builder.model import SUPPORTED_PLATFORMS
+from envyard.builder.settings import Settings
+from envyard.builder.spec import detect_input_kind, parse_environment_yaml, parse_requirements_txt
+from envyard.builder.spec_yaml import check_size, check_yaml_limits
+from envyard.builder.url_policy import UrlPolicy, lock_urls, spec_urls
 
 __all__ = ["SubmissionPolicy", "resolve_platforms", "submission_policy"]
 
@@ -81,7 +81,7 @@ def resolve_platforms(filename: str, text: str, platforms: Sequence[str], *, pol
         urls.check_all(spec_urls(spec, channels), file=filename, lines=_line_finder(text))
         chosen = list(platforms) or list(spec.platforms) or list(DEFAULT_PLATFORMS)
     else:
-        from builder.lockfiles import read_lockfile
+        from envyard.builder.lockfiles import read_lockfile
 
         if kind != "explicit":
             check_yaml_limits(text, filename)

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 from cryptography.fernet import Fernet, InvalidToken
 from sqlmodel import Session, col, select
 
-from api.models import Publication, RegistryTarget
-from api.secret_key import fernet_key
-from api.services.catalog import get_namespace
-from builder.errors import ConflictError, NotFoundError, TargetError
+from envyard.api.models import Publication, RegistryTarget
+from envyard.api.secret_key import fernet_key
+from envyard.api.services.catalog import get_namespace
+from envyard.builder.errors import ConflictError, NotFoundError, TargetError
 
 PLACEHOLDERS = frozenset({"namespace", "environment"})
 COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from api.storage.base import (
+from envyard.api.storage.base import (
     CHUNK_SIZE,
     ArtifactStore,
     BlobWriter,
@@ -14,9 +14,9 @@ from api.storage.base import (
     StaleUploads,
     StoredBlob,
 )
-from api.storage.local import LocalArtifactStore, LocalBlobWriter
-from api.storage.s3 import S3ArtifactStore, S3BlobWriter
-from builder.errors import StorageError
+from envyard.api.storage.local import LocalArtifactStore, LocalBlobWriter
+from envyard.api.storage.s3 import S3ArtifactStore, S3BlobWriter
+from envyard.builder.errors import StorageError
 
 __all__ = [
     "CHUNK_SIZE",

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from api.files import PRIVATE_FILE, private_dir
-from api.storage.base import CHUNK_SIZE, BlobWriter, ListedBlob, PresignedUpload, StaleUploads, StoredBlob
-from builder.errors import ArtifactIntegrityError, NotFoundError, StorageError
+from envyard.api.files import PRIVATE_FILE, private_dir
+from envyard.api.storage.base import CHUNK_SIZE, BlobWriter, ListedBlob, PresignedUpload, StaleUploads, StoredBlob
+from envyard.builder.errors import ArtifactIntegrityError, NotFoundError, StorageError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 SPOOL_PREFIX = "envyard-upload-"

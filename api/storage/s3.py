@@ -26,8 +26,8 @@ from minio.commonconfig import CopySource
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import DictType, check_bucket_name
 
-from api.storage.base import CHUNK_SIZE, ListedBlob, PresignedUpload, StaleUploads, StoredBlob
-from api.storage.local import (
+from envyard.api.storage.base import CHUNK_SIZE, ListedBlob, PresignedUpload, StaleUploads, StoredBlob
+from envyard.api.storage.local import (
     ChunkStream,
     HashingSpool,
     StoreMixin,
@@ -39,7 +39,7 @@ from api.storage.local import (
     missing,
     remove_stale_spool_files,
 )
-from builder.errors import ArtifactIntegrityError, NotFoundError, StorageError
+from envyard.builder.errors import ArtifactIntegrityError, NotFoundError, StorageError
 
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")

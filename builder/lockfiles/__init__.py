@@ -22,13 +22,13 @@ from typing import Literal, get_args
 
 import yaml
 
-from builder.errors import LockfileError
-from builder.lockfiles._common import Warn, no_warnings
-from builder.lockfiles._yaml import YAML_LOADER, yaml_error
-from builder.lockfiles.condalock import conda_lock_from_document, parse_conda_lock, render_conda_lock
-from builder.lockfiles.explicit import explicit_file_name, parse_explicit, render_explicit
-from builder.lockfiles.pixi import parse_pixi_environments, parse_pixi_lock, render_pixi_lock, write_pixi_lock
-from builder.model import EnvironmentLock
+from envyard.builder.errors import LockfileError
+from envyard.builder.lockfiles._common import Warn, no_warnings
+from envyard.builder.lockfiles._yaml import YAML_LOADER, yaml_error
+from envyard.builder.lockfiles.condalock import conda_lock_from_document, parse_conda_lock, render_conda_lock
+from envyard.builder.lockfiles.explicit import explicit_file_name, parse_explicit, render_explicit
+from envyard.builder.lockfiles.pixi import parse_pixi_environments, parse_pixi_lock, render_pixi_lock, write_pixi_lock
+from envyard.builder.model import EnvironmentLock
 
 LockFormat = Literal["conda-lock", "pixi", "explicit"]
 ALL_FORMATS: tuple[LockFormat, ...] = get_args(LockFormat)

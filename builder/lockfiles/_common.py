@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from builder.model import LockedCondaPackage, LockedPipPackage, PackageCategory, normalize_pypi_name
+from envyard.builder.model import LockedCondaPackage, LockedPipPackage, PackageCategory, normalize_pypi_name
 
 Warn = Callable[[str], None]
 """Where readers and writers report what they skip or cannot hold: one line per call."""

@@ -13,7 +13,7 @@ from os import PathLike
 
 import yaml
 
-from builder.errors import LockfileError
+from envyard.builder.errors import LockfileError
 
 _RESOLVER = yaml.resolver.Resolver()
 _STR_TAG = "tag:yaml.org,2002:str"

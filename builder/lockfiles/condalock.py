@@ -16,7 +16,7 @@ legacy version 3 (``dependencies`` as a list of specs, build fields inline). Pac
 of every category are read; a package listed once per category is read once, with
 all its categories.
 
->>> from builder.model import EnvironmentLock, LockedCondaPackage, PlatformLock
+>>> from envyard.builder.model import EnvironmentLock, LockedCondaPackage, PlatformLock
 >>> pkg = LockedCondaPackage(name="tzdata", version="2024a", build="h0c530f3_0", build_number=0,
 ...     subdir="noarch", channel="https://conda.anaconda.org/conda-forge",
 ...     url="https://conda.anaconda.org/conda-forge/noarch/tzdata-2024a-h0c530f3_0.conda",
@@ -39,8 +39,8 @@ from typing import Any
 
 import yaml
 
-from builder.errors import LockfileError
-from builder.lockfiles._common import (
+from envyard.builder.errors import LockfileError
+from envyard.builder.lockfiles._common import (
     Warn,
     conda_dependencies,
     conda_package_from_url,
@@ -50,9 +50,9 @@ from builder.lockfiles._common import (
     pip_dependencies,
     split_sha256_fragment,
 )
-from builder.lockfiles._yaml import YAML_LOADER, yaml_error, yaml_line
-from builder.lockfiles._yaml import yaml_scalar as q
-from builder.model import (
+from envyard.builder.lockfiles._yaml import YAML_LOADER, yaml_error, yaml_line
+from envyard.builder.lockfiles._yaml import yaml_scalar as q
+from envyard.builder.model import (
     EnvironmentLock,
     LockedCondaPackage,
     LockedPipPackage,

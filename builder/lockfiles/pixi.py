@@ -34,12 +34,12 @@ from rattler import (
 )
 from rattler.lock import CondaLockedBinaryPackage, CondaLockedSourcePackage, PypiLockedPackage
 
-from builder.errors import LockfileError
-from builder.lockfiles._common import Warn, describe_categories, no_warnings, split_sha256_fragment
-from builder.lockfiles._yaml import YAML_LOADER
-from builder.lockfiles._yaml import yaml_scalar as q
-from builder.model import EnvironmentLock, LockedCondaPackage, LockedPipPackage, PlatformLock
-from builder.records import to_repodata_record
+from envyard.builder.errors import LockfileError
+from envyard.builder.lockfiles._common import Warn, describe_categories, no_warnings, split_sha256_fragment
+from envyard.builder.lockfiles._yaml import YAML_LOADER
+from envyard.builder.lockfiles._yaml import yaml_scalar as q
+from envyard.builder.model import EnvironmentLock, LockedCondaPackage, LockedPipPackage, PlatformLock
+from envyard.builder.records import to_repodata_record
 
 DEFAULT_ENVIRONMENT = "default"
 PIXI_LOCK_NAME = "pixi.lock"

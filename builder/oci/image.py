@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from builder.errors import ImageError
-from builder.oci.layers import LayerBudget, PlannedLayer, plan_layers, read_units
-from builder.oci.model import (
+from envyard.builder.errors import ImageError
+from envyard.builder.oci.layers import LayerBudget, PlannedLayer, plan_layers, read_units
+from envyard.builder.oci.model import (
     DOCKER_LAYER_GZIP,
     MEDIA_TYPE_CONFIG,
     MEDIA_TYPE_INDEX,
@@ -33,8 +33,8 @@ from builder.oci.model import (
     ManifestBlob,
     canonical_json,
 )
-from builder.oci.store import BlobStore
-from builder.tarstream import Compression, TarSpec, compressed, write_tar
+from envyard.builder.oci.store import BlobStore
+from envyard.builder.tarstream import Compression, TarSpec, compressed, write_tar
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ENTRYPOINT = ".envyard/entrypoint"

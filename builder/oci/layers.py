@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.tarstream import tree_entries
+from envyard.builder.tarstream import tree_entries
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from builder.errors import ImageError
-from builder.oci.model import Descriptor, ManifestBlob, OciImage, canonical_json
-from builder.oci.store import BlobStore
+from envyard.builder.errors import ImageError
+from envyard.builder.oci.model import Descriptor, ManifestBlob, OciImage, canonical_json
+from envyard.builder.oci.store import BlobStore
 
 REF_NAME = "org.opencontainers.image.ref.name"
 

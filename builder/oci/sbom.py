@@ -39,9 +39,9 @@ from license_expression import get_spdx_licensing
 from packageurl import PackageURL
 from packaging.requirements import InvalidRequirement, Requirement
 
-from builder.errors import ImageError
-from builder.model import LockedCondaPackage, LockedPipPackage, PlatformLock, normalize_pypi_name
-from builder.oci.model import (
+from envyard.builder.errors import ImageError
+from envyard.builder.model import LockedCondaPackage, LockedPipPackage, PlatformLock, normalize_pypi_name
+from envyard.builder.oci.model import (
     EMPTY_JSON,
     MEDIA_TYPE_EMPTY,
     MEDIA_TYPE_MANIFEST,
@@ -49,7 +49,7 @@ from builder.oci.model import (
     ManifestBlob,
     canonical_json,
 )
-from builder.oci.store import BlobStore
+from envyard.builder.oci.store import BlobStore
 
 SbomFormat = Literal["spdx", "cyclonedx"]
 

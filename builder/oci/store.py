@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from builder.oci.model import Descriptor
+from envyard.builder.oci.model import Descriptor
 
 
 class BlobStore:

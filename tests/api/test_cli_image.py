@@ -7,11 +7,11 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.commands import ENVYARD
 from tests.locking import lock_spec
 from tests.packages import build_e2e_channel
 from tests.servers import free_port
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([*ENVYARD, *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 

@@ -6,18 +6,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.commands import ENVYARD
+
 REPO = Path(__file__).resolve().parents[2]
-ENVYARD = shutil.which("envyard")
 
 
 def envyard(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    command = [ENVYARD] if ENVYARD else [sys.executable, "-c", "from api.cli import main; main()"]
-    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
+    return subprocess.run([*ENVYARD, *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
                           env={**os.environ, **(env or {})}, timeout=300)
 
 

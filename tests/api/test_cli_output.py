@@ -7,16 +7,16 @@ import os
 import pty
 import select
 import subprocess
-import sys
 from pathlib import Path
 
+from tests.commands import ENVYARD
 from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def envyard(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "api.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([*ENVYARD, *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300,
                           stdin=subprocess.DEVNULL)
 
@@ -48,7 +48,7 @@ def test_spinner_is_cleared_before_the_error_line(tmp_path: Path) -> None:
     spec = tmp_path / "environment.yml"
     spec.write_text(f"channels:\n  - http://127.0.0.1:{free_port()}/conda/team\ndependencies:\n  - zlib\n")
     leader, follower = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "api.cli", "lock", str(spec), "-o", str(tmp_path / "out")],
+    process = subprocess.Popen([*ENVYARD, "lock", str(spec), "-o", str(tmp_path / "out")],
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower, cwd=tmp_path,
                                env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200",
                                     "ENVYARD_CACHE_DIR": str(tmp_path / "cache")})

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.condapkg import PREFIX_PLACEHOLDER, PackageFile, index_json, write_conda_package
-from builder.errors import SpecError
-from builder.localchannel import build_channel, read_recipes
+from envyard.builder.condapkg import PREFIX_PLACEHOLDER, PackageFile, index_json, write_conda_package
+from envyard.builder.errors import SpecError
+from envyard.builder.localchannel import build_channel, read_recipes
 from tests.packages import (
     E2E_PACKAGES,
     HOSTILE_PACKAGES,

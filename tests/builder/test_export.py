@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder.errors import LockfileError
-from builder.export import pinned_environment_yaml
-from builder.model import EnvironmentLock, LockedCondaPackage, LockedPipPackage, PlatformLock
-from builder.spec import parse_environment_yaml
+from envyard.builder.errors import LockfileError
+from envyard.builder.export import pinned_environment_yaml
+from envyard.builder.model import EnvironmentLock, LockedCondaPackage, LockedPipPackage, PlatformLock
+from envyard.builder.spec import parse_environment_yaml
 from tests.locking import lock_spec
 from tests.packages import build_e2e_channel
 
@@ -58,9 +58,9 @@ def test_empty_platform_and_unknown_platform() -> None:
 
 
 def test_relocking_the_export_gives_the_same_packages(tmp_path: Path) -> None:
-    from builder.channels import ChannelOptions
-    from builder.lock import LockOptions
-    from builder.pipeline import lock_to_directory
+    from envyard.builder.channels import ChannelOptions
+    from envyard.builder.lock import LockOptions
+    from envyard.builder.pipeline import lock_to_directory
 
     build_e2e_channel(tmp_path)
     lock, _ = lock_spec(tmp_path / "first", tmp_path, "e2e", ["reloc-data", "pyhello"], ("linux-64", "linux-aarch64"))

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import ImageError
-from builder.image import ImageRequest, build_image, platform_lock_digest
-from builder.install import InstallOptions
-from builder.oci.image import ImageOptions
-from builder.oci.layers import LayerBudget
-from builder.oci.layout import write_layout
-from builder.oci.model import MEDIA_TYPE_LAYER_ZSTD
-from builder.oci.store import BlobStore
+from envyard.builder.errors import ImageError
+from envyard.builder.image import ImageRequest, build_image, platform_lock_digest
+from envyard.builder.install import InstallOptions
+from envyard.builder.oci.image import ImageOptions
+from envyard.builder.oci.layers import LayerBudget
+from envyard.builder.oci.layout import write_layout
+from envyard.builder.oci.model import MEDIA_TYPE_LAYER_ZSTD
+from envyard.builder.oci.store import BlobStore
+from tests.commands import ENVYARD
 from tests.locking import lock_spec
 from tests.packages import build_e2e_channel
 
@@ -99,7 +100,7 @@ def test_same_lock_same_digest_across_cwd_cache_user_umask_and_time(e2e, world: 
         work.chmod(0o777)
         env = {"PATH": os.environ["PATH"], "HOME": str(work), "ENVYARD_CACHE_DIR": str(work / f"cache-{i}"),
                "TZ": ["UTC", "Asia/Kathmandu"][i], "PYTHONPATH": str(REPO)}
-        command = [sys.executable, "-m", "api.cli", "image", str(lock_file), "--output", f"oci:{work}/oci:t",
+        command = [*ENVYARD, "image", str(lock_file), "--output", f"oci:{work}/oci:t",
                    "--json"]
         if as_nobody:
             env.update(USER="builder2", LOGNAME="builder2")

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import InstallError, PackageIntegrityError, UnsafePackageError
-from builder.install import InstallOptions, install_lock
-from builder.model import LockedPipPackage
+from envyard.builder.errors import InstallError, PackageIntegrityError, UnsafePackageError
+from envyard.builder.install import InstallOptions, install_lock
+from envyard.builder.model import LockedPipPackage
+from tests.commands import ENVYARD
 from tests.locking import lock_spec
 from tests.packages import HOSTILE_PACKAGES, build_e2e_channel, build_hostile_channel, tamper
 from tests.wheelhouse import build_wheel
@@ -134,7 +135,7 @@ def test_interrupted_install_never_leaves_a_partial_prefix(channels: Path, tmp_p
     env = {**os.environ, "ENVYARD_CACHE_DIR": str(tmp_path / "cache")}
     for delay, sig in [(0.2, signal.SIGTERM), (0.5, signal.SIGTERM), (0.8, signal.SIGTERM), (0.6, signal.SIGKILL)]:
         prefix = tmp_path / f"env-{delay}-{sig.name}"
-        proc = subprocess.Popen([sys.executable, "-m", "api.cli", "install", str(lock_file), "--prefix", str(prefix)],
+        proc = subprocess.Popen([*ENVYARD, "install", str(lock_file), "--prefix", str(prefix)],
                                 env=env, cwd=Path(__file__).resolve().parents[2],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(delay)
@@ -152,13 +153,13 @@ def test_interrupted_install_never_leaves_a_partial_prefix(channels: Path, tmp_p
 
 
 def _read(lock_file: Path):  # type: ignore[no-untyped-def]
-    from builder.lockfiles import read_lockfile
+    from envyard.builder.lockfiles import read_lockfile
 
     return read_lockfile(lock_file).platforms["linux-64"]
 
 
 def test_pip_packages_are_installed_with_hashes_and_retargeted_scripts(tmp_path: Path) -> None:
-    from builder.localchannel import build_channel
+    from envyard.builder.localchannel import build_channel
 
     recipe = tmp_path / "python.yaml"
     recipe.write_text(

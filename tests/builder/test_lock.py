@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.channels import ChannelOptions, make_gateway
-from builder.errors import LockfileError, MissingVirtualPackageError, PipResolutionError, SpecError, UsageError
-from builder.lock import (
+from envyard.builder.channels import ChannelOptions, make_gateway
+from envyard.builder.errors import LockfileError, MissingVirtualPackageError, PipResolutionError, SpecError, UsageError
+from envyard.builder.lock import (
     INHERITABLE,
     LockOptions,
     check_lock,
@@ -23,9 +23,9 @@ from builder.lock import (
     stale_platforms,
     target_platforms,
 )
-from builder.model import LockProvenance, PlatformLock
-from builder.records import check_closed
-from builder.spec import parse_environment_yaml, read_spec
+from envyard.builder.model import LockProvenance, PlatformLock
+from envyard.builder.records import check_closed
+from envyard.builder.spec import parse_environment_yaml, read_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -195,7 +195,7 @@ def test_update_of_an_unknown_name_and_update_with_update_all_are_usage_errors(d
 
 
 def test_lock_records_its_options_and_every_format_keeps_them(derived_alias, derived_gateway, tmp_path: Path):
-    from builder.lockfiles import read_lockfile, write_lock_files
+    from envyard.builder.lockfiles import read_lockfile, write_lock_files
 
     result = lock("channels: [conda-forge]\ndependencies: [python 3.12.*]\n", derived_alias, derived_gateway,
                   platforms=("linux-64", "osx-arm64"), cuda="12.4", virtual_packages={"__glibc": "2.34"},
@@ -247,8 +247,8 @@ def test_credentials_are_never_recorded():
                                         .glob("*.y*ml")) or ["absent"])
 def test_metadata_only_read_agrees_with_the_whole_file(shared_data: Path, name: str):
     """``--check`` reads a conda-lock.yml's head only: same platforms, hashes and channels as a full read."""
-    from builder.lockfiles import read_lockfile
-    from builder.pipeline import read_lock_head
+    from envyard.builder.lockfiles import read_lockfile
+    from envyard.builder.pipeline import read_lock_head
 
     path = shared_data / "locks" / "conda-lock" / name
     head, whole = read_lock_head(path), read_lockfile(path)
@@ -258,7 +258,7 @@ def test_metadata_only_read_agrees_with_the_whole_file(shared_data: Path, name: 
 
 
 def test_relock_over_an_unreadable_lock_warns_and_replaces_it(derived_alias, derived_gateway, tmp_path: Path):
-    from builder.pipeline import lock_to_directory
+    from envyard.builder.pipeline import lock_to_directory
 
     spec = tmp_path / "environment.yml"
     spec.write_text("channels: [conda-forge]\ndependencies: [python 3.12.*]\n")
@@ -288,8 +288,8 @@ def _channel(root: Path, packages: dict[str, tuple[str, list[str]]]) -> None:
 def test_relock_of_an_unchanged_spec_keeps_the_lock_until_the_channel_invalidates_it(tmp_path: Path):
     """Unchanged inputs: the previous solution stands (a newer c appears and is not taken); once a locked record
     is gone, or its channel's record now needs something else, the spec is solved again."""
-    from builder.lockfiles import read_lockfile
-    from builder.pipeline import lock_to_directory
+    from envyard.builder.lockfiles import read_lockfile
+    from envyard.builder.pipeline import lock_to_directory
 
     channel = tmp_path / "chan"
     spec = tmp_path / "environment.yml"

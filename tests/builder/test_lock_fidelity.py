@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rattler import LockFile
 
-from builder.errors import LockfileError
-from builder.lockdiff import diff_locks
-from builder.lockfiles import (
+from envyard.builder.errors import LockfileError
+from envyard.builder.lockdiff import diff_locks
+from envyard.builder.lockfiles import (
     parse_conda_lock,
     parse_explicit,
     parse_pixi_environments,
@@ -28,8 +28,8 @@ from builder.lockfiles import (
     write_lock_files,
     write_pixi_lock,
 )
-from builder.lockfiles._common import build_number_of
-from builder.model import (
+from envyard.builder.lockfiles._common import build_number_of
+from envyard.builder.model import (
     MAIN_CATEGORY,
     EnvironmentLock,
     LockedCondaPackage,
@@ -38,7 +38,7 @@ from builder.model import (
     PlatformLock,
     normalize_pypi_name,
 )
-from builder.why import NoDependencyDataError, NoDependencyPathError, why, why_all
+from envyard.builder.why import NoDependencyDataError, NoDependencyPathError, why, why_all
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA = REPO_ROOT.parent / "shared" / "data"

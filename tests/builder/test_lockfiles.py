@@ -20,8 +20,8 @@ import yaml
 from rattler import LockFile
 from rattler.lock import CondaLockedBinaryPackage, CondaLockedSourcePackage, PypiLockedPackage
 
-from builder.errors import LockfileError
-from builder.lockfiles import (
+from envyard.builder.errors import LockfileError
+from envyard.builder.lockfiles import (
     parse_conda_lock,
     parse_explicit,
     parse_pixi_lock,
@@ -31,9 +31,9 @@ from builder.lockfiles import (
     write_lock_files,
     write_pixi_lock,
 )
-from builder.lockfiles._common import toposort_names
-from builder.lockfiles._yaml import yaml_scalar
-from builder.model import EnvironmentLock, LockedCondaPackage, LockedPipPackage, PlatformLock
+from envyard.builder.lockfiles._common import toposort_names
+from envyard.builder.lockfiles._yaml import yaml_scalar
+from envyard.builder.model import EnvironmentLock, LockedCondaPackage, LockedPipPackage, PlatformLock
 
 P = TypeVar("P", LockedCondaPackage, LockedPipPackage)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -491,7 +491,7 @@ _WRITE_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from builder.lockfiles import read_lockfile, write_lock_files
+    from envyard.builder.lockfiles import read_lockfile, write_lock_files
     write_lock_files(read_lockfile(Path(sys.argv[1])), Path(sys.argv[2]))
     """
 )

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import ImageError
-from builder.install import InstallOptions, install_lock
-from builder.pack import PACKED_PREFIX, pack_prefix
+from envyard.builder.errors import ImageError
+from envyard.builder.install import InstallOptions, install_lock
+from envyard.builder.pack import PACKED_PREFIX, pack_prefix
 from tests.locking import lock_spec
 from tests.packages import build_e2e_channel
 

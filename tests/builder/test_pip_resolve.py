@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from builder.errors import LockfileError, PipResolutionError
-from builder.model import LockedPipPackage
-from builder.pip_resolve import (
+from envyard.builder.errors import LockfileError, PipResolutionError
+from envyard.builder.model import LockedPipPackage
+from envyard.builder.pip_resolve import (
     PipTarget,
     locked_pip_to_requirement_line,
     resolve_pip_requirements,
@@ -385,7 +385,7 @@ def test_conda_provided_is_never_requested_from_the_index(
 
 
 def test_sdist_only_package_is_refused_and_its_backend_never_runs(tmp_path: Path, uv_cache: Path) -> None:
-    from builder.errors import SdistNotAllowedError
+    from envyard.builder.errors import SdistNotAllowedError
     from tests.sdists import build_sdist
 
     marker = tmp_path / "backend-ran"
@@ -407,9 +407,9 @@ def test_sdist_only_package_is_refused_and_its_backend_never_runs(tmp_path: Path
 
 
 def test_install_refuses_a_locked_sdist_unless_allowed(tmp_path: Path) -> None:
-    from builder.errors import SdistNotAllowedError
-    from builder.install import InstallOptions, _install_pip
-    from builder.model import PlatformLock
+    from envyard.builder.errors import SdistNotAllowedError
+    from envyard.builder.install import InstallOptions, _install_pip
+    from envyard.builder.model import PlatformLock
 
     stage = tmp_path / "env"
     (stage / "bin").mkdir(parents=True)

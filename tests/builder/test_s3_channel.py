@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.channels import ChannelOptions, S3Options, make_gateway, s3_buckets
-from builder.errors import ChannelError
-from builder.solve import SolveRequest, solve_platform
-from builder.virtual_packages import virtual_packages_for
+from envyard.builder.channels import ChannelOptions, S3Options, make_gateway, s3_buckets
+from envyard.builder.errors import ChannelError
+from envyard.builder.solve import SolveRequest, solve_platform
+from envyard.builder.virtual_packages import virtual_packages_for
 from tests.servers import moto_s3
 
 

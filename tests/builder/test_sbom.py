@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from builder.errors import ImageError
-from builder.model import LockedCondaPackage, LockedPipPackage, PlatformLock
-from builder.oci.model import EMPTY_JSON, MEDIA_TYPE_EMPTY, MEDIA_TYPE_MANIFEST, Descriptor, sha256_digest
-from builder.oci.sbom import cyclonedx_document, sbom_referrer, spdx_document
-from builder.oci.store import BlobStore
+from envyard.builder.errors import ImageError
+from envyard.builder.model import LockedCondaPackage, LockedPipPackage, PlatformLock
+from envyard.builder.oci.model import EMPTY_JSON, MEDIA_TYPE_EMPTY, MEDIA_TYPE_MANIFEST, Descriptor, sha256_digest
+from envyard.builder.oci.sbom import cyclonedx_document, sbom_referrer, spdx_document
+from envyard.builder.oci.store import BlobStore
 
 CF = "https://conda.anaconda.org/conda-forge"
 CREATED = datetime(2024, 5, 1, 12, 30, 5, tzinfo=UTC)

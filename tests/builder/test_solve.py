@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.channels import ChannelOptions, channel_url, make_gateway, qualify_spec
-from builder.errors import ChannelError, MissingPackagesError, MissingVirtualPackageError, SolveError
-from builder.model import LockedCondaPackage
-from builder.solve import SolveRequest, solve_platform, solve_platforms, to_locked_package
-from builder.virtual_packages import virtual_packages_for
+from envyard.builder.channels import ChannelOptions, channel_url, make_gateway, qualify_spec
+from envyard.builder.errors import ChannelError, MissingPackagesError, MissingVirtualPackageError, SolveError
+from envyard.builder.model import LockedCondaPackage
+from envyard.builder.solve import SolveRequest, solve_platform, solve_platforms, to_locked_package
+from envyard.builder.virtual_packages import virtual_packages_for
 
 ML_NOTEBOOK = (
     "cuda-version>=12.6",

@@ -14,8 +14,8 @@ import rattler
 import yaml
 from packaging.requirements import Requirement
 
-from builder.errors import SpecError
-from builder.spec import (
+from envyard.builder.errors import SpecError
+from envyard.builder.spec import (
     KNOWN_PLATFORMS,
     TOP_LEVEL_KEYS,
     EnvironmentSpec,
@@ -25,7 +25,7 @@ from builder.spec import (
     parse_requirements_txt,
     read_spec,
 )
-from builder.spec_selectors import SelectorError, evaluate_selector, parse_selector, true_names
+from envyard.builder.spec_selectors import SelectorError, evaluate_selector, parse_selector, true_names
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED = REPO_ROOT.parent / "shared" / "data"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import SpecError, SpecIncludeError
-from builder.lock import LockOptions
-from builder.pipeline import lock_to_directory, read_input
-from builder.spec import EnvironmentSpec, parse_environment_yaml, parse_requirements_txt, read_spec
-from builder.spec_inline import inline_includes
+from envyard.builder.errors import SpecError, SpecIncludeError
+from envyard.builder.lock import LockOptions
+from envyard.builder.pipeline import lock_to_directory, read_input
+from envyard.builder.spec import EnvironmentSpec, parse_environment_yaml, parse_requirements_txt, read_spec
+from envyard.builder.spec_inline import inline_includes
 
 SECRET = "envyard-secret-0123456789abcdef"
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder.errors import SpecError, SpecLimitError
-from builder.spec import detect_input_kind, parse_environment_yaml, parse_requirements_txt
-from builder.spec_yaml import SpecLimits, check_yaml_limits
+from envyard.builder.errors import SpecError, SpecLimitError
+from envyard.builder.spec import detect_input_kind, parse_environment_yaml, parse_requirements_txt
+from envyard.builder.spec_yaml import SpecLimits, check_yaml_limits
 
 HEAD = "name: big\nchannels: [conda-forge]\ndependencies: [python]\nvariables:\n"
 

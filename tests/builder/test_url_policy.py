@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from builder.channels import ChannelOptions, make_gateway
-from builder.errors import ForbiddenUrlError, PipResolutionError
-from builder.lock import LockOptions, lock_environment
-from builder.pip_resolve import PipTarget, resolve_pip_requirements
-from builder.settings import Settings
-from builder.spec import parse_environment_yaml
-from builder.url_policy import UrlPolicy, forbidden_address
+from envyard.builder.channels import ChannelOptions, make_gateway
+from envyard.builder.errors import ForbiddenUrlError, PipResolutionError
+from envyard.builder.lock import LockOptions, lock_environment
+from envyard.builder.pip_resolve import PipTarget, resolve_pip_requirements
+from envyard.builder.settings import Settings
+from envyard.builder.spec import parse_environment_yaml
+from envyard.builder.url_policy import UrlPolicy, forbidden_address
 from tests.listener import recording_listener
 from tests.packages import build_e2e_channel
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.oci.store import BlobStore
+from envyard.builder.oci.store import BlobStore
 from tests.servers import docker_registry, docker_registry_executable
 
 USER, PASSWORD = "alice", "correct horse"

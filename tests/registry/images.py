@@ -7,7 +7,7 @@ import io
 import tarfile
 from collections.abc import Mapping, Sequence
 
-from builder.oci.model import (
+from envyard.builder.oci.model import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,
@@ -24,7 +24,7 @@ from builder.oci.model import (
     canonical_json,
     sha256_digest,
 )
-from builder.oci.store import BlobStore
+from envyard.builder.oci.store import BlobStore
 
 SPDX = "application/spdx+json"
 AMD64 = {"os": "linux", "architecture": "amd64"}

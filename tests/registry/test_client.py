@@ -14,13 +14,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from builder.errors import RegistryError
-from builder.oci.model import MEDIA_TYPE_LAYER_GZIP, Descriptor, ManifestBlob
-from builder.oci.store import BlobStore
-from registry.client import RegistryClient
-from registry.push import push_image
-from registry.reference import parse_reference
-from registry.transport import Transport
+from envyard.builder.errors import RegistryError
+from envyard.builder.oci.model import MEDIA_TYPE_LAYER_GZIP, Descriptor, ManifestBlob
+from envyard.builder.oci.store import BlobStore
+from envyard.registry.client import RegistryClient
+from envyard.registry.push import push_image
+from envyard.registry.reference import parse_reference
+from envyard.registry.transport import Transport
 from tests.registry.conftest import PASSWORD, USER
 from tests.registry.images import single_image
 from tests.servers import free_port

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import ImageError, RegistryError
-from builder.oci.model import (
+from envyard.builder.errors import ImageError, RegistryError
+from envyard.builder.oci.model import (
     MEDIA_TYPE_CONFIG,
     MEDIA_TYPE_INDEX,
     MEDIA_TYPE_LAYER_GZIP,
@@ -21,8 +21,8 @@ from builder.oci.model import (
     canonical_json,
     sha256_digest,
 )
-from builder.oci.store import BlobStore
-from registry.docker_load import load_into_daemon, normalize_tag, write_docker_archive
+from envyard.builder.oci.store import BlobStore
+from envyard.registry.docker_load import load_into_daemon, normalize_tag, write_docker_archive
 from tests.podman import podman_available, podman_service
 
 LABELS = {"org.opencontainers.image.title": "envyard test", "dev.envyard.lock": "abc123"}

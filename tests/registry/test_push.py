@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import RegistryError
-from builder.oci.model import DOCKER_MANIFEST, MEDIA_TYPE_MANIFEST, OciImage
-from builder.oci.store import BlobStore
-from registry.client import RegistryClient, referrers_tag
-from registry.push import pull_image, push_image
-from registry.reference import parse_reference
+from envyard.builder.errors import RegistryError
+from envyard.builder.oci.model import DOCKER_MANIFEST, MEDIA_TYPE_MANIFEST, OciImage
+from envyard.builder.oci.store import BlobStore
+from envyard.registry.client import RegistryClient, referrers_tag
+from envyard.registry.push import pull_image, push_image
+from envyard.registry.reference import parse_reference
 from tests.registry.images import AMD64, ARM64, SPDX, sbom_referrer, single_image, two_platform_image
 
 needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")

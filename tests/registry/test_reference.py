@@ -6,10 +6,10 @@ import doctest
 
 import pytest
 
-import registry.client
-import registry.reference
-from builder.errors import RegistryError
-from registry.reference import ImageReference, is_loopback, parse_reference
+import envyard.registry.client
+import envyard.registry.reference
+from envyard.builder.errors import RegistryError
+from envyard.registry.reference import ImageReference, is_loopback, parse_reference
 
 DIGEST = "sha256:" + "a1" * 32
 
@@ -72,7 +72,7 @@ def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
-@pytest.mark.parametrize("module", [registry.reference, registry.client], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [envyard.registry.reference, envyard.registry.client], ids=lambda m: m.__name__)
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.failed == 0 and result.attempted > 0

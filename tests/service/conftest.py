@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.commands import ENVYARD
 from tests.packages import build_e2e_channel
 from tests.servers import free_port, moto_s3, postgres_available, postgres_server, stop_process, wait_for_port
 
@@ -53,7 +53,7 @@ class Service:
     def start_worker(self, name: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"worker-{name}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "worker", "--api", self.url, "--token", self.token, "--name", name,
+            [*ENVYARD, "worker", "--api", self.url, "--token", self.token, "--name", name,
              "--work-dir", str(self.log_dir / f"work-{name}"), *extra],
             stdout=log, stderr=log, env={**self.env, **(env or {})}, cwd=REPO,
         )
@@ -88,7 +88,7 @@ def start_service(tmp: Path, env: dict[str, str], *args: str, port: int | None =
     log_dir.mkdir(parents=True, exist_ok=True)
     log = (log_dir / "serve.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--data-dir", str(data_dir),
+        [*ENVYARD, "serve", "--port", str(port), "--data-dir", str(data_dir),
          "--log-level", "warning", *args],
         stdout=log, stderr=log, env=env, cwd=REPO,
     )

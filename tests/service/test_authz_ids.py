@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
-from api.settings import ServiceSettings
+from envyard.api.app import create_app
+from envyard.api.settings import ServiceSettings
 from tests.service.conftest import Service, create_environment, spec_text, start_service
 from tests.service.oci_content import TestData, publish_build
 

@@ -10,9 +10,9 @@ import threading
 import time
 from typing import Any
 
-from builder.errors import BuildCanceledError
+from envyard.builder.errors import BuildCanceledError
+from envyard.worker.client import ApiClient
 from tests.service.conftest import create_environment
-from worker.client import ApiClient
 
 BUILDS = 60
 WORKERS = 6

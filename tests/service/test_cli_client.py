@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from api.cli_progress import SseEvent, iter_sse
+from envyard.api.cli_progress import SseEvent, iter_sse
+from envyard.worker.client import ApiClient
+from tests.commands import ENVYARD
 from tests.service.conftest import Service, spec_text, start_service
-from worker.client import ApiClient
 
 CLIENT_VARIABLES = ("ENVYARD_TOKEN", "ENVYARD_API_URL", "ENVYARD_DATA_DIR")
 
@@ -30,7 +30,7 @@ def envyard(svc: Service, *args: str, token: str | None = "", cwd: Path | None =
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``envyard --api URL [--token T] ARGS`` (the service's admin token unless ``token`` says otherwise)."""
     token_args = ["--token", token or svc.token] if token is not None else []
-    result = subprocess.run([sys.executable, "-m", "api.cli", "--api", svc.url, *token_args, *args],
+    result = subprocess.run([*ENVYARD, "--api", svc.url, *token_args, *args],
                             capture_output=True, text=True, cwd=cwd or svc.log_dir, timeout=120,
                             env={**cli_env(svc.env), **(env or {})})
     if ok:
@@ -132,7 +132,7 @@ def test_build_show_cancel_and_logs(svc: Service, tmp_path: Path) -> None:
 
 def test_wait_ends_with_exit_10_when_the_build_is_canceled(svc: Service, tmp_path: Path) -> None:
     spec = write_spec(tmp_path, ["e2e-env"], "waited")
-    process = subprocess.Popen([sys.executable, "-m", "api.cli", "--api", svc.url, "--token", svc.token, "env",
+    process = subprocess.Popen([*ENVYARD, "--api", svc.url, "--token", svc.token, "env",
                                 "create", "team/waited", "-f", str(spec), "--wait", "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(svc.env),
                                cwd=tmp_path)
@@ -191,7 +191,7 @@ def test_one_line_errors_and_exit_codes(svc: Service, tmp_path: Path) -> None:
     assert problem["error"]["status"] == 404
     no_artifact = envyard(svc, "build", "download", str(build["id"]), "conda-lock.yml", ok=False)
     assert "has no artifact 'conda-lock.yml'" in one_line_error(no_artifact, 6)
-    down = subprocess.run([sys.executable, "-m", "api.cli", "--api", "http://127.0.0.1:9", "--token", "x", "env",
+    down = subprocess.run([*ENVYARD, "--api", "http://127.0.0.1:9", "--token", "x", "env",
                            "list"], capture_output=True, text=True, env=cli_env(svc.env), cwd=tmp_path, timeout=60)
     assert "is the envyard server running at http://127.0.0.1:9" in one_line_error(down, 9)
 
@@ -251,7 +251,7 @@ def test_diff_rollback_download_and_failed_wait(fresh: Service, tmp_path: Path) 
     assert "has sha256" in one_line_error(corrupt, 3) and not (tmp_path / "x.yml").exists()
 
     spec = write_spec(tmp_path, ["a", "b", "c"])
-    process = subprocess.Popen([sys.executable, "-m", "api.cli", "--api", fresh.url, "--token", fresh.token, "env",
+    process = subprocess.Popen([*ENVYARD, "--api", fresh.url, "--token", fresh.token, "env",
                                 "create", "team/app", "-f", str(spec), "--wait"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=cli_env(fresh.env), cwd=tmp_path)
     client = ApiClient(fresh.url, fresh.token, retry_seconds=5)
@@ -355,7 +355,7 @@ def test_env_delete_asks_or_needs_yes(svc: Service, tmp_path: Path) -> None:
     spec = write_spec(tmp_path, ["e2e-env"], "deleted")
     build = as_json(envyard(svc, "env", "create", "team/deleted", "-f", str(spec), "--json"))
     envyard(svc, "build", "cancel", str(build["id"]))
-    refused = subprocess.run([sys.executable, "-m", "api.cli", "--api", svc.url, "--token", svc.token, "env",
+    refused = subprocess.run([*ENVYARD, "--api", svc.url, "--token", svc.token, "env",
                               "delete", "team/deleted"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                              env=cli_env(svc.env), cwd=tmp_path, timeout=60)
     assert refused.returncode == 64, refused.stdout + refused.stderr  # a usage error
@@ -367,7 +367,7 @@ def test_env_delete_asks_or_needs_yes(svc: Service, tmp_path: Path) -> None:
     for answer, deleted in ((b"n\n", False), (b"y\n", True)):  # a terminal gets a prompt
         leader, follower = pty.openpty()
         try:
-            process = subprocess.Popen([sys.executable, "-m", "api.cli", "--api", svc.url, "--token", svc.token,
+            process = subprocess.Popen([*ENVYARD, "--api", svc.url, "--token", svc.token,
                                         "env", "delete", "team/deleted"], stdin=follower, stdout=subprocess.PIPE,
                                        stderr=follower, text=True, env=cli_env(svc.env), cwd=tmp_path)
             os.write(leader, answer)
@@ -440,11 +440,11 @@ def test_worker_sends_the_lock_files_of_a_build_failing_after_the_solve(tmp_path
     fails during installing and keeps its lock files as partial artifacts, downloadable."""
     import dataclasses
 
-    from builder.channels import ChannelOptions
-    from builder.lock import LockOptions
-    from builder.lockfiles import read_lockfile, render_conda_lock
-    from builder.model import LockedPipPackage
-    from builder.pipeline import lock_to_directory
+    from envyard.builder.channels import ChannelOptions
+    from envyard.builder.lock import LockOptions
+    from envyard.builder.lockfiles import read_lockfile, render_conda_lock
+    from envyard.builder.model import LockedPipPackage
+    from envyard.builder.pipeline import lock_to_directory
 
     spec = write_spec(tmp_path, ["reloc-data"], "foreign")
     options = LockOptions(platforms=("linux-aarch64",), channels=ChannelOptions(channel_alias=e2e_alias))

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,13 +25,14 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from api.db import make_engine, migrate
-from api.models import BlobHold, BlobTombstone, Build, BuildArtifact, Environment, Namespace, Spec, utcnow
-from api.services import gc
-from api.storage import ArtifactStore, ListedBlob, LocalArtifactStore, S3ArtifactStore
-from builder.errors import ConflictError, NotFoundError, StorageError
+from envyard.api.db import make_engine, migrate
+from envyard.api.models import BlobHold, BlobTombstone, Build, BuildArtifact, Environment, Namespace, Spec, utcnow
+from envyard.api.services import gc
+from envyard.api.storage import ArtifactStore, ListedBlob, LocalArtifactStore, S3ArtifactStore
+from envyard.builder.errors import ConflictError, NotFoundError, StorageError
+from envyard.worker.client import ApiClient
+from tests.commands import ENVYARD
 from tests.service.conftest import Service, create_environment
-from worker.client import ApiClient
 
 S3_KEYS = {"ENVYARD_S3_ACCESS_KEY": "testing", "ENVYARD_S3_SECRET_KEY": "testing"}
 NO_GRACE = {"ENVYARD_GC_GRACE_SECONDS": "0"}
@@ -307,7 +307,7 @@ def test_periodic_collection(server: Callable[..., Server]) -> None:
 
 def envyard(service: Service, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in service.env.items() if k not in ("ENVYARD_TOKEN", "ENVYARD_API_URL", "ENVYARD_DATA_DIR")}
-    return subprocess.run([sys.executable, "-m", "api.cli", "--api", service.url, "--token", token or service.token,
+    return subprocess.run([*ENVYARD, "--api", service.url, "--token", token or service.token,
                            *args], capture_output=True, text=True, timeout=120, env=env, cwd=service.log_dir)
 
 
@@ -348,7 +348,7 @@ def test_cli_gc(server: Callable[..., Server], database: str) -> None:
         assert refused.returncode == 7 and json.loads(refused.stdout)["error"]["status"] == 409
     user = srv.http.post("/api/v1/tokens", json={"name": "someone", "role": "user"}).json()["token"]
     assert "may not admin" in one_line_error(envyard(srv.service, "gc", token=user), 8)
-    unreachable = subprocess.run([sys.executable, "-m", "api.cli", "--api", "http://127.0.0.1:9", "--token", "x",
+    unreachable = subprocess.run([*ENVYARD, "--api", "http://127.0.0.1:9", "--token", "x",
                                   "gc"], capture_output=True, text=True, timeout=60, env=srv.service.env)
     assert unreachable.returncode != 0
     assert "is the envyard server running" in one_line_error(unreachable, unreachable.returncode)

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from envyard.worker.client import ApiClient
 from tests.service.conftest import create_environment, spec_text
-from worker.client import ApiClient
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from envyard.worker.client import ApiClient
 from tests.service.conftest import Service, create_environment, spec_text
-from worker.client import ApiClient
 
 STREAMS = 150
 

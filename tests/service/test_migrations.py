@@ -10,9 +10,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-import api.models  # noqa: F401  (registers the tables)
-from api.db import current_revision, make_engine, migrate
-from builder.errors import ServiceError
+import envyard.api.models  # noqa: F401  (registers the tables)
+from envyard.api.db import current_revision, make_engine, migrate
+from envyard.builder.errors import ServiceError
 from tests.servers import free_port
 
 
@@ -27,7 +27,7 @@ def test_upgrade_downgrade_upgrade_matches_models(database: str, tmp_path: Path)
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from api.db import MIGRATIONS
+    from envyard.api.db import MIGRATIONS
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -63,7 +63,7 @@ def test_upgrade_to_0003_keeps_namespaces_and_artifacts(database: str, tmp_path:
     from alembic import command
     from alembic.config import Config
 
-    from api.db import MIGRATIONS
+    from envyard.api.db import MIGRATIONS
 
     engine = make_engine(_url(database, tmp_path))
     config = Config()
@@ -87,7 +87,7 @@ def test_0005_keeps_rows_and_never_reuses_ids(database: str, tmp_path: Path) -> 
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from api.db import MIGRATIONS
+    from envyard.api.db import MIGRATIONS
 
     engine = make_engine(_url(database, tmp_path))
     config = Config()

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks as st
 from schemathesis.generation import GenerationMode
 
-from api.settings import ServiceSettings
+from envyard.api.settings import ServiceSettings
 from tests.service.conftest import REPO, Service, start_service
 
 MAX_EXAMPLES = 6  # fuzzed cases per operation (the user's run; the admin's runs the coverage phase's cases)

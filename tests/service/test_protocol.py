@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from builder.errors import ConflictError, LeaseLostError
+from envyard.builder.errors import ConflictError, LeaseLostError
+from envyard.worker.client import ApiClient
 from tests.service.conftest import Service, create_environment
-from worker.client import ApiClient
 
 
 def submit(http: httpx.Client, name: str, deps: list[str] | None = None, **extra: Any) -> dict[str, Any]:

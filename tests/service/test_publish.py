@@ -12,7 +12,6 @@ import json
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,8 +22,8 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
-from api.db import make_engine, migrate
-from api.models import (
+from envyard.api.db import make_engine, migrate
+from envyard.api.models import (
     Build,
     BuildArtifact,
     BuildStatus,
@@ -35,13 +34,14 @@ from api.models import (
     Spec,
     utcnow,
 )
-from api.schemas import ArtifactEntry
-from api.services import catalog, publish, referrers, targets
-from api.storage import ArtifactStore, LocalArtifactStore, S3ArtifactStore
-from builder.errors import ConflictError, NotFoundError
-from builder.oci.model import OciImage
-from builder.oci.store import BlobStore
-from registry.client import RegistryClient
+from envyard.api.schemas import ArtifactEntry
+from envyard.api.services import catalog, publish, referrers, targets
+from envyard.api.storage import ArtifactStore, LocalArtifactStore, S3ArtifactStore
+from envyard.builder.errors import ConflictError, NotFoundError
+from envyard.builder.oci.model import OciImage
+from envyard.builder.oci.store import BlobStore
+from envyard.registry.client import RegistryClient
+from tests.commands import ENVYARD
 from tests.registry.images import SPDX, sbom_referrer, single_image, two_platform_image
 from tests.servers import docker_registry, docker_registry_executable, free_port, stop_process, wait_for_port
 from tests.service.conftest import Service, create_environment
@@ -437,7 +437,7 @@ def test_missing_artifacts_fail_without_retries(session: Session, store: LocalAr
 
 def envyard(svc: Service, *args: str, stdin: str | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in svc.env.items() if k not in ("ENVYARD_TOKEN", "ENVYARD_API_URL", "ENVYARD_DATA_DIR")}
-    result = subprocess.run([sys.executable, "-m", "api.cli", "--api", svc.url, "--token", svc.token, *args],
+    result = subprocess.run([*ENVYARD, "--api", svc.url, "--token", svc.token, *args],
                             input=stdin, capture_output=True, text=True, timeout=120, env=env, cwd=svc.log_dir)
     assert not ok or result.returncode == 0, result.stdout + result.stderr
     return result

@@ -11,7 +11,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from api.auth import CACHE_SECONDS
-from api.registry_tokens import REGISTRY_TOKEN_SECONDS, registry_token_key, sign_registry_token
+from envyard.api.auth import CACHE_SECONDS
+from envyard.api.registry_tokens import REGISTRY_TOKEN_SECONDS, registry_token_key, sign_registry_token
+from tests.commands import ENVYARD
 from tests.service.conftest import Service, create_environment, spec_text, start_service
 
 needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
@@ -392,7 +392,7 @@ def test_replicas_share_tokens_and_follow_revocation_within_the_cache_time(start
 
 def envyard(service: Service, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in service.env.items() if k not in ("ENVYARD_TOKEN", "ENVYARD_API_URL", "ENVYARD_DATA_DIR")}
-    return subprocess.run([sys.executable, "-m", "api.cli", "--api", service.url, "--token", token or service.token,
+    return subprocess.run([*ENVYARD, "--api", service.url, "--token", token or service.token,
                            *args], capture_output=True, text=True, timeout=120, env=env, cwd=service.log_dir)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from builder.oci.sbom import MEDIA_TYPE_CYCLONEDX, MEDIA_TYPE_SPDX
+from envyard.builder.oci.sbom import MEDIA_TYPE_CYCLONEDX, MEDIA_TYPE_SPDX
 from tests.service.conftest import Service, create_environment
 from tests.service.oci_content import (
     MT_EMPTY_JSON,

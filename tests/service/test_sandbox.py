@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.commands import ENVYARD
 from tests.sdists import build_sdist
 from tests.service.conftest import Service, start_service
 
@@ -268,13 +269,12 @@ def test_gc_removes_abandoned_spool_files_but_not_a_live_uploads(tmp_path: Path,
 
 def test_namespace_sdists_command(tmp_path: Path, service_env: dict[str, str]) -> None:
     import subprocess
-    import sys
 
     service = start_service(tmp_path / "svc", service_env, "--workers", "0")
     env = {k: v for k, v in service.env.items() if k not in ("ENVYARD_TOKEN", "ENVYARD_API_URL", "ENVYARD_DATA_DIR")}
 
     def envyard(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "api.cli", "--api", service.url, "--token",
+        return subprocess.run([*ENVYARD, "--api", service.url, "--token",
                                token or service.token, *args], capture_output=True, text=True, timeout=120, env=env,
                               cwd=service.log_dir)
 

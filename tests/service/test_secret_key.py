@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from api.secret_key import derive_key, load_or_create_secret_key
-from builder.errors import ConfigError
+from envyard.api.secret_key import derive_key, load_or_create_secret_key
+from envyard.builder.errors import ConfigError
 
 
 def test_created_once_private_and_stable(tmp_path: Path) -> None:

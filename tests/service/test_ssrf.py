@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.commands import ENVYARD
 from tests.listener import Listener, recording_listener
 from tests.service.conftest import REPO, Service, start_service
 
@@ -143,7 +143,7 @@ def test_pip_includes_never_read_the_servers_files(serve: Any) -> None:
 
 
 def envyard(service: Service, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "api.cli", "--api", service.url, "--token", service.token, *args],
+    return subprocess.run([*ENVYARD, "--api", service.url, "--token", service.token, *args],
                           cwd=cwd, capture_output=True, text=True, env=service.env, timeout=120)
 
 

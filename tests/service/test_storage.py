@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from api.storage import (
+from envyard.api.storage import (
     CHUNK_SIZE,
     ArtifactStore,
     LocalArtifactStore,
@@ -24,7 +24,7 @@ from api.storage import (
     StoredBlob,
     open_artifact_store,
 )
-from builder.errors import ArtifactIntegrityError, NotFoundError, StorageError
+from envyard.builder.errors import ArtifactIntegrityError, NotFoundError, StorageError
 from tests.servers import free_port, moto_s3
 
 KEY = "testing"

@@ -1,4 +1,4 @@
-"""The build child (worker.job): artifacts, manifest and events, in-process and as ``python -m worker.job``."""
+"""The build child (worker.job): artifacts, manifest and events, in-process and as ``python -m envyard.worker.job``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,13 @@ import pytest
 import yaml
 import zstandard
 
-from builder.errors import InstallError, SpecError
-from builder.lockfiles import read_lockfile, render_conda_lock
-from builder.model import LockedPipPackage
-from builder.settings import Settings
+from envyard.builder.errors import InstallError, SpecError
+from envyard.builder.lockfiles import read_lockfile, render_conda_lock
+from envyard.builder.model import LockedPipPackage
+from envyard.builder.settings import Settings
+from envyard.worker.job import PARTIAL_PATH, JobManifest, JobSpec, run_job
+from tests.commands import BUILD_CHILD
 from tests.packages import build_e2e_channel
-from worker.job import PARTIAL_PATH, JobManifest, JobSpec, run_job
 
 REPO = Path(__file__).resolve().parents[2]
 DEPS = ["reloc-data", "pyhello", "python"]
@@ -202,7 +202,7 @@ def test_spec_errors_name_the_users_file(cache_dir: Path, channels: Path, tmp_pa
 
 def _run_child(job: JobSpec, job_dir: Path, cache_dir: Path, channels: Path, tmp_path: Path
                ) -> tuple[int, list[dict[str, Any]], str]:
-    """``python -m worker.job`` as the runner starts it; returns exit code, events and stderr."""
+    """``python -m envyard.worker.job`` as the runner starts it; returns exit code, events and stderr."""
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "job.json").write_text(job.model_dump_json())
     system_tmp = tmp_path / "system-tmp"
@@ -211,7 +211,7 @@ def _run_child(job: JobSpec, job_dir: Path, cache_dir: Path, channels: Path, tmp
            "ENVYARD_CHANNEL_ALIAS": channels.as_uri() + "/", "TMPDIR": str(system_tmp)}
     read_fd, write_fd = os.pipe()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "worker.job", str(job_dir), "--events-fd", str(write_fd)],
+        proc = subprocess.Popen([*BUILD_CHILD, str(job_dir), "--events-fd", str(write_fd)],
                                 pass_fds=(write_fd,), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
     finally:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from api.settings import ServiceSettings
-from worker.runner import LOCK_SUFFIX, _try_lock, sweep_work_root
-from worker.sandbox import Sandbox, child_environment, make_sandbox, sandbox_for
+from envyard.api.settings import ServiceSettings
+from envyard.worker.runner import LOCK_SUFFIX, _try_lock, sweep_work_root
+from envyard.worker.sandbox import Sandbox, child_environment, make_sandbox, sandbox_for
 
 SECRETS = {"ENVYARD_SECRET_KEY": "sk-not-for-builds", "ENVYARD_TOKEN": "tok-not-for-builds",
            "ENVYARD_DATABASE_URL": "postgresql://u:pw-not-for-builds@db/x", "ENVYARD_S3_SECRET_KEY": "s3-secret",
@@ -105,7 +105,7 @@ def test_bwrap_masks_private_paths_under_a_bound_directory(tmp_path: Path) -> No
 
 
 def test_an_explicit_mode_that_cannot_work_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from builder.errors import ConfigError
+    from envyard.builder.errors import ConfigError
 
     monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap on PATH
     with pytest.raises(ConfigError, match="bwrap"):

@@ -1,0 +1,5 @@
+"""``python -m envyard.cli``: the ``envyard`` command."""
+
+from envyard.cli import main
+
+main()
