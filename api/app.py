@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from envyard.api import distribution
 from envyard.api.auth import TokenCache
 from envyard.api.db import make_engine, migrate
 from envyard.api.deps import lease_policy
@@ -24,8 +25,6 @@ from envyard.api.services.jobs import reap
 from envyard.api.settings import ServiceSettings
 from envyard.api.storage import open_artifact_store
 from envyard.api.tokens import ensure_admin_token
-from envyard.registry import server as registry_server
-from envyard.registry import token_auth
 
 log = logging.getLogger("envyard.api")
 
@@ -99,7 +98,7 @@ def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
     app.state.admin_token = admin_token
     app.state.secret_key = secret_key
     install_problem_handlers(app)
-    for module in (health, catalog, builds, jobs, tokens, registry_targets, admin, token_auth, registry_server):
+    for module in (health, catalog, builds, jobs, tokens, registry_targets, admin, distribution):
         app.include_router(module.router)
     install_docs(app, public=settings.docs_are_public(host))
     return app

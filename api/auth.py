@@ -12,14 +12,14 @@ user and reader tokens also have a role per namespace (a :class:`~api.models.Nam
 
 :func:`check` decides, on the resource a request names *as the route will use it*: each kind of resource has a
 dependency in :mod:`api.resources` (builds, environments, namespaces, blobs, tokens; the registry's repositories in
-``registry/server.py``) that validates the strict ids of :mod:`api.ids`, loads the resource and then asks
+``api/distribution/access.py``) that validates the strict ids of :mod:`api.ids`, loads the resource and then asks
 :func:`check` about its namespaces. What cannot be resolved is denied (fail closed). Callers who may not read a
 resource get the same 404 as for a resource that does not exist (on ``/v2/``: DENIED alike), anonymous callers a
 401; routes that name no resource check the role only (:func:`authorize`) and list only what the caller may read
 (:func:`readable_namespaces`). A namespace given in a request body is checked with :func:`require`.
 
 On ``/v2/`` a request may also carry a registry token (Docker's token auth: ``GET /v2/token``, see
-``registry/token_auth.py``): an HMAC-signed JWT naming the envyard token it was issued to (or none:
+``api/distribution/access.py``): an HMAC-signed JWT naming the envyard token it was issued to (or none:
 anonymous) and the repositories it may pull (:mod:`api.registry_tokens`). Its principal is loaded
 afresh (through the cache) on every request, so a revoked token's registry tokens stop working too.
 

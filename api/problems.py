@@ -1,4 +1,10 @@
-"""The one place errors become HTTP responses: RFC 9457 problem details."""
+"""The one place errors become HTTP responses: RFC 9457 problem details, and on /v2/ the distribution spec's
+error body (``{"errors": [{code, message, detail}]}``) with its ``WWW-Authenticate`` challenges.
+
+Typed errors name their OCI code in ``details["oci"]`` (NAME_UNKNOWN, DIGEST_INVALID, DENIED, ...; without one
+the status decides, :data:`OCI_CODES`); that key and the RFC 6750 error of a 401 challenge are rendered here,
+never shown as details.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +30,6 @@ def problem_response(problem: dict[str, object], status: int) -> JSONResponse:
     return JSONResponse(problem, status_code=status, media_type=PROBLEM_JSON)
 
 
-REGISTRY_PREFIX = "/v2/"
 TOKEN_PATH = "/v2/token"
 OCI_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 416: "RANGE_INVALID"}
 INTERNAL_DETAILS = ("oci", BEARER_ERROR)
@@ -33,11 +38,15 @@ _HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]{1,300}$")
 _REPOSITORY = re.compile(r"^[a-z0-9._/-]{1,300}$")
 
 
+def oci_errors(code: str, message: str, detail: dict[str, object]) -> dict[str, object]:
+    """The distribution-spec error body."""
+    return {"errors": [{"code": code, "message": message, "detail": detail}]}
+
+
 def oci_error_response(exc: EnvyardError, request: Request | None = None) -> JSONResponse:
     """The distribution-spec error body (``{"errors": [{code, message, detail}]}``) for the /v2/ routes."""
     code = exc.details.get("oci") or OCI_CODES.get(exc.status, "UNSUPPORTED")
-    body = {"errors": [{"code": code, "message": exc.one_line(),
-                        "detail": {k: v for k, v in exc.details.items() if k not in INTERNAL_DETAILS}}]}
+    body = oci_errors(code, exc.one_line(), {k: v for k, v in exc.details.items() if k not in INTERNAL_DETAILS})
     return JSONResponse(body, status_code=exc.status,
                         headers={**REGISTRY_HEADERS, **challenge(exc, request), **exc.http_headers()})
 
@@ -130,8 +139,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         on /v2/ in the distribution spec's error body."""
         if is_registry_path(request.url.path):
             code = OCI_CODES.get(exc.status_code, "UNSUPPORTED")
-            response = JSONResponse({"errors": [{"code": code, "message": str(exc.detail), "detail": {}}]},
-                                    status_code=exc.status_code, headers=REGISTRY_HEADERS)
+            response = JSONResponse(oci_errors(code, str(exc.detail), {}), status_code=exc.status_code,
+                                    headers=REGISTRY_HEADERS)
         else:
             response = problem_response({
                 "type": PROBLEM_BASE + ("not-found" if exc.status_code == 404 else "http-error"),

@@ -1,5 +1,5 @@
 """Registry tokens of Docker's token auth: short-lived HS256 JWTs naming the envyard token they were issued
-to (or none: anonymous) and the repositories they may pull. ``GET /v2/token`` (:mod:`registry.token_auth`)
+to (or none: anonymous) and the repositories they may pull. ``GET /v2/token`` (:mod:`api.distribution.access`)
 signs them; :mod:`api.auth` verifies them on ``/v2/`` requests.
 """
 

@@ -61,9 +61,9 @@ def test_unexpected_exception_is_one_line_unless_debugging(monkeypatch: pytest.M
 def _error_classes() -> list[type[errors.EnvyardError]]:
     """Every typed error class, including those the CLI's modules define."""
     import envyard.api.cli_progress  # noqa: F401  (build failed / canceled)
+    import envyard.api.distribution.references  # noqa: F401
     import envyard.api.services.gc  # noqa: F401
     import envyard.builder.why  # noqa: F401
-    import envyard.registry.server  # noqa: F401
 
     found, todo = [], [errors.EnvyardError]
     while todo:
