@@ -131,7 +131,7 @@ def envyard_serve(work: Path, label: str, database_url: str | None) -> Iterator[
     data_dir = work / f"data-{label}"
     log_path = work / f"serve-{label}.log"
     executable = shutil.which("envyard")
-    command = [executable] if executable else [sys.executable, "-m", "envyard.api.cli"]
+    command = [executable] if executable else [sys.executable, "-m", "envyard.cli"]
     command += ["serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), "--workers", "0",
                 "--log-level", "warning"]
     if database_url:

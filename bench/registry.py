@@ -318,7 +318,7 @@ def envyard_serve(work: Path) -> Iterator[tuple[str, str, subprocess.Popen[bytes
     port = free_port()
     data_dir = work / "envyard-data"
     log_path = work / "envyard-serve.log"
-    command = [sys.executable, "-m", "envyard.api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    command = [sys.executable, "-m", "envyard.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--data-dir", str(data_dir), "--workers", "0", "--log-level", "warning"]
     env = {**os.environ, **SERVER_ENV, "ENVYARD_CACHE_DIR": str(work / "envyard-cache"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}

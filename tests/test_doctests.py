@@ -17,10 +17,11 @@ import pytest
 
 import envyard.api
 import envyard.builder
+import envyard.cli
 import envyard.registry
 import envyard.worker
 
-PACKAGES = (envyard.builder, envyard.api, envyard.worker, envyard.registry)
+PACKAGES = (envyard.builder, envyard.api, envyard.worker, envyard.registry, envyard.cli)
 REPO = Path(__file__).resolve().parents[1]
 
 

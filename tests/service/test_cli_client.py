@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from envyard.api.cli_progress import SseEvent, iter_sse
+from envyard.cli.follow import SseEvent, iter_sse
 from envyard.worker.client import ApiClient
 from tests.commands import ENVYARD
 from tests.service.conftest import Service, spec_text, start_service

@@ -1,55 +1,49 @@
-"""``envyard lock``, ``envyard lock diff``, ``envyard why`` and ``envyard channel build``."""
+"""``envyard lock`` and ``envyard lock diff``."""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from envyard.api.cli import DefaultGroup
 from envyard.builder.errors import MissingLockError, SpecError, StaleLockError
-from envyard.builder.progress import Stage
+from envyard.cli.context import builder_settings
+from envyard.cli.output import RichReporter, emit, error_document, json_mode, rich_console
+
+__all__ = ["DefaultGroup", "fix_command", "lock_group"]
 
 
-class RichReporter:
-    """Shows the current stage on stderr with a spinner (silent when stderr is not a terminal)."""
+class DefaultGroup(click.Group):
+    """A group that runs ``default_command`` when the first argument names no subcommand.
 
-    def __init__(self) -> None:
-        from envyard.api.cli import rich_console
+    ``envyard lock SPEC`` and ``envyard lock diff OLD NEW`` then share one name.
+    """
 
-        self.console = rich_console(stderr=True)
-        self.status: Any = None
-        if (ctx := click.get_current_context(silent=True)) is not None:
-            ctx.call_on_close(self.close)  # the spinner stops before an error line is printed
+    def __init__(self, *args: Any, default_command: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_command = default_command
 
-    def close(self) -> None:
-        if self.status is not None:
-            self.status.stop()
-            self.status = None
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
 
-    def stage_started(self, stage: Stage, detail: str = "") -> None:
-        if self.console.is_terminal:
-            self.status = self.console.status(f"[bold]{stage.value}[/] {detail}")
-            self.status.start()
-
-    def stage_finished(self, stage: Stage, detail: str = "", **fields: Any) -> None:
-        if self.status is not None:
-            self.status.stop()
-            self.status = None
-            extra = " ".join(f"{k}={v}" for k, v in fields.items())
-            self.console.print(f"[green]✓[/] {stage.value} {detail} {extra}".rstrip())
-
-
-def _settings() -> Any:
-    from envyard.builder.settings import Settings
-
-    return Settings()
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The default command's usage and options (``envyard lock --help`` shows what ``envyard lock SPEC``
+        takes), then the group's text and its other commands."""
+        default = self.commands.get(self.default_command)
+        if default is None:
+            return super().format_help(ctx, formatter)
+        as_default = click.Context(default, info_name=ctx.info_name, parent=ctx.parent)
+        default.format_usage(as_default, formatter)
+        self.format_help_text(ctx, formatter)
+        default.format_options(as_default, formatter)
+        self.format_commands(ctx, formatter)
+        self.format_epilog(ctx, formatter)
 
 
 NONE = "none"  # ``--cuda none`` / ``--exclude-newer none``: unset an option a previous lock recorded
@@ -99,7 +93,7 @@ def _options(params: dict[str, Any], ctx: click.Context | None = None) -> Any:
     from envyard.builder.channels import ChannelOptions, S3Options
     from envyard.builder.lock import LockOptions
 
-    settings = _settings()
+    settings = builder_settings()
     channels = ChannelOptions(
         channel_alias=params["channel_alias"] or settings.channel_alias,
         mirrors=settings.mirrors,
@@ -174,11 +168,11 @@ def _check(ctx: click.Context, spec: Path, out_dir: Path, options: Any, json_out
     }
     if check.status == "fresh":
         if json_output:
-            click.echo(json.dumps(document, indent=2))
+            emit(document)
         else:
             click.echo(f"lock in {out_dir} is up to date with {spec}")
         return
-    ctx.meta["json_document"] = document  # the root prints it once, with the error inside
+    error_document(ctx, document)  # the root prints it once, with the error inside
     if check.status == "missing":
         raise MissingLockError(
             f"no lock in {out_dir} for {spec} (conda-lock.yml is missing)", file=spec, hint=f"run: {fix}"
@@ -236,7 +230,7 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
     from envyard.builder.errors import UsageError
     from envyard.builder.pipeline import lock_to_directory
 
-    ctx.meta["json_output"] = json_output
+    json_mode(ctx, json_output)
     settings, options = _options(params, ctx)
     if check:
         if options.update or options.update_all:
@@ -267,11 +261,9 @@ def lock_create(ctx: click.Context, spec: Path, out_dir: Path, check: bool, json
         "warnings": list(result.warnings),
     }
     if json_output:
-        click.echo(json.dumps(summary, indent=2))
+        emit(summary)
         return
     from rich.table import Table
-
-    from envyard.api.cli import rich_console
 
     table = Table("platform", "conda", "pip", title=f"{'re-exported' if result.reexported else 'locked'} {spec}")
     for platform, counts in summary["platforms"].items():
@@ -295,7 +287,7 @@ def lock_diff(ctx: click.Context, old: Path, new: Path, json_output: bool, exit_
     from envyard.builder.lockdiff import diff_locks
     from envyard.builder.lockfiles import read_lockfile
 
-    ctx.meta["json_output"] = json_output
+    json_mode(ctx, json_output)
     diff = diff_locks(read_lockfile(old), read_lockfile(new))
     _print_diff(diff, json_output)
     if exit_code and not diff.empty:
@@ -304,7 +296,7 @@ def lock_diff(ctx: click.Context, old: Path, new: Path, json_output: bool, exit_
 
 def _print_diff(diff: Any, json_output: bool) -> None:
     if json_output:
-        click.echo(json.dumps(diff.to_json(), indent=2))
+        emit(diff.to_json())
         return
     if diff.empty:
         click.echo("no differences")
@@ -320,55 +312,3 @@ def _print_diff(diff: Any, json_output: bool) -> None:
         for change in pdiff.changed:
             version = change.new if change.old == change.new else f"{change.old} -> {change.new}"
             click.echo(f"  ~ {change.name} {version} ({change.manager})" + "".join(f"; {d}" for d in change.details))
-
-
-@click.command("why")
-@click.argument("package")
-@click.argument("lockfile", type=click.Path(path_type=Path))
-@click.option("-p", "--platform", help="Platform to look in (default: the lock's first).")
-@click.option("--all", "all_paths", is_flag=True, help="Show every dependency path, shortest first.")
-@click.option("--max-paths", type=click.IntRange(min=1), default=50, show_default=True,
-              help="With --all: stop after this many paths.")
-@click.option("--environment", metavar="NAME", help="pixi.lock input: the environment to look in.")
-@click.option("--json", "json_output", is_flag=True)
-@click.pass_context
-def why_command(ctx: click.Context, package: str, lockfile: Path, platform: str | None, all_paths: bool,
-                max_paths: int, environment: str | None, json_output: bool) -> None:
-    """Show why PACKAGE is in LOCKFILE: the dependency path(s) from a requested spec."""
-    from envyard.builder.lockfiles import read_lockfile
-    from envyard.builder.why import why_all
-
-    ctx.meta["json_output"] = json_output
-    lock = read_lockfile(lockfile, environment=environment)
-    result = why_all(lock, package, platform, max_paths=max_paths if all_paths else 1)
-    if json_output:
-        click.echo(json.dumps({"package": package, "platform": result.platform, "path": list(result.paths[0]),
-                               "paths": [list(p) for p in result.paths],
-                               "truncated": result.truncated and all_paths}))
-        return
-    for path in result.paths:
-        click.echo(" -> ".join(path))
-    if result.truncated and all_paths:
-        click.echo(f"(more paths not shown: the first {len(result.paths)} are listed; raise --max-paths)", err=True)
-
-
-@click.group("channel")
-def channel_group() -> None:
-    """Local channels."""
-
-
-@channel_group.command("build")
-@click.argument("recipes", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path))
-def channel_build(recipes: tuple[Path, ...], out_dir: Path) -> None:
-    """Assemble packages from recipe files (see specs/recipes) into an indexed channel at OUTPUT."""
-    from envyard.builder.localchannel import build_channel
-
-    built = build_channel(recipes, out_dir)
-    click.echo(f"built {len(built)} packages into {out_dir}", file=sys.stdout)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(lock_group)
-    cli.add_command(why_command)
-    cli.add_command(channel_group)

@@ -6,8 +6,11 @@ from typing import Any
 
 import click
 
-from envyard.api.cli_client import _client, _emit, _json_mode, _size, _table
 from envyard.builder.errors import ServiceError
+from envyard.cli.context import api_client
+from envyard.cli.output import emit, format_size, json_mode, table
+
+__all__ = ["gc_command"]
 
 GC_PATH = "/api/v1/admin/gc"
 
@@ -19,7 +22,7 @@ def _collect(ctx: click.Context, body: dict[str, Any]) -> dict[str, Any]:
 
     from envyard.worker.client import error_from_problem
 
-    client = _client(ctx)
+    client = api_client(ctx)
     try:
         response = client.http.post(GC_PATH, json=body, timeout=httpx.Timeout(None, connect=5.0))
     except httpx.TransportError as exc:
@@ -40,30 +43,26 @@ def _collect(ctx: click.Context, body: dict[str, Any]) -> dict[str, Any]:
 @click.pass_context
 def gc_command(ctx: click.Context, dry_run: bool, grace_seconds: float | None, json_output: bool) -> None:
     """Delete the blobs no retained build references and no running build holds (needs an admin token)."""
-    _json_mode(ctx, json_output)
+    json_mode(ctx, json_output)
     body: dict[str, Any] = {"dry_run": dry_run}
     if grace_seconds is not None:
         body["grace_seconds"] = grace_seconds
     report = _collect(ctx, body)
     if json_output:
-        _emit(report)
+        emit(report)
         return
     r = report
-    click.echo(f"garbage collection{' (dry run)' if r['dry_run'] else ''}: {r['blobs']} blobs ({_size(r['bytes'])}) "
-               f"stored, {r['referenced']} referenced, {r['unreferenced']} unreferenced")
+    click.echo(f"garbage collection{' (dry run)' if r['dry_run'] else ''}: {r['blobs']} blobs "
+               f"({format_size(r['bytes'])}) stored, {r['referenced']} referenced, {r['unreferenced']} unreferenced")
     verb = "would delete" if r["dry_run"] else "deleted"
-    _table("unreferenced", "blobs", rows=[
+    table("unreferenced", "blobs", rows=[
         ["held by running builds", r["kept_held"]],
         [f"written within the grace period ({r['grace_seconds']:g} s)", r["kept_recent"]],
         ["taken by a build while collecting", r["kept_racing"]],
         [verb, f"{r['deletable' if r['dry_run'] else 'deleted']} "
-               f"({_size(r['deletable_bytes' if r['dry_run'] else 'deleted_bytes'])})"],
+               f"({format_size(r['deletable_bytes' if r['dry_run'] else 'deleted_bytes'])})"],
     ])
     removed = "would remove" if r["dry_run"] else "removed"
     click.echo(f"{removed} {r['holds_released']} holds of finished builds, {r['stale_tombstones']} stale "
-               f"tombstones, {r['stale_uploads']} abandoned uploads ({_size(r['stale_upload_bytes'])}); "
+               f"tombstones, {r['stale_uploads']} abandoned uploads ({format_size(r['stale_upload_bytes'])}); "
                f"took {r['seconds']:g} s")
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(gc_command)

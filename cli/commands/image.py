@@ -1,131 +1,18 @@
-"""``envyard install``, ``envyard pack`` and ``envyard image``: from a lock to a prefix, an archive, an image."""
+"""``envyard image``: an OCI image from a lock without a Docker daemon; written, pushed and/or loaded."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from envyard.api.cli_lock import RichReporter, _settings
 from envyard.builder.errors import ImageError, SpecError
+from envyard.cli.context import builder_settings, install_options, source_date_epoch, terminate_as_interrupt
+from envyard.cli.output import RichReporter, emit, json_mode
 
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cancelled CI job, ``kill``) unwinds like Ctrl-C, so staging directories are removed."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _read_lock(path: Path) -> Any:
-    from envyard.builder.lockfiles import read_lockfile
-
-    return read_lockfile(path)
-
-
-def _platform(lock: Any, platform: str | None) -> str:
-    from envyard.builder.install import host_platform
-
-    chosen = platform or (host_platform() if host_platform() in lock.platforms else lock.platform_names[0])
-    if chosen not in lock.platforms:
-        raise SpecError(f"the lock has no {chosen} (it has {', '.join(lock.platform_names)})", field="platform",
-                        hint="pass -p with one of the lock's platforms, or re-lock with -p " + chosen)
-    return chosen
-
-
-def _install_options(settings: Any, **overrides: Any) -> Any:
-    from envyard.builder.install import InstallOptions
-
-    return InstallOptions(cache_layers=settings.package_cache_layers, pip_cache_dir=settings.pip_cache_dir,
-                          **overrides)
-
-
-def _source_date_epoch() -> int:
-    value = os.environ.get("SOURCE_DATE_EPOCH", "0")
-    try:
-        return int(value)
-    except ValueError:
-        raise SpecError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds",
-                        field="SOURCE_DATE_EPOCH", hint="unset it or set it to an integer") from None
-
-
-@click.command("install")
-@click.argument("lockfile", type=click.Path(path_type=Path))
-@click.option("--prefix", required=True, type=click.Path(path_type=Path), help="Where to create the environment.")
-@click.option("-p", "--platform", help="Platform of the lock to install (default: this machine's).")
-@click.option("--target-prefix", metavar="PATH", help="Relocate for PATH instead of --prefix (e.g. /opt/env).")
-@click.option("--force", is_flag=True, help="Replace an existing prefix (atomically).")
-@click.option("--json", "json_output", is_flag=True)
-@click.pass_context
-def install_command(ctx: click.Context, lockfile: Path, prefix: Path, platform: str | None,
-                    target_prefix: str | None, force: bool, json_output: bool) -> None:
-    """Create a conda environment at PREFIX from LOCKFILE (conda-lock.yml, pixi.lock or @EXPLICIT)."""
-    from envyard.builder.install import install_lock
-
-    ctx.meta["json_output"] = json_output
-    settings = _settings()
-    lock = _read_lock(lockfile)
-    chosen = _platform(lock, platform)
-    options = _install_options(settings, target_prefix=target_prefix, replace=force)
-    with _terminate_as_interrupt():
-        result = install_lock(lock.platforms[chosen], prefix, options, None if json_output else RichReporter())
-    summary = {"prefix": str(result.prefix), "target_prefix": result.target_prefix, "platform": chosen,
-               "conda": result.conda_packages, "pip": result.pip_packages,
-               "fetched": result.fetched, "from_cache": result.from_cache}
-    click.echo(json.dumps(summary, indent=2) if json_output else
-               f"installed {result.conda_packages} conda and {result.pip_packages} pip packages into {prefix}")
-
-
-@click.command("pack")
-@click.argument("lockfile", type=click.Path(path_type=Path), required=False)
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="ENV.tar.gz or ENV.tar.zst")
-@click.option("-p", "--platform", help="Platform of the lock to pack (default: this machine's).")
-@click.option("--prefix", "existing", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Pack this installed environment instead of installing LOCKFILE.")
-@click.option("--json", "json_output", is_flag=True)
-@click.pass_context
-def pack_command(ctx: click.Context, lockfile: Path | None, output: Path, platform: str | None,
-                 existing: Path | None, json_output: bool) -> None:
-    """Write a relocatable archive (conda-pack layout; unpack, then run bin/conda-unpack)."""
-    import tempfile
-
-    from envyard.builder.install import install_lock
-    from envyard.builder.pack import PACKED_PREFIX, compression_for, pack_prefix
-
-    ctx.meta["json_output"] = json_output
-    compression_for(output)
-    if (lockfile is None) == (existing is None):
-        raise SpecError("give either a LOCKFILE or --prefix DIR", hint="envyard pack conda-lock.yml -o env.tar.gz")
-    with _terminate_as_interrupt():
-        if existing is not None:
-            result = pack_prefix(existing.absolute(), output, packed_prefix=str(existing.absolute()),
-                                 mtime=_source_date_epoch())
-        else:
-            assert lockfile is not None
-            settings = _settings()
-            lock = _read_lock(lockfile)
-            chosen = _platform(lock, platform)
-            with tempfile.TemporaryDirectory(prefix="envyard-pack-") as tmp:
-                install_lock(lock.platforms[chosen], Path(tmp) / "env",
-                             _install_options(settings, target_prefix=PACKED_PREFIX), None)
-                result = pack_prefix(Path(tmp) / "env", output, packed_prefix=PACKED_PREFIX,
-                                     mtime=_source_date_epoch())
-    summary = {"archive": str(result.archive), "files": result.files, "relocated_files": result.relocated_files}
-    click.echo(json.dumps(summary, indent=2) if json_output else
-               f"wrote {output} ({result.files} entries; run bin/conda-unpack after unpacking)")
+__all__ = ["image_command"]
 
 
 def _parse_output(value: str | None) -> tuple[Path, str] | None:
@@ -149,7 +36,8 @@ def _uid_gid(value: str) -> tuple[int, int]:
         raise SpecError(f"--user {value!r} is not UID:GID", field="user", hint="for example 1000:100") from None
 
 
-def _client(ref: Any, insecure: bool, username: str | None, password: str | None, settings: Any) -> Any:
+def _registry_client(ref: Any, insecure: bool, username: str | None, password: str | None,
+                     settings: Any) -> Any:
     from envyard.registry.client import RegistryClient
 
     return RegistryClient(ref.registry, insecure=insecure, username=username, password=password,
@@ -181,27 +69,28 @@ def image_command(ctx: click.Context, lockfile: Path, platforms: tuple[str, ...]
                   sbom: str, name: str | None, json_output: bool) -> None:
     """Build an OCI image from LOCKFILE without a Docker daemon; write, push and/or load it."""
     from envyard.builder.image import ImageRequest, build_image
+    from envyard.builder.lockfiles import read_lockfile
     from envyard.builder.oci.image import ImageOptions
     from envyard.builder.oci.layers import LayerBudget
     from envyard.builder.oci.store import BlobStore
 
-    ctx.meta["json_output"] = json_output
-    settings = _settings()
+    json_mode(ctx, json_output)
+    settings = builder_settings()
     layout = _parse_output(output)
     if layout is None and push_ref is None and not load:
         raise SpecError("nothing to do with the image", hint="add --output oci:DIR, --push REF and/or --load")
-    lock = _read_lock(lockfile)
+    lock = read_lockfile(lockfile)
     uid, gid = _uid_gid(user)
     platforms = platforms or ("linux-64",)
     options = ImageOptions(env_prefix=env_prefix or settings.env_prefix, uid=uid, gid=gid,
-                           source_date_epoch=_source_date_epoch(), compression=compression,  # type: ignore[arg-type]
+                           source_date_epoch=source_date_epoch(), compression=compression,  # type: ignore[arg-type]
                            budget=LayerBudget(max_layers=max_layers))
     store = BlobStore(settings.oci_store_dir)
     reporter = None if json_output else RichReporter()
-    with _terminate_as_interrupt():
+    with terminate_as_interrupt():
         bases = _pull_bases(base, platforms, store, insecure, username, password, settings)
         title = name or lock.name or lockfile.parent.name or "environment"
-        request = ImageRequest(lock, platforms, options, _install_options(settings), bases,
+        request = ImageRequest(lock, platforms, options, install_options(settings), bases,
                                sbom=None if sbom == "none" else sbom, name=title)  # type: ignore[arg-type]
         result = build_image(request, store, reporter)
         summary: dict[str, Any] = {"digest": result.image.digest, "platforms": list(platforms),
@@ -216,7 +105,7 @@ def image_command(ctx: click.Context, lockfile: Path, platforms: tuple[str, ...]
         if load:
             summary["load"] = _load(result.image, store, platforms, load_tag)
     if json_output:
-        click.echo(json.dumps(summary, indent=2))
+        emit(summary)
     else:
         click.echo(f"built {result.image.digest}")
         for key in ("output", "push", "load"):
@@ -234,7 +123,7 @@ def _pull_bases(base: str, platforms: tuple[str, ...], store: Any, insecure: boo
     from envyard.registry.reference import parse_reference
 
     ref = parse_reference(base)
-    client = _client(ref, insecure, username, password, settings)
+    client = _registry_client(ref, insecure, username, password, settings)
     bases = {}
     for platform in platforms:
         if platform not in OCI_PLATFORMS:
@@ -256,7 +145,7 @@ def _push(image: Any, store: Any, push_ref: str, base: str, insecure: bool, user
         base_ref = parse_reference(base)
         if base_ref.registry == ref.registry:
             mount_from.append(base_ref.repository)
-    report = push_image(image, store, ref, _client(ref, insecure, username, password, settings),
+    report = push_image(image, store, ref, _registry_client(ref, insecure, username, password, settings),
                         mount_from=mount_from)
     return {"reference": report.reference, "digest": report.digest, "uploaded_blobs": report.uploaded_blobs,
             "uploaded_bytes": report.uploaded_bytes, "existing_blobs": report.existing_blobs,
@@ -271,9 +160,3 @@ def _load(image: Any, store: Any, platforms: tuple[str, ...], tag: str) -> list[
     manifest = image.manifests[list(platforms).index(chosen)]
     loaded: list[str] = load_into_daemon(manifest, store, [tag], docker_host=os.environ.get("DOCKER_HOST"))
     return loaded
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(install_command)
-    cli.add_command(pack_command)
-    cli.add_command(image_command)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.test_cli_lock import envyard
+from tests.cli.test_cli_lock import envyard
 
 GIT = shutil.which("git")
 SPEC = "channels: [conda-forge]\ndependencies:\n  - python 3.12.*\n  - numpy 2.2.*\n"
@@ -144,9 +144,9 @@ def test_ci_missing_lock_usage_errors_and_unsolvable_specs(repo: Path, derived_a
 
 def test_fix_command_names_what_differs_from_the_record():
     """The suggested command overrides every recorded option the check overrode, so a relock cannot reuse it."""
-    from envyard.api.cli_lock import fix_command
     from envyard.builder.lock import LockOptions
     from envyard.builder.model import LockProvenance
+    from envyard.cli.commands.lock import fix_command
 
     recorded = LockProvenance(platforms=("linux-64",), cuda="12.4", strategy="lowest", channel_priority="disabled",
                               exclude_newer="2026-01-01T00:00:00+00:00")

@@ -11,8 +11,11 @@ from typing import Any
 
 import click
 
-from envyard.api.cli_client import NAME, _client, _emit, _json_mode, _table, _when
 from envyard.builder.errors import SpecError
+from envyard.cli.context import NAME, api_client
+from envyard.cli.output import emit, format_when, json_mode, table
+
+__all__ = ["namespace_group"]
 
 
 def _namespace(value: str) -> str:
@@ -32,14 +35,14 @@ def namespace_group() -> None:
 @click.pass_context
 def namespace_list(ctx: click.Context, json_output: bool) -> None:
     """The namespaces the token may read."""
-    _json_mode(ctx, json_output)
-    namespaces = _client(ctx).json("GET", "/api/v1/namespaces")
+    json_mode(ctx, json_output)
+    namespaces = api_client(ctx).json("GET", "/api/v1/namespaces")
     if json_output:
-        _emit(namespaces)
+        emit(namespaces)
         return
-    _table("namespace", "environments", "public", "sdists", "created", "description", rows=[
+    table("namespace", "environments", "public", "sdists", "created", "description", rows=[
         [n["name"], n["environments"], "yes" if n["public"] else "no", "yes" if n.get("allow_sdists") else "no",
-         _when(n["created_at"]), n["description"]] for n in namespaces])
+         format_when(n["created_at"]), n["description"]] for n in namespaces])
 
 
 @namespace_group.command("public")
@@ -49,10 +52,10 @@ def namespace_list(ctx: click.Context, json_output: bool) -> None:
 @click.pass_context
 def namespace_public(ctx: click.Context, namespace: str, state: str, json_output: bool) -> None:
     """Make NAMESPACE public (on: anyone may read and pull it, without a token) or private (off)."""
-    _json_mode(ctx, json_output)
-    found = _client(ctx).json("PATCH", f"/api/v1/namespaces/{_namespace(namespace)}", json={"public": state == "on"})
+    json_mode(ctx, json_output)
+    found = api_client(ctx).json("PATCH", f"/api/v1/namespaces/{_namespace(namespace)}", json={"public": state == "on"})
     if json_output:
-        _emit(found)
+        emit(found)
     else:
         click.echo(f"{namespace} is {'public: anyone may read and pull it' if found['public'] else 'private'}")
 
@@ -68,11 +71,11 @@ def namespace_sdists(ctx: click.Context, namespace: str, state: str, json_output
     Off (the default), pip packages are resolved and installed from wheels only. Building an sdist runs code
     from the package index on the worker (inside its build sandbox): allow it only for trusted submitters.
     """
-    _json_mode(ctx, json_output)
-    found = _client(ctx).json("PATCH", f"/api/v1/namespaces/{_namespace(namespace)}",
+    json_mode(ctx, json_output)
+    found = api_client(ctx).json("PATCH", f"/api/v1/namespaces/{_namespace(namespace)}",
                               json={"allow_sdists": state == "on"})
     if json_output:
-        _emit(found)
+        emit(found)
     elif found["allow_sdists"]:
         click.echo(f"{namespace}: builds may build pip source distributions (their code runs on the workers)")
     else:
@@ -88,11 +91,11 @@ def namespace_sdists(ctx: click.Context, namespace: str, state: str, json_output
 @click.pass_context
 def namespace_grant(ctx: click.Context, namespace: str, token_id: int, role: str, json_output: bool) -> None:
     """Give token TOKEN_ID (a user or reader token) ROLE on NAMESPACE."""
-    _json_mode(ctx, json_output)
-    grant = _client(ctx).json("PUT", f"/api/v1/namespaces/{_namespace(namespace)}/grants/{token_id}",
+    json_mode(ctx, json_output)
+    grant = api_client(ctx).json("PUT", f"/api/v1/namespaces/{_namespace(namespace)}/grants/{token_id}",
                               json={"role": role})
     if json_output:
-        _emit(grant)
+        emit(grant)
     else:
         click.echo(f"token {token_id} ({grant['token_name']}) is {grant['role']} of {namespace}")
 
@@ -103,7 +106,7 @@ def namespace_grant(ctx: click.Context, namespace: str, token_id: int, role: str
 @click.pass_context
 def namespace_revoke(ctx: click.Context, namespace: str, token_id: int) -> None:
     """Remove token TOKEN_ID's grant on NAMESPACE."""
-    _client(ctx).request("DELETE", f"/api/v1/namespaces/{_namespace(namespace)}/grants/{token_id}")
+    api_client(ctx).request("DELETE", f"/api/v1/namespaces/{_namespace(namespace)}/grants/{token_id}")
     click.echo(f"token {token_id} has no grant on {namespace} any more")
 
 
@@ -113,14 +116,10 @@ def namespace_revoke(ctx: click.Context, namespace: str, token_id: int) -> None:
 @click.pass_context
 def namespace_grants(ctx: click.Context, namespace: str, json_output: bool) -> None:
     """The tokens with a grant on NAMESPACE."""
-    _json_mode(ctx, json_output)
-    grants: list[dict[str, Any]] = _client(ctx).json("GET", f"/api/v1/namespaces/{_namespace(namespace)}/grants")
+    json_mode(ctx, json_output)
+    grants: list[dict[str, Any]] = api_client(ctx).json("GET", f"/api/v1/namespaces/{_namespace(namespace)}/grants")
     if json_output:
-        _emit(grants)
+        emit(grants)
         return
-    _table("token", "name", "token role", "role", "since", rows=[
-        [g["token_id"], g["token_name"], g["token_role"], g["role"], _when(g["created_at"])] for g in grants])
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(namespace_group)
+    table("token", "name", "token role", "role", "since", rows=[
+        [g["token_id"], g["token_name"], g["token_role"], g["role"], format_when(g["created_at"])] for g in grants])

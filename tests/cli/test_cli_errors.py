@@ -10,9 +10,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from envyard.api.cli import EnvyardCLI
 from envyard.builder import errors
 from envyard.builder.errors import StaleLockError
+from envyard.cli import EnvyardCLI
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,10 +60,10 @@ def test_unexpected_exception_is_one_line_unless_debugging(monkeypatch: pytest.M
 
 def _error_classes() -> list[type[errors.EnvyardError]]:
     """Every typed error class, including those the CLI's modules define."""
-    import envyard.api.cli_progress  # noqa: F401  (build failed / canceled)
     import envyard.api.distribution.references  # noqa: F401
     import envyard.api.services.gc  # noqa: F401
     import envyard.builder.why  # noqa: F401
+    import envyard.cli.follow  # noqa: F401  (build failed / canceled)
 
     found, todo = [], [errors.EnvyardError]
     while todo:
@@ -108,7 +108,7 @@ def test_every_exit_code_an_error_carries_is_in_the_table():
 
 
 def test_help_and_readme_list_the_same_exit_codes():
-    from envyard.api.cli import cli
+    from envyard.cli import cli
 
     help_text = CliRunner().invoke(cli, ["--help"]).output
     readme = (REPO / "README.md").read_text()

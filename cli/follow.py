@@ -20,25 +20,28 @@ import click
 import httpx
 
 from envyard.builder.errors import ArtifactIntegrityError, EnvyardError, ServiceError
+from envyard.cli.output import emit_final, rich_console
 from envyard.worker.client import RETRYABLE_STATUS, ApiClient, error_from_problem
+
+__all__ = [
+    "OUTAGE_SECONDS",
+    "POLL_SECONDS",
+    "STREAM_READ_TIMEOUT",
+    "TERMINAL",
+    "BuildCanceledError",
+    "BuildFailedError",
+    "BuildFollower",
+    "BuildProgress",
+    "SseEvent",
+    "download_artifact",
+    "follow_build",
+    "iter_sse",
+]
 
 TERMINAL = frozenset({"completed", "failed", "canceled"})
 POLL_SECONDS = 1.0
 STREAM_READ_TIMEOUT = 30.0  # the server sends nothing while a queued build waits: reconnect (after a poll) this often
 OUTAGE_SECONDS = 120.0  # how long a followed build survives a server that does not answer
-
-
-class CliApiClient(ApiClient):
-    """ApiClient with a hint for people (not workers) when the server cannot be reached."""
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            return super().request(method, path, **kwargs)
-        except ServiceError as err:
-            if " failed: " in err.message:
-                err.hint = f"is the envyard server running at {self.api_url}? (choose it with --api URL or " \
-                           "ENVYARD_API_URL)"
-            raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +144,6 @@ class BuildProgress:
     spinner: Any = None
 
     def __enter__(self) -> BuildProgress:
-        from envyard.api.cli import rich_console
-
         self.console = rich_console(stderr=True)
         if self.console.is_terminal:
             from rich.live import Live
@@ -223,8 +224,7 @@ def follow_build(ctx: click.Context, client: ApiClient, build: dict[str, Any], j
         raise
     final["reused"] = build.get("reused", False)  # GET /builds/{id} cannot know that this submission reused it
     if json_output:
-        click.echo(json.dumps(final, indent=2))
-        ctx.meta["json_output"] = False
+        emit_final(ctx, final)
     if final["status"] == "failed":
         error = final.get("error") or {}
         stage = f" during {error['stage']}" if error.get("stage") else ""
