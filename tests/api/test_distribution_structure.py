@@ -70,7 +70,6 @@ def test_the_registry_package_is_the_client_only():
 def test_the_api_uses_the_registry_client_only_to_publish():
     users = {module for module, path in _modules("envyard.api").items()
              if any(_within(n, "envyard.registry") for n in _imports(module, path))}
-    # the CLI's modules (while they live under api/) pull and push images too
     assert set(users) == {"envyard.api.services.publish"}
 
 
