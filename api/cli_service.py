@@ -14,7 +14,10 @@ import click
 from envyard.builder.errors import ServiceError
 
 
-def _quiet_libraries() -> None:
+def configure_logging(level: str) -> None:
+    """Log lines with time, level and logger on stderr (``serve``, ``worker``); HTTP and migration libraries only
+    from warnings up."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("httpx", "httpcore", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -48,8 +51,7 @@ def serve_command(host: str, port: int, data_dir: Path | None, database_url: str
 
     from envyard.api.server import serve
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _quiet_libraries()
+    configure_logging(log_level)
     settings = _service_settings(data_dir=data_dir, database_url=database_url, storage_url=storage_url)
     roots = [Path(url2pathname(u[len("file://"):])) if u.startswith("file://") else Path(u)
              for u in allow_urls if u.startswith("file://") or "://" not in u]
@@ -78,8 +80,7 @@ def worker_command(api_url: str | None, token: str | None, platforms: tuple[str,
 
     from envyard.worker.runner import WorkerOptions, parse_pauses, run_worker
 
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _quiet_libraries()
+    configure_logging("info")
     settings = _service_settings()
     api_url = api_url or settings.api_url
     token = token or settings.token
@@ -89,7 +90,7 @@ def worker_command(api_url: str | None, token: str | None, platforms: tuple[str,
     options = WorkerOptions(api_url=api_url, token=token, name=name or f"worker@{socket.gethostname()}-{os.getpid()}",
                             work_dir=(work_dir or settings.resolved_work_root).absolute(), settings=settings,
                             platforms=list(platforms) or None, concurrency=concurrency,
-                            pause_at=parse_pauses(os.environ.get("ENVYARD_TEST_STAGE_DELAY")))
+                            pause_at=parse_pauses(settings.test_stage_delay))
     stop = threading.Event()
 
     def handle(signum: int, frame: Any) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import socket
 import threading
 
@@ -36,7 +35,7 @@ def serve(settings: ServiceSettings, host: str, port: int, workers: int, worker_
             api_url=f"http://{client_host}:{port}", token=app.state.admin_token,
             name=f"embedded@{socket.gethostname()}", work_dir=settings.resolved_work_root,
             settings=settings, platforms=worker_platforms, concurrency=workers, wait_seconds=2.0,
-            pause_at=parse_pauses(os.environ.get("ENVYARD_TEST_STAGE_DELAY")),
+            pause_at=parse_pauses(settings.test_stage_delay),
         )
         threads.append(threading.Thread(target=run_worker, args=(options, stop), name="envyard-workers"))
     for thread in threads:

@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         events.close()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)  # py-rattler's native threads can abort interpreter finalization (see envyard.api.cli.main)
+    os._exit(code)  # py-rattler's native threads can abort interpreter finalization (see the CLI's main)
 
 
 if __name__ == "__main__":
