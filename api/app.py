@@ -27,7 +27,7 @@ from envyard.api.tokens import ensure_admin_token
 from envyard.registry import server as registry_server
 from envyard.registry import token_auth
 
-log = logging.getLogger("envyard.api")
+log = logging.getLogger(__name__)
 
 
 def _reaper(app: FastAPI, stop: threading.Event) -> None:
