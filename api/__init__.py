@@ -1,0 +1,27 @@
+"""envyard's HTTP service: the FastAPI application (:mod:`.app`), its routes (:mod:`.routers`), service functions
+(:mod:`.services`), database models (:mod:`.models`, :mod:`.db`), artifact storage (:mod:`.storage`), auth and
+settings."""
+
+# the public names of this package: its modules
+__all__ = [
+    "app",
+    "auth",
+    "db",
+    "deps",
+    "distribution",
+    "files",
+    "ids",
+    "limits",
+    "models",
+    "openapi",
+    "problems",
+    "registry_tokens",
+    "resources",
+    "routers",
+    "schemas",
+    "secret_key",
+    "services",
+    "settings",
+    "storage",
+    "tokens",
+]

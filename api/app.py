@@ -26,7 +26,7 @@ from envyard.api.settings import ServiceSettings
 from envyard.api.storage import open_artifact_store
 from envyard.api.tokens import ensure_admin_token
 
-log = logging.getLogger("envyard.api")
+log = logging.getLogger(__name__)
 
 
 def _reaper(app: FastAPI, stop: threading.Event) -> None:

@@ -23,7 +23,7 @@ from envyard.api.registry_tokens import REGISTRY_SERVICE
 from envyard.builder.errors import PROBLEM_BASE, EnvyardError
 
 PROBLEM_JSON = "application/problem+json"
-log = logging.getLogger("envyard.api")
+log = logging.getLogger(__name__)
 
 
 def problem_response(problem: dict[str, object], status: int) -> JSONResponse:

@@ -1,5 +1,8 @@
 """Request and response bodies of /api/v1 (the OpenAPI schema is generated from these).
 
+The worker protocol's bodies (/api/v1/jobs) are in :mod:`envyard.worker.protocol`, shared with the worker; a build's
+:class:`~envyard.worker.protocol.BuildOptions` are submitted here and handed to its worker from there.
+
 Request bodies are :class:`RequestModel`: strict, so a JSON value of the wrong type (``"public": 0``,
 ``"relock": "yes"``, ``"build_id": "7"``) is a 422 rather than coerced.
 """
@@ -11,7 +14,39 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from envyard.api.ids import MAX_SIZE, Id
+from envyard.api.ids import Id
+from envyard.worker.protocol import BuildOptions
+
+__all__ = [
+    "ArtifactRead",
+    "BuildDiff",
+    "BuildError",
+    "BuildRead",
+    "BuildSubmit",
+    "EnvironmentCreate",
+    "EnvironmentRead",
+    "EnvironmentUpdate",
+    "GcReport",
+    "GcRequest",
+    "GrantRead",
+    "GrantSet",
+    "MAX_GRACE_SECONDS",
+    "NAME_PATTERN",
+    "NamespaceCreate",
+    "NamespaceRead",
+    "NamespaceUpdate",
+    "PackageChange",
+    "Page",
+    "PublicationRead",
+    "PublishRequest",
+    "RegistryTargetCreate",
+    "RegistryTargetRead",
+    "RegistryToken",
+    "RequestModel",
+    "SetCurrent",
+    "TokenCreate",
+    "TokenCreated",
+]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
@@ -34,15 +69,6 @@ class NamespaceRead(BaseModel):
     environments: int = 0
     public: bool = False
     allow_sdists: bool = False
-
-
-class BuildOptions(RequestModel):
-    """What a build produces besides its locks."""
-
-    image: bool = True
-    archive: bool = True
-    sbom: Literal["spdx", "cyclonedx"] | None = "spdx"
-    channel_alias: str | None = None
 
 
 class BuildSubmit(RequestModel):
@@ -149,94 +175,6 @@ class TokenCreated(BaseModel):
     name: str
     role: str
     token: str
-
-
-# --- the worker protocol --------------------------------------------------------------------------------
-
-
-class ClaimRequest(RequestModel):
-    worker: str = Field(min_length=1, max_length=200)
-    platforms: list[str] | None = Field(default=None, description="Only builds whose platforms are all in here.")
-    wait_seconds: float = Field(default=0.0, ge=0, le=60, description="Long-poll this long for a build.")
-
-
-class Job(BaseModel):
-    build_id: int
-    lease_id: str
-    lease_seconds: float
-    heartbeat_seconds: float
-    attempt: int
-    spec_text: str
-    spec_filename: str
-    platforms: list[str]
-    options: BuildOptions
-    image_name: str
-    deadline: datetime
-    allow_sdists: bool = False
-
-
-class LeaseRef(RequestModel):
-    lease_id: str = Field(min_length=1, max_length=64)
-
-
-class HeartbeatReply(BaseModel):
-    cancel_requested: bool
-    lease_expires_at: datetime
-
-
-class StageUpdate(LeaseRef):
-    stage: Literal["solving", "installing", "imaging", "pushing"]
-
-
-class UploadRequest(LeaseRef):
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0, le=MAX_SIZE)
-
-
-class UploadTicket(BaseModel):
-    present: bool
-    upload_id: str | None = None
-    url: str | None = None
-
-
-class UploadFinish(LeaseRef):
-    upload_id: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0, le=MAX_SIZE)
-
-
-class ArtifactEntry(RequestModel):
-    kind: str = Field(max_length=40)
-    name: str = Field(max_length=300)
-    platform: str | None = None
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0, le=MAX_SIZE)
-    media_type: str = Field(max_length=200)
-
-
-class PackageEntry(RequestModel):
-    platform: str
-    manager: Literal["conda", "pypi"]
-    name: str
-    version: str
-    build: str = ""
-
-
-class CompleteRequest(LeaseRef):
-    artifacts: list[ArtifactEntry]
-    packages: list[PackageEntry]
-    image_digest: str | None = None
-    lock_sha256: str | None = None
-
-
-class FailRequest(LeaseRef):
-    code: str = Field(max_length=100)
-    stage: str | None = None
-    message: str
-    hint: str | None = None
-    artifacts: list[ArtifactEntry] = Field(
-        default_factory=list, description="Uploaded files the failed build keeps as partial artifacts (its lock "
-        "files, to inspect what was solved).")
 
 
 MAX_GRACE_SECONDS = 10 * 366 * 86400  # ten years: a bound, so that no date arithmetic overflows

@@ -1,4 +1,5 @@
-"""The service's settings: builder's :class:`~builder.settings.Settings` plus what the server and workers need.
+"""The service's settings: a worker's :class:`~envyard.worker.settings.WorkerSettings` (builder's settings plus
+what workers need) plus what the server needs.
 
 One object per process, read from ``ENVYARD_*`` variables (and command-line options on top).
 """
@@ -6,24 +7,17 @@ One object per process, read from ``ENVYARD_*`` variables (and command-line opti
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
-from envyard.builder.settings import Settings
+from envyard.worker.settings import WorkerSettings
+
+__all__ = ["ServiceSettings"]
 
 
-class ServiceSettings(Settings):
-    """Settings of ``envyard serve`` and ``envyard worker``."""
+class ServiceSettings(WorkerSettings):
+    """Settings of ``envyard serve``: the API, its artifact store and its in-process workers."""
 
-    data_dir: Path = Field(default=Path("envyard-data"), description="Database, artifacts and admin token.")
-    database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/envyard.db (WAL)."
-    )
-    storage_url: str | None = Field(
-        default=None, description="Artifact store: file:///path or s3://bucket/prefix; default <data_dir>/artifacts."
-    )
     s3_access_key: str | None = Field(default=None, description="Access key for an s3:// artifact store.")
     s3_secret_key: str | None = Field(default=None, description="Secret key for an s3:// artifact store.")
     registry_blob_redirect: bool = Field(
@@ -67,8 +61,6 @@ class ServiceSettings(Settings):
         default=2, ge=1, description="Processes that parse submitted specs, apart from the server's threads: slow "
         "specs hold no database connection and never starve the worker protocol and /healthz.",
     )
-    api_url: str | None = Field(default=None, description="The server the CLI and workers talk to.")
-    token: str | None = Field(default=None, description="API token for the CLI and workers (ENVYARD_TOKEN).")
     secret_key: str | None = Field(
         default=None, description="Signs registry tokens and encrypts registry credentials; default "
         "<data_dir>/secret-key (created once). Every replica of one deployment needs the same key.",
@@ -77,34 +69,6 @@ class ServiceSettings(Settings):
         default=None, description="Serve /docs, /redoc and /openapi.json without a token (false: any valid token "
         "needed); default: open only for an embedded server (SQLite and a local artifact store, on loopback).",
     )
-
-    work_root: Path | None = Field(
-        default=None, description="Where workers build (one directory per build attempt, removed after it, swept "
-        "at start); default <cache_dir>/work. Keep it outside the data directory: builds may read it.",
-    )
-    build_sandbox: Literal["bwrap", "uid", "none"] | None = Field(
-        default=None, description="How build processes are isolated from the server's files: 'bwrap' (a "
-        "bubblewrap sandbox that sees only the build's directory, the caches and the Python installation), "
-        "'uid' (run as build_uid; the worker must be root) or 'none'; default bwrap when it works, else uid when "
-        "the worker runs as root, else none. The network is shared (builds fetch their channels and indexes).",
-    )
-    build_uid: int = Field(default=65534, ge=1, description="The user (and group) builds run as in 'uid' mode.")
-    build_read_only_paths: list[Path] = Field(
-        default_factory=list, description="More paths a sandboxed build may read (JSON list), e.g. a local "
-        "channel's directory; file:// channel aliases, mirrors and pip indexes of the settings are added.",
-    )
-
-    @property
-    def resolved_work_root(self) -> Path:
-        return (self.work_root or self.cache_dir / "work").absolute()
-
-    @property
-    def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'envyard.db').absolute()}"
-
-    @property
-    def resolved_storage_url(self) -> str:
-        return self.storage_url or (self.data_dir / "artifacts").absolute().as_uri()
 
     def embedded(self, host: str) -> bool:
         """Whether ``envyard serve`` on ``host`` is the one-machine setup: SQLite, a local artifact store, and
@@ -125,11 +89,3 @@ class ServiceSettings(Settings):
         if self.public_docs is not None:
             return self.public_docs
         return host is not None and self.embedded(host)
-
-    @property
-    def admin_token_file(self) -> Path:
-        return self.data_dir / "admin-token"
-
-    @property
-    def secret_key_file(self) -> Path:
-        return self.data_dir / "secret-key"

@@ -1,4 +1,5 @@
-"""The worker's side of the HTTP protocol (/api/v1/jobs). A worker holds a token, never database credentials.
+"""The worker's side of the HTTP protocol (/api/v1/jobs, bodies in :mod:`envyard.worker.protocol`). A worker holds
+a token, never database credentials.
 
 Calls retry through connection failures and 5xx answers (an API restart must not lose a build) until
 ``retry_seconds`` pass; problem-details answers come back as the typed EnvyardError they name.
@@ -17,8 +18,25 @@ import httpx
 
 from envyard.builder import errors
 from envyard.builder.errors import EnvyardError, ServiceError
+from envyard.worker.protocol import (
+    ArtifactEntry,
+    ClaimRequest,
+    Completion,
+    FailRequest,
+    HeartbeatReply,
+    Job,
+    LeaseRef,
+    ProtocolRequest,
+    StageName,
+    StageUpdate,
+    UploadFinish,
+    UploadRequest,
+    UploadTicket,
+)
 
-log = logging.getLogger("envyard.worker")
+__all__ = ["ApiClient", "error_from_problem"]
+
+log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 RETRYABLE_STATUS = {502, 503, 504}
 
@@ -84,59 +102,65 @@ class ApiClient:
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()
 
-    # --- the protocol -----------------------------------------------------------------------------------
+    # --- the protocol (envyard.worker.protocol) ----------------------------------------------------------
 
-    def claim(self, worker: str, platforms: list[str] | None, wait_seconds: float) -> dict[str, Any] | None:
-        response = self.request("POST", "/api/v1/jobs/claim", timeout=wait_seconds + 30,
-                                json={"worker": worker, "platforms": platforms, "wait_seconds": wait_seconds})
-        return None if response.status_code == 204 else dict(response.json())
+    def send(self, method: str, path: str, body: ProtocolRequest, **kwargs: Any) -> httpx.Response:
+        return self.request(method, path, json=body.model_dump(mode="json"), **kwargs)
 
-    def heartbeat(self, build_id: int, lease_id: str, retry: bool = True) -> dict[str, Any]:
-        return dict(self.json("POST", f"/api/v1/jobs/{build_id}/heartbeat", json={"lease_id": lease_id},
-                              retry=retry))
+    def claim(self, worker: str, platforms: list[str] | None, wait_seconds: float) -> Job | None:
+        response = self.send("POST", "/api/v1/jobs/claim", ClaimRequest(worker=worker, platforms=platforms,
+                                                                         wait_seconds=wait_seconds),
+                             timeout=wait_seconds + 30)
+        return None if response.status_code == 204 else Job.model_validate_json(response.content)
 
-    def stage(self, build_id: int, lease_id: str, stage: str) -> None:
-        self.request("POST", f"/api/v1/jobs/{build_id}/stage", json={"lease_id": lease_id, "stage": stage})
+    def heartbeat(self, build_id: int, lease_id: str, retry: bool = True) -> HeartbeatReply:
+        response = self.send("POST", f"/api/v1/jobs/{build_id}/heartbeat", LeaseRef(lease_id=lease_id), retry=retry)
+        return HeartbeatReply.model_validate_json(response.content)
+
+    def stage(self, build_id: int, lease_id: str, stage: StageName) -> None:
+        self.send("POST", f"/api/v1/jobs/{build_id}/stage", StageUpdate(lease_id=lease_id, stage=stage))
 
     def append_logs(self, build_id: int, lease_id: str, text: str) -> None:
+        """A batch of log lines: the text itself is the body (not JSON), the lease a query parameter."""
         self.request("POST", f"/api/v1/jobs/{build_id}/logs", params={"lease_id": lease_id},
                      content=text.encode(), headers={"Content-Type": "text/plain; charset=utf-8"})
 
     def upload(self, build_id: int, lease_id: str, path: Path, sha256: str, size: int) -> bool:
         """Store ``path`` under its digest: skipped when present, straight to S3 when the server presigns,
         else streamed through the API. Returns True when bytes were sent."""
-        ticket = self.json("POST", f"/api/v1/jobs/{build_id}/uploads",
-                           json={"lease_id": lease_id, "sha256": sha256, "size": size})
-        if ticket["present"]:
+        response = self.send("POST", f"/api/v1/jobs/{build_id}/uploads",
+                             UploadRequest(lease_id=lease_id, sha256=sha256, size=size))
+        ticket = UploadTicket.model_validate_json(response.content)
+        if ticket.present:
             return False
-        if ticket.get("url"):
+        if ticket.url and ticket.upload_id:
             with httpx.Client(timeout=httpx.Timeout(300.0, connect=5.0)) as direct:
-                response = direct.put(ticket["url"], content=_read_chunks(path),
+                response = direct.put(ticket.url, content=_read_chunks(path),
                                       headers={"Content-Length": str(size)})
             if response.status_code >= 300:
                 raise ServiceError(f"presigned upload of {path.name} failed: HTTP {response.status_code}",
                                    hint="check that workers can reach the object store")
-            self.request("POST", f"/api/v1/jobs/{build_id}/uploads/finish",
-                         json={"lease_id": lease_id, "upload_id": ticket["upload_id"], "sha256": sha256,
-                               "size": size})
+            self.send("POST", f"/api/v1/jobs/{build_id}/uploads/finish",
+                      UploadFinish(lease_id=lease_id, upload_id=ticket.upload_id, sha256=sha256, size=size))
             return True
         self.request("PUT", f"/api/v1/jobs/{build_id}/blobs/sha256:{sha256}",
                      params={"lease_id": lease_id, "size": size}, content_factory=lambda: _read_chunks(path),
                      headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
         return True
 
-    def complete(self, build_id: int, lease_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.json("POST", f"/api/v1/jobs/{build_id}/complete", json={"lease_id": lease_id, **body}))
+    def complete(self, build_id: int, lease_id: str, result: Completion) -> dict[str, Any]:
+        """Publish the build; the answer is the build as the public API shows it."""
+        return dict(self.send("POST", f"/api/v1/jobs/{build_id}/complete", result.request(lease_id)).json())
 
     def fail(self, build_id: int, lease_id: str, code: str, stage: str | None, message: str,
-             hint: str | None, artifacts: list[dict[str, Any]] | None = None) -> None:
+             hint: str | None, artifacts: list[ArtifactEntry] | None = None) -> None:
         """``artifacts``: uploaded files the failed build keeps as partial artifacts (its lock files)."""
-        self.request("POST", f"/api/v1/jobs/{build_id}/fail",
-                     json={"lease_id": lease_id, "code": code, "stage": stage, "message": message, "hint": hint,
-                           "artifacts": artifacts or []})
+        self.send("POST", f"/api/v1/jobs/{build_id}/fail",
+                  FailRequest(lease_id=lease_id, code=code, stage=stage, message=message, hint=hint,
+                              artifacts=artifacts or []))
 
     def canceled(self, build_id: int, lease_id: str) -> None:
-        self.request("POST", f"/api/v1/jobs/{build_id}/canceled", json={"lease_id": lease_id})
+        self.send("POST", f"/api/v1/jobs/{build_id}/canceled", LeaseRef(lease_id=lease_id))
 
 
 def _read_chunks(path: Path) -> Iterator[bytes]:

@@ -1,6 +1,7 @@
 """What crosses the boundary between a build worker and its child (:mod:`envyard.worker.job`).
 
-* ``JOB_DIR/job.json``: a :class:`JobSpec`, written by the runner.
+* ``JOB_DIR/job.json``: a :class:`JobSpec`, written by the runner (:meth:`JobSpec.from_job`: the claimed
+  :class:`~envyard.worker.protocol.Job` and the worker's settings).
 * ``JOB_DIR/out/manifest.json``: a :class:`JobManifest` listing every artifact, written by the child.
 * Events: one JSON object per line on the child's ``--events-fd``, written by :class:`JsonLinesEvents`::
 
@@ -11,6 +12,9 @@
 
 >>> JobSpec(build_id=7, spec_text="dependencies: [zlib]").spec_filename
 'environment.yml'
+>>> spec = JobSpec.from_job(Job.example(), Settings(env_prefix="/srv/env", _env_file=None))
+>>> spec.build_id, spec.image, spec.sbom, spec.env_prefix
+(7, True, 'spdx', '/srv/env')
 """
 
 from __future__ import annotations
@@ -23,11 +27,17 @@ from typing import IO, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from envyard.builder.progress import Stage
+from envyard.builder.settings import Settings
+from envyard.worker.protocol import ArtifactEntry, BuildOptions, Completion, Job, PackageEntry
+
+__all__ = ["MANIFEST_PATH", "ArtifactFile", "ArtifactKind", "EventSink", "EventsReporter", "JobManifest", "JobSpec",
+           "JsonLinesEvents", "LockedPackageRow"]
 
 ArtifactKind = Literal[
     "conda-lock", "pixi-lock", "explicit", "environment", "archive", "sbom", "oci-index", "oci-blob"
 ]
 MANIFEST_PATH = "out/manifest.json"
+DEFAULT_OPTIONS = BuildOptions()  # the defaults of a build's options, stated once (envyard.worker.protocol)
 
 
 class JobSpec(BaseModel):
@@ -39,11 +49,11 @@ class JobSpec(BaseModel):
     spec_text: str
     spec_filename: str = "environment.yml"
     platforms: list[str] = []
-    channel_alias: str | None = None
-    env_prefix: str = "/opt/env"
-    image: bool = True
-    archive: bool = True
-    sbom: Literal["spdx", "cyclonedx"] | None = "spdx"
+    channel_alias: str | None = DEFAULT_OPTIONS.channel_alias
+    env_prefix: str = Settings.model_fields["env_prefix"].default
+    image: bool = DEFAULT_OPTIONS.image
+    archive: bool = DEFAULT_OPTIONS.archive
+    sbom: Literal["spdx", "cyclonedx"] | None = DEFAULT_OPTIONS.sbom
     image_name: str = ""
     source_date_epoch: int | None = None
     allow_sdists: bool = False  # the namespace lets pip build source distributions (runs their code)
@@ -54,6 +64,14 @@ class JobSpec(BaseModel):
         if not value or value in (".", "..") or "/" in value or "\\" in value or "\0" in value:
             raise ValueError(f"spec_filename must be a plain file name, not {value!r}")
         return value
+
+    @classmethod
+    def from_job(cls, job: Job, settings: Settings) -> JobSpec:
+        """The child's spec of a claimed build: the job's spec and options, the worker's ``env_prefix``."""
+        return cls(build_id=job.build_id, spec_text=job.spec_text, spec_filename=job.spec_filename,
+                   platforms=job.platforms, channel_alias=job.options.channel_alias, image=job.options.image,
+                   archive=job.options.archive, sbom=job.options.sbom, image_name=job.image_name,
+                   env_prefix=settings.env_prefix, allow_sdists=job.allow_sdists)
 
 
 class ArtifactFile(BaseModel):
@@ -67,6 +85,11 @@ class ArtifactFile(BaseModel):
     media_type: str
     platform: str | None = None  # None: for every platform (lock files, the image index, shared blobs)
 
+    def entry(self) -> ArtifactEntry:
+        """The artifact as the worker protocol declares it (no local path)."""
+        return ArtifactEntry(kind=self.kind, name=self.name, platform=self.platform, sha256=self.sha256,
+                             size=self.size, media_type=self.media_type)
+
 
 class LockedPackageRow(BaseModel):
     """One package of the lock; ``build`` is None for pypi packages."""
@@ -77,6 +100,11 @@ class LockedPackageRow(BaseModel):
     version: str
     build: str | None = None
 
+    def entry(self) -> PackageEntry:
+        """The package as the worker protocol declares it (``build`` empty for pypi packages)."""
+        return PackageEntry(platform=self.platform, manager=self.manager, name=self.name, version=self.version,
+                            build=self.build or "")
+
 
 class JobManifest(BaseModel):
     """``JOB_DIR/out/manifest.json``. ``image_digest``: the image root ("sha256:..."); ``lock_sha256``: hex."""
@@ -86,6 +114,11 @@ class JobManifest(BaseModel):
     platforms: list[str]
     image_digest: str | None
     lock_sha256: str
+
+    def completion(self) -> Completion:
+        """What the worker publishes for this manifest (its artifacts uploaded first)."""
+        return Completion(artifacts=[a.entry() for a in self.artifacts], packages=[p.entry() for p in self.packages],
+                          image_digest=self.image_digest, lock_sha256=self.lock_sha256)
 
 
 class EventSink(Protocol):

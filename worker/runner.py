@@ -26,14 +26,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from envyard.builder.errors import DiskFullError, EnvyardError, LeaseLostError
-from envyard.builder.settings import Settings
 from envyard.worker.client import ApiClient
+from envyard.worker.job_io import MANIFEST_PATH, JobManifest, JobSpec
+from envyard.worker.protocol import ArtifactEntry, Job, StageName
 from envyard.worker.sandbox import Sandbox, child_environment, sandbox_for
+from envyard.worker.settings import WorkerSettings
 
-log = logging.getLogger("envyard.worker")
+__all__ = ["BuildRunner", "WorkerOptions", "parse_pauses", "run_worker", "sweep_work_root"]
+
+log = logging.getLogger(__name__)
 LOG_FLUSH_BYTES = 256 * 1024
 
 
@@ -43,18 +47,19 @@ class WorkerOptions:
     token: str
     name: str
     work_dir: Path
-    settings: Settings
+    settings: WorkerSettings
     platforms: list[str] | None = None
     concurrency: int = 1
     wait_seconds: float = 10.0
     kill_grace_seconds: float = 5.0
     extra_env: dict[str, str] = field(default_factory=dict)
-    pause_at: dict[str, float] = field(default_factory=dict)  # stage -> seconds held there (tests of cancel)
+    pause_at: dict[str, float] = field(default_factory=dict)  # stage -> seconds held there (settings.test_stage_delay)
     sandbox: Sandbox | None = None  # None: the one the settings ask for (worker.sandbox.sandbox_for)
 
 
 def parse_pauses(text: str | None) -> dict[str, float]:
-    """``solving=30,pushing=5`` -> {stage: seconds}: hold builds in a stage (ENVYARD_TEST_STAGE_DELAY)."""
+    """``solving=30,pushing=5`` -> {stage: seconds}: hold builds in a stage (the test-only setting
+    ``test_stage_delay``, :class:`~envyard.worker.settings.WorkerSettings`)."""
     pauses = {}
     for item in filter(None, (text or "").split(",")):
         stage, _, seconds = item.partition("=")
@@ -149,12 +154,12 @@ def _claim_loop(client: ApiClient, options: WorkerOptions, stop: threading.Event
 class BuildRunner:
     """One claimed build, from child process start to completed, failed or canceled."""
 
-    def __init__(self, client: ApiClient, options: WorkerOptions, job: dict[str, Any], stop: threading.Event,
+    def __init__(self, client: ApiClient, options: WorkerOptions, job: Job, stop: threading.Event,
                  name: str) -> None:
         self.client, self.options, self.job, self.stop, self.name = client, options, job, stop, name
-        self.build_id: int = job["build_id"]
-        self.lease_id: str = job["lease_id"]
-        self.job_dir = options.work_dir / f"build-{self.build_id}-attempt-{job['attempt']}-{self.lease_id[:8]}"
+        self.build_id = job.build_id
+        self.lease_id = job.lease_id
+        self.job_dir = options.work_dir / f"build-{self.build_id}-attempt-{job.attempt}-{self.lease_id[:8]}"
         self._lock_fd: int | None = None
         self.cancel = threading.Event()
         self.lost = threading.Event()
@@ -195,10 +200,9 @@ class BuildRunner:
     # --- background threads -----------------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
-        interval = float(self.job.get("heartbeat_seconds", 2.0))
-        while not self.finished.wait(interval):
+        while not self.finished.wait(self.job.heartbeat_seconds):
             reply = self._call(self.client.heartbeat, self.build_id, self.lease_id)
-            if reply and reply.get("cancel_requested"):
+            if reply is not None and reply.cancel_requested:
                 self.cancel.set()
             self.flush_log()
             if self.lost.is_set():
@@ -218,7 +222,7 @@ class BuildRunner:
                 if event.get("event") == "stage":
                     if event.get("stage") != self.stage:
                         self.stage = event["stage"]
-                        self._call(self.client.stage, self.build_id, self.lease_id, self.stage)
+                        self._call(self.client.stage, self.build_id, self.lease_id, cast(StageName, self.stage))
                     self._hold(self.stage)
                 elif event.get("event") == "error":
                     self.error = event
@@ -245,7 +249,7 @@ class BuildRunner:
         heartbeat = threading.Thread(target=self._heartbeat, name=f"heartbeat-{self.build_id}", daemon=True)
         heartbeat.start()
         try:
-            self.log(f"envyard: worker {self.name} runs build {self.build_id} (attempt {self.job['attempt']})")
+            self.log(f"envyard: worker {self.name} runs build {self.build_id} (attempt {self.job.attempt})")
             returncode = self._run_child()
             self._publish(returncode)
         except (EnvyardError, OSError) as caught:
@@ -263,15 +267,6 @@ class BuildRunner:
             heartbeat.join(timeout=30)
             self._release_job_dir()
             sweep_work_root(self.options.work_dir)
-
-    def _job_json(self) -> dict[str, Any]:
-        options = self.job["options"]
-        return {"build_id": self.build_id, "spec_text": self.job["spec_text"],
-                "spec_filename": self.job["spec_filename"], "platforms": self.job["platforms"],
-                "channel_alias": options.get("channel_alias"), "image": options.get("image", True),
-                "archive": options.get("archive", True), "sbom": options.get("sbom"),
-                "image_name": self.job["image_name"], "env_prefix": self.options.settings.env_prefix,
-                "allow_sdists": bool(self.job.get("allow_sdists", False))}
 
     def _claim_job_dir(self) -> None:
         """Lock the attempt's ``.lock`` file, then create its directory (see :func:`sweep_work_root`)."""
@@ -292,7 +287,8 @@ class BuildRunner:
 
     def _run_child(self) -> int:
         self._claim_job_dir()
-        (self.job_dir / "job.json").write_text(json.dumps(self._job_json()))
+        spec = JobSpec.from_job(self.job, self.options.settings)
+        (self.job_dir / "job.json").write_text(spec.model_dump_json(), encoding="utf-8")
         (self.job_dir / "tmp").mkdir()
         sandbox = self.options.sandbox or Sandbox("none")
         sandbox.prepare(self.job_dir)
@@ -350,21 +346,20 @@ class BuildRunner:
         self.flush_log()
         self._call(self.client.canceled, self.build_id, self.lease_id)
 
-    def _upload_partial(self) -> list[dict[str, Any]]:
+    def _upload_partial(self) -> list[ArtifactEntry]:
         """The lock files a build that failed after solving listed in ``out/partial.json`` (see worker.job),
         uploaded: the failure records them as partial artifacts. Empty when there are none or uploading failed."""
         path = self.job_dir / "out" / "partial.json"
         if self.lost.is_set() or not path.is_file():
             return []
-        artifacts = json.loads(path.read_text(encoding="utf-8"))["artifacts"]
+        artifacts = JobManifest.model_validate_json(path.read_text(encoding="utf-8")).artifacts
         for artifact in artifacts:
-            if self._call(self.client.upload, self.build_id, self.lease_id, self.job_dir / artifact["path"],
-                          artifact["sha256"], artifact["size"]) is None:
+            if self._call(self.client.upload, self.build_id, self.lease_id, self.job_dir / artifact.path,
+                          artifact.sha256, artifact.size) is None:
                 return []
         self.log(f"envyard: kept the {len(artifacts)} lock files solved before the failure (partial artifacts)")
         self.flush_log()
-        fields = ("kind", "name", "platform", "sha256", "size", "media_type")
-        return [{key: a.get(key) for key in fields} for a in artifacts]
+        return [a.entry() for a in artifacts]
 
     def _publish(self, returncode: int) -> None:
         if self.lost.is_set():
@@ -384,25 +379,20 @@ class BuildRunner:
         self.stage = "pushing"
         self._call(self.client.stage, self.build_id, self.lease_id, "pushing")
         self._hold("pushing")
-        manifest = json.loads((self.job_dir / "out" / "manifest.json").read_text())
+        manifest = JobManifest.model_validate_json((self.job_dir / MANIFEST_PATH).read_text(encoding="utf-8"))
         sent: set[str] = set()
         uploaded = 0
-        for artifact in manifest["artifacts"]:
+        for artifact in manifest.artifacts:
             if self.lost.is_set():
                 return None
             if self.cancel.is_set():
                 return self._confirm_cancel()
-            if artifact["sha256"] in sent:
+            if artifact.sha256 in sent:
                 continue
-            sent.add(artifact["sha256"])
-            if self.client.upload(self.build_id, self.lease_id, self.job_dir / artifact["path"],
-                                  artifact["sha256"], artifact["size"]):
-                uploaded += artifact["size"]
+            sent.add(artifact.sha256)
+            if self.client.upload(self.build_id, self.lease_id, self.job_dir / artifact.path, artifact.sha256,
+                                  artifact.size):
+                uploaded += artifact.size
         self.log(f"envyard: stored {len(sent)} artifacts ({uploaded} bytes uploaded)")
         self.flush_log()
-        fields = ("kind", "name", "platform", "sha256", "size", "media_type")
-        self._call(self.client.complete, self.build_id, self.lease_id, {
-            "artifacts": [{key: a.get(key) for key in fields} for a in manifest["artifacts"]],
-            "packages": manifest["packages"], "image_digest": manifest.get("image_digest"),
-            "lock_sha256": manifest.get("lock_sha256"),
-        })
+        self._call(self.client.complete, self.build_id, self.lease_id, manifest.completion())

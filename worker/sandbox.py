@@ -34,18 +34,16 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from envyard.builder.errors import ConfigError
 from envyard.builder.settings import Settings
-
-if TYPE_CHECKING:
-    from envyard.api.settings import ServiceSettings
+from envyard.worker.settings import WorkerSettings
 
 __all__ = ["CHILD_SETTINGS", "Sandbox", "SandboxMode", "child_environment", "make_sandbox", "sandbox_for"]
 
-log = logging.getLogger("envyard.worker")
+log = logging.getLogger(__name__)
 
 SandboxMode = Literal["bwrap", "uid", "none"]
 
@@ -218,14 +216,12 @@ def make_sandbox(mode: SandboxMode | None, *, read_only: Iterable[Path] = (), wr
     return Sandbox("none", read_only, writable, private, uid, notes=tuple(notes))
 
 
-def sandbox_for(settings: Settings | ServiceSettings, environ: Mapping[str, str]) -> Sandbox:
+def sandbox_for(settings: Settings | WorkerSettings, environ: Mapping[str, str]) -> Sandbox:
     """The sandbox the settings ask for: caches writable; Python, envyard's sources, the settings' local
     channels and indexes and ``build_read_only_paths`` readable; the data directory private. Plain builder
-    :class:`Settings` (no service fields) get the strongest sandbox that works and no private paths."""
-    from envyard.api.settings import ServiceSettings
-
-    if not isinstance(settings, ServiceSettings):
-        settings = ServiceSettings.model_construct(**{name: getattr(settings, name) for name in Settings.model_fields},
+    :class:`Settings` (no worker fields) get the strongest sandbox that works and no private paths."""
+    if not isinstance(settings, WorkerSettings):
+        settings = WorkerSettings.model_construct(**{name: getattr(settings, name) for name in Settings.model_fields},
                                                    data_dir=Path(".envyard-no-data-dir"))
     local = [_local_path(settings.channel_alias), _local_path(settings.pip_index_url)]
     local += [_local_path(url) for urls in settings.mirrors.values() for url in urls]

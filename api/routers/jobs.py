@@ -6,7 +6,6 @@ A worker needs only a token with the ``worker`` role and this HTTP protocol: no 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
@@ -15,11 +14,15 @@ from starlette.concurrency import run_in_threadpool
 from envyard.api.auth import Action, Principal, authorize
 from envyard.api.deps import get_policy, get_session, get_store
 from envyard.api.ids import MAX_SIZE, Id
-from envyard.api.models import Build, BuildStatus, Environment, Namespace, Spec
+from envyard.api.models import Build, BuildStatus
 from envyard.api.resources import build_for
-from envyard.api.schemas import (
-    BuildOptions,
-    BuildRead,
+from envyard.api.schemas import BuildRead
+from envyard.api.services import builds, gc, jobs, logs
+from envyard.api.services.jobs import LeasePolicy
+from envyard.api.storage import ArtifactStore
+from envyard.builder.errors import NotFoundError
+from envyard.worker.protocol import (
+    BlobReceipt,
     ClaimRequest,
     CompleteRequest,
     FailRequest,
@@ -27,34 +30,17 @@ from envyard.api.schemas import (
     Job,
     LeaseRef,
     StageUpdate,
+    UploadedBlob,
     UploadFinish,
     UploadRequest,
     UploadTicket,
 )
-from envyard.api.services import builds, gc, jobs, logs
-from envyard.api.services.jobs import LeasePolicy
-from envyard.api.storage import ArtifactStore
-from envyard.builder.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["worker protocol"])
 WORK = Depends(authorize(Action.WORK))
 WORK_BUILD = Depends(build_for(Action.WORK))  # the build of the path, which must exist, for worker tokens
 CLAIM_POLL_SECONDS = 0.25
 UPLOAD_BATCH = 1024 * 1024
-
-
-def _job(session: Session, build: Build, policy: LeasePolicy, heartbeat_seconds: float) -> Job:
-    spec = session.get(Spec, build.spec_id)
-    environment = session.get(Environment, build.environment_id)
-    assert spec is not None and environment is not None and build.id is not None and build.lease_id is not None
-    namespace = session.get(Namespace, environment.namespace_id)
-    assert namespace is not None and build.started_at is not None
-    return Job(build_id=build.id, lease_id=build.lease_id, lease_seconds=policy.lease_seconds,
-               heartbeat_seconds=heartbeat_seconds, attempt=build.attempt, spec_text=spec.content,
-               spec_filename=spec.filename, platforms=build.platforms, options=BuildOptions(**build.options),
-               image_name=f"{namespace.name}/{environment.name}:build-{build.id}",
-               deadline=build.started_at + timedelta(seconds=policy.time_limit_seconds),
-               allow_sdists=namespace.allow_sdists)
 
 
 @router.post("/claim", response_model=None, responses={200: {"model": Job}, 204: {"description": "nothing queued"}})
@@ -74,7 +60,7 @@ async def claim(body: ClaimRequest, request: Request, policy: LeasePolicy = Depe
             logs.append_log(session, build.id or 0,
                             f"envyard: attempt {build.attempt} claimed by worker {body.worker}\n")
             session.commit()
-            return _job(session, build, policy, heartbeat_seconds)
+            return jobs.job_for(session, build, policy, heartbeat_seconds)
 
     while True:
         job = await run_in_threadpool(attempt)
@@ -119,7 +105,7 @@ async def append_logs(build_id: Id, request: Request, lease_id: str = Query(),
 
 @router.put("/{build_id}/blobs/{digest}", status_code=201)
 async def upload_blob(build_id: Id, digest: str, request: Request, lease_id: str = Query(),
-                      size: int = Query(ge=0, le=MAX_SIZE), _: Build = WORK_BUILD) -> dict[str, object]:
+                      size: int = Query(ge=0, le=MAX_SIZE), _: Build = WORK_BUILD) -> UploadedBlob:
     """Stream a blob into the store; it is published only if its bytes hash to ``digest``."""
     algorithm, _sep, expected = digest.partition(":")
     if algorithm != "sha256" or len(expected) != 64:
@@ -133,7 +119,7 @@ async def upload_blob(build_id: Id, digest: str, request: Request, lease_id: str
 
     await run_in_threadpool(check_lease)
     if store.stat(expected) == size:
-        return {"digest": digest, "size": size, "present": True}
+        return UploadedBlob(digest=digest, size=size, present=True)
     writer = store.writer()
     pending = bytearray()
     try:
@@ -148,7 +134,7 @@ async def upload_blob(build_id: Id, digest: str, request: Request, lease_id: str
     except BaseException:
         await run_in_threadpool(writer.abort)
         raise
-    return {"digest": stored.digest, "size": stored.size, "present": False}
+    return UploadedBlob(digest=stored.digest, size=stored.size, present=False)
 
 
 @router.post("/{build_id}/uploads")
@@ -167,12 +153,12 @@ def start_upload(build_id: Id, body: UploadRequest, session: Session = Depends(g
 
 @router.post("/{build_id}/uploads/finish", status_code=201)
 def finish_upload(build_id: Id, body: UploadFinish, session: Session = Depends(get_session),
-                  store: ArtifactStore = Depends(get_store), _: Build = WORK_BUILD) -> dict[str, object]:
+                  store: ArtifactStore = Depends(get_store), _: Build = WORK_BUILD) -> BlobReceipt:
     """Adopt a presigned upload after checking its sha256 and size."""
     jobs.leased_build(session, build_id, body.lease_id)
     gc.hold_blobs(session, build_id, [body.sha256])
     stored = store.finish_upload(body.upload_id, body.sha256, body.size)
-    return {"digest": stored.digest, "size": stored.size}
+    return BlobReceipt(digest=stored.digest, size=stored.size)
 
 
 @router.post("/{build_id}/complete")

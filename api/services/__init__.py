@@ -1,1 +1,15 @@
 """Service functions: one per route, taking a session and typed arguments, raising EnvyardError subclasses."""
+
+# the public names of this package: its modules
+__all__ = [
+    "builds",
+    "catalog",
+    "gc",
+    "jobs",
+    "logs",
+    "pagination",
+    "publish",
+    "referrers",
+    "specs",
+    "targets",
+]

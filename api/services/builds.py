@@ -21,7 +21,7 @@ from envyard.api.models import (
     Spec,
     utcnow,
 )
-from envyard.api.schemas import ArtifactEntry, BuildDiff, BuildError, BuildOptions, BuildRead, PackageChange
+from envyard.api.schemas import BuildDiff, BuildError, BuildRead, PackageChange
 from envyard.api.services import catalog
 from envyard.api.services.gc import hold_blobs
 from envyard.api.services.jobs import leased_build
@@ -29,6 +29,7 @@ from envyard.api.services.pagination import clamp_limit, decode_cursor, encode_c
 from envyard.api.services.specs import SubmissionPolicy, resolve_platforms
 from envyard.api.storage import ArtifactStore
 from envyard.builder.errors import ConflictError, NotFoundError, SpecError, TooManyRequestsError
+from envyard.worker.protocol import ArtifactEntry, BuildOptions
 
 RUNNING_VALUES = tuple(s.value for s in RUNNING)
 WAITING_VALUES = (BuildStatus.QUEUED.value, *RUNNING_VALUES)

@@ -68,7 +68,7 @@ from envyard.api.schemas import GcReport
 from envyard.api.storage import ArtifactStore, ListedBlob
 from envyard.builder.errors import ConflictError, StorageError
 
-log = logging.getLogger("envyard.gc")
+log = logging.getLogger(__name__)
 
 LOCK_KEY = "gc-lock"
 LOCK_SECONDS = 300.0

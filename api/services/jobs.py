@@ -26,17 +26,19 @@ from envyard.api.models import (
     BuildPackage,
     BuildStatus,
     Environment,
+    Namespace,
+    Spec,
     utcnow,
 )
-from envyard.api.schemas import ArtifactEntry, PackageEntry
 from envyard.api.services import referrers
 from envyard.api.services.gc import hold_blobs, release_holds
 from envyard.api.services.logs import append_log
 from envyard.api.services.publish import enqueue_publications
 from envyard.api.storage import ArtifactStore
 from envyard.builder.errors import BuildCanceledError, ConflictError, LeaseLostError, NotFoundError
+from envyard.worker.protocol import ArtifactEntry, BuildOptions, Job, PackageEntry
 
-log = logging.getLogger("envyard.jobs")
+log = logging.getLogger(__name__)
 RUNNING_VALUES = tuple(s.value for s in RUNNING)
 CANDIDATES = 32
 
@@ -82,6 +84,21 @@ def claim_build(session: Session, worker: str, platforms: Sequence[str] | None, 
             session.refresh(build)
             return build
     return None
+
+
+def job_for(session: Session, build: Build, policy: LeasePolicy, heartbeat_seconds: float) -> Job:
+    """The :class:`~envyard.worker.protocol.Job` a worker gets for the build it just claimed."""
+    spec = session.get(Spec, build.spec_id)
+    environment = session.get(Environment, build.environment_id)
+    assert spec is not None and environment is not None and build.id is not None and build.lease_id is not None
+    namespace = session.get(Namespace, environment.namespace_id)
+    assert namespace is not None and build.started_at is not None
+    return Job(build_id=build.id, lease_id=build.lease_id, lease_seconds=policy.lease_seconds,
+               heartbeat_seconds=heartbeat_seconds, attempt=build.attempt, spec_text=spec.content,
+               spec_filename=spec.filename, platforms=build.platforms, options=BuildOptions(**build.options),
+               image_name=f"{namespace.name}/{environment.name}:build-{build.id}",
+               deadline=build.started_at + timedelta(seconds=policy.time_limit_seconds),
+               allow_sdists=namespace.allow_sdists)
 
 
 def leased_build(session: Session, build_id: int, lease_id: str) -> Build:

@@ -23,7 +23,7 @@ READ_BATCH = 500
 POLL_SECONDS = 0.3
 IDLE_SECONDS = 10.0
 FOLLOWER_QUEUE = 256
-log = logging.getLogger("envyard.logs")
+log = logging.getLogger(__name__)
 
 
 def append_log(session: Session, build_id: int, text: str) -> None:

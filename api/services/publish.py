@@ -53,7 +53,7 @@ from envyard.builder.oci.model import Descriptor, ManifestBlob, OciImage, sha256
 if TYPE_CHECKING:
     from envyard.registry.push import PushReport
 
-log = logging.getLogger("envyard.publish")
+log = logging.getLogger(__name__)
 DOCKER_HUB = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
 CANDIDATES = 16
 MOUNT_SOURCES = 3

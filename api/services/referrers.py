@@ -22,10 +22,10 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from envyard.api.models import Build, BuildArtifact, BuildStatus
-from envyard.api.schemas import ArtifactEntry
 from envyard.api.storage import ArtifactStore
 from envyard.builder.errors import ConflictError
 from envyard.builder.oci.model import INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
+from envyard.worker.protocol import ArtifactEntry
 
 MANIFEST_KINDS = ("oci-index", "oci-blob")
 MANIFEST_TYPES = (*MANIFEST_MEDIA_TYPES, *INDEX_MEDIA_TYPES)

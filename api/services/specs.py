@@ -8,10 +8,8 @@ pass the server's :class:`~builder.url_policy.UrlPolicy`. The worker checks the 
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from envyard.builder.channels import ChannelOptions
 from envyard.builder.errors import SpecError
@@ -81,14 +79,11 @@ def resolve_platforms(filename: str, text: str, platforms: Sequence[str], *, pol
         urls.check_all(spec_urls(spec, channels), file=filename, lines=_line_finder(text))
         chosen = list(platforms) or list(spec.platforms) or list(DEFAULT_PLATFORMS)
     else:
-        from envyard.builder.lockfiles import read_lockfile
+        from envyard.builder.lockfiles import parse_lockfile
 
         if kind != "explicit":
             check_yaml_limits(text, filename)
-        with tempfile.TemporaryDirectory(prefix="envyard-spec-") as tmp:
-            path = Path(tmp) / filename
-            path.write_text(text)
-            lock = read_lockfile(path)
+        lock = parse_lockfile(text, source=filename)
         urls.check_all(lock_urls(lock), file=filename, lines=_line_finder(text))
         locked = set(lock.platforms)
         missing = [p for p in platforms if p not in locked]

@@ -27,7 +27,13 @@ from envyard.builder.lockfiles._common import Warn, no_warnings
 from envyard.builder.lockfiles._yaml import YAML_LOADER, yaml_error
 from envyard.builder.lockfiles.condalock import conda_lock_from_document, parse_conda_lock, render_conda_lock
 from envyard.builder.lockfiles.explicit import explicit_file_name, parse_explicit, render_explicit
-from envyard.builder.lockfiles.pixi import parse_pixi_environments, parse_pixi_lock, render_pixi_lock, write_pixi_lock
+from envyard.builder.lockfiles.pixi import (
+    parse_pixi_environments,
+    parse_pixi_lock,
+    parse_pixi_text,
+    render_pixi_lock,
+    write_pixi_lock,
+)
 from envyard.builder.model import EnvironmentLock
 
 LockFormat = Literal["conda-lock", "pixi", "explicit"]
@@ -41,12 +47,17 @@ __all__ = [
     "ALL_ENVIRONMENTS",
     "ALL_FORMATS",
     "LockFormat",
+    "CONDA_LOCK_FILE",
+    "PIXI_LOCK_FILE",
     "Warn",
+    "detect_format",
     "explicit_file_name",
     "parse_conda_lock",
     "parse_explicit",
     "parse_pixi_environments",
+    "parse_lockfile",
     "parse_pixi_lock",
+    "parse_pixi_text",
     "read_lock_environments",
     "read_lockfile",
     "render_conda_lock",
@@ -217,6 +228,24 @@ def read_lockfile(
     return conda_lock_from_document(doc, text=text, source=path)
 
 
+def parse_lockfile(
+    text: str, *, source: str | os.PathLike[str] = "<lockfile>", environment: str | None = None,
+    warn: Warn = no_warnings,
+) -> EnvironmentLock:
+    r"""Read lockfile ``text`` of any supported format, detected from its content, like :func:`read_lockfile`;
+    ``source`` (a file name) names it in errors.
+
+    >>> parse_lockfile("# platform: linux-64\n@EXPLICIT\n", source="conda-linux-64.lock").platform_names
+    ('linux-64',)
+    """
+    kind, doc = _detect(text, source)
+    if kind == "explicit":
+        return parse_explicit(text, source=source)
+    if kind == "pixi":
+        return parse_pixi_text(text, source=source, environment=environment, warn=warn)
+    return conda_lock_from_document(doc, text=text, source=source)
+
+
 def read_lock_environments(path: str | os.PathLike[str], *, warn: Warn = no_warnings) -> dict[str, EnvironmentLock]:
     """Every environment of a lockfile, ``default`` first (one for conda-lock and @EXPLICIT files)."""
     path, kind, doc, text = _load(path)
@@ -237,12 +266,17 @@ def _load(path: str | os.PathLike[str]) -> tuple[Path, LockFormat, object, str]:
         raise LockfileError(
             f"cannot read the lock file: {exc.strerror or exc}", file=path, hint="check the path and its permissions"
         ) from None
+    kind, doc = _detect(text, path)
+    return path, kind, doc, text
+
+
+def _detect(text: str, source: str | os.PathLike[str]) -> tuple[LockFormat, object]:
+    """:func:`detect_format`, its errors as :class:`LockfileError` naming ``source``."""
     try:
-        kind, doc = detect_format(text)
+        return detect_format(text)
     except yaml.YAMLError as exc:
-        raise yaml_error(exc, path) from None
+        raise yaml_error(exc, source) from None
     except ValueError as exc:
         raise LockfileError(
-            str(exc), file=path, hint="envyard reads conda-lock.yml, pixi.lock and @EXPLICIT files"
+            str(exc), file=source, hint="envyard reads conda-lock.yml, pixi.lock and @EXPLICIT files"
         ) from None
-    return path, kind, doc, text

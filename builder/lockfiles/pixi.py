@@ -251,11 +251,24 @@ def _is_local_pypi(pkg: PypiLockedPackage) -> bool:
     return _URL_SCHEME.match(pkg.location) is None or pkg.location.startswith("file:") or pkg.version == "<dynamic>"
 
 
-def _open(path: Path) -> LockFile:
+_UNREADABLE = "not a pixi.lock this version of envyard (py-rattler 0.28) can read"
+
+
+def _open(path: Path, source: str | PathLike[str] | None = None) -> LockFile:
+    """``path`` as rattler reads it; errors name ``source`` (default: ``path``)."""
     try:
         return LockFile.from_path(path.resolve())
     except Exception as exc:  # rattler's ParseCondaLockError and friends
-        raise _rattler_error(exc, path, "not a pixi.lock this version of envyard (py-rattler 0.28) can read") from None
+        raise _rattler_error(exc, path if source is None else source, _UNREADABLE) from None
+
+
+def _open_text(text: str, source: str | PathLike[str]) -> LockFile:
+    """``pixi.lock`` text as rattler reads it (py-rattler reads paths only: through a private temporary file,
+    removed before this returns); errors name ``source``."""
+    with tempfile.TemporaryDirectory(prefix="envyard-pixi-") as tmp:
+        path = Path(tmp) / PIXI_LOCK_NAME
+        path.write_text(text, encoding="utf-8")
+        return _open(path, source)
 
 
 def _environment_names(lock_file: LockFile) -> list[str]:
@@ -263,7 +276,7 @@ def _environment_names(lock_file: LockFile) -> list[str]:
 
 
 def _read_environment(
-    lock_file: LockFile, path: Path, env_name: str, warn: Warn, *, skip_source: bool
+    lock_file: LockFile, path: str | PathLike[str], env_name: str, warn: Warn, *, skip_source: bool
 ) -> EnvironmentLock:
     env = lock_file.environment(env_name)
     if env is None:
@@ -333,6 +346,19 @@ def parse_pixi_lock(
     """
     path = Path(path)
     return _read_environment(_open(path), path, environment or DEFAULT_ENVIRONMENT, warn, skip_source=skip_source)
+
+
+def parse_pixi_text(
+    text: str,
+    *,
+    source: str | PathLike[str] = PIXI_LOCK_NAME,
+    environment: str | None = None,
+    warn: Warn = no_warnings,
+    skip_source: bool = True,
+) -> EnvironmentLock:
+    """Like :func:`parse_pixi_lock` for the text of a ``pixi.lock``; ``source`` names it in errors and warnings."""
+    return _read_environment(_open_text(text, source), source, environment or DEFAULT_ENVIRONMENT, warn,
+                             skip_source=skip_source)
 
 
 def parse_pixi_environments(path: str | PathLike[str], *, warn: Warn = no_warnings) -> dict[str, EnvironmentLock]:

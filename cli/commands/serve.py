@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import socket
 import threading
 from pathlib import Path
@@ -79,7 +78,7 @@ def serve(settings: Any, host: str, port: int, workers: int, worker_platforms: l
             api_url=f"http://{client_host}:{port}", token=app.state.admin_token,
             name=f"embedded@{socket.gethostname()}", work_dir=settings.resolved_work_root,
             settings=settings, platforms=worker_platforms, concurrency=workers, wait_seconds=2.0,
-            pause_at=parse_pauses(os.environ.get("ENVYARD_TEST_STAGE_DELAY")),
+            pause_at=parse_pauses(settings.test_stage_delay),
         )
         threads.append(threading.Thread(target=run_worker, args=(options, stop), name="envyard-workers"))
     for thread in threads:

@@ -41,7 +41,7 @@ def worker_command(api_url: str | None, token: str | None, platforms: tuple[str,
     options = WorkerOptions(api_url=api_url, token=token, name=name or f"worker@{socket.gethostname()}-{os.getpid()}",
                             work_dir=(work_dir or settings.resolved_work_root).absolute(), settings=settings,
                             platforms=list(platforms) or None, concurrency=concurrency,
-                            pause_at=parse_pauses(os.environ.get("ENVYARD_TEST_STAGE_DELAY")))
+                            pause_at=parse_pauses(settings.test_stage_delay))
     stop = threading.Event()
 
     def handle(signum: int, frame: Any) -> None:

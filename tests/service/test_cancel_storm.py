@@ -12,6 +12,7 @@ from typing import Any
 
 from envyard.builder.errors import BuildCanceledError
 from envyard.worker.client import ApiClient
+from envyard.worker.protocol import Completion
 from tests.service.conftest import create_environment
 
 BUILDS = 60
@@ -42,14 +43,14 @@ def test_cancel_storm_never_completes_a_canceled_build(start: Any) -> None:
         client = ApiClient(service.url, service.token, retry_seconds=5)
         try:
             while (job := client.claim(f"storm-{n}", None, 0)) is not None:
-                build, lease = job["build_id"], job["lease_id"]
+                build, lease = job.build_id, job.lease_id
                 client.stage(build, lease, "installing")
                 client.upload(build, lease, blob, digest, len(payload))
                 ready[build].set()
                 go[build].wait(30)
                 time.sleep(delays[build][0])
                 try:
-                    client.complete(build, lease, body)
+                    client.complete(build, lease, Completion.model_validate(body))
                     completions[build] = "completed"
                 except BuildCanceledError:
                     completions[build] = "refused: canceled"

@@ -16,6 +16,7 @@ import pytest
 
 from envyard.cli.follow import SseEvent, iter_sse
 from envyard.worker.client import ApiClient
+from envyard.worker.protocol import ArtifactEntry, Completion, Job
 from tests.commands import ENVYARD
 from tests.service.conftest import Service, spec_text, start_service
 
@@ -201,17 +202,17 @@ def complete(fresh: Service, build_id: int, packages: dict[str, str], payload: b
     client = ApiClient(fresh.url, fresh.token, retry_seconds=5)
     try:
         job = client.claim("test-worker", None, 0)
-        assert job is not None and job["build_id"] == build_id
-        client.append_logs(build_id, job["lease_id"], "solving\nsolved\n")
+        assert job is not None and job.build_id == build_id
+        client.append_logs(build_id, job.lease_id, "solving\nsolved\n")
         tmp = fresh.log_dir / f"artifact-{build_id}"
         tmp.write_bytes(payload)
         digest = hashlib.sha256(payload).hexdigest()
-        client.upload(build_id, job["lease_id"], tmp, digest, len(payload))
-        client.complete(build_id, job["lease_id"], {
+        client.upload(build_id, job.lease_id, tmp, digest, len(payload))
+        client.complete(build_id, job.lease_id, Completion.model_validate({
             "artifacts": [{"kind": "conda-lock", "name": "conda-lock.yml", "platform": None, "sha256": digest,
                            "size": len(payload), "media_type": "application/yaml"}],
             "packages": [{"platform": "linux-64", "manager": "conda", "name": n, "version": v, "build": "0"}
-                         for n, v in packages.items()]})
+                         for n, v in packages.items()]}))
     finally:
         client.close()
 
@@ -260,10 +261,10 @@ def test_diff_rollback_download_and_failed_wait(fresh: Service, tmp_path: Path) 
         while (job := client.claim("test-worker", None, 0)) is None:
             assert time.monotonic() < deadline and process.poll() is None, process.communicate()
             time.sleep(0.1)
-        client.stage(job["build_id"], job["lease_id"], "solving")
-        client.append_logs(job["build_id"], job["lease_id"], "looking for c\n")
+        client.stage(job.build_id, job.lease_id, "solving")
+        client.append_logs(job.build_id, job.lease_id, "looking for c\n")
         time.sleep(1.0)
-        client.fail(job["build_id"], job["lease_id"], "unsatisfiable", "solving", "nothing provides c",
+        client.fail(job.build_id, job.lease_id, "unsatisfiable", "solving", "nothing provides c",
                     "check the package name")
         stdout, stderr = process.communicate(timeout=30)
     finally:
@@ -271,10 +272,10 @@ def test_diff_rollback_download_and_failed_wait(fresh: Service, tmp_path: Path) 
         if process.poll() is None:
             process.kill()
     assert process.returncode == 4, stdout + stderr
-    assert stdout.strip() == f"build {job['build_id']} queued"
+    assert stdout.strip() == f"build {job.build_id} queued"
     lines = stderr.strip().splitlines()
-    assert any(line.startswith(f"build {job['build_id']}: solving") for line in lines), stderr
-    assert lines[-1] == (f"error: build {job['build_id']} failed during solving: nothing provides c "
+    assert any(line.startswith(f"build {job.build_id}: solving") for line in lines), stderr
+    assert lines[-1] == (f"error: build {job.build_id} failed during solving: nothing provides c "
                          "(hint: check the package name)")
 
 
@@ -296,17 +297,17 @@ def test_wait_builds_end_to_end_with_a_worker(tmp_path: Path, service_env: dict[
 
 
 
-def upload(client: ApiClient, job: dict[str, Any], directory: Path, files: dict[str, tuple[str, bytes]]
-           ) -> list[dict[str, Any]]:
+def upload(client: ApiClient, job: Job, directory: Path, files: dict[str, tuple[str, bytes]]
+           ) -> list[ArtifactEntry]:
     """Upload ``files`` (name -> (kind, bytes)) for the claimed ``job``; their artifact entries."""
     entries = []
     for name, (kind, payload) in files.items():
-        path = directory / f"upload-{job['build_id']}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+        path = directory / f"upload-{job.build_id}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
         path.write_bytes(payload)
         digest = hashlib.sha256(payload).hexdigest()
-        client.upload(job["build_id"], job["lease_id"], path, digest, len(payload))
-        entries.append({"kind": kind, "name": name, "platform": None, "sha256": digest, "size": len(payload),
-                        "media_type": "application/octet-stream"})
+        client.upload(job.build_id, job.lease_id, path, digest, len(payload))
+        entries.append(ArtifactEntry(kind=kind, name=name, platform=None, sha256=digest, size=len(payload),
+                                     media_type="application/octet-stream"))
     return entries
 
 
@@ -388,14 +389,14 @@ def test_failed_build_keeps_its_lock_files_as_partial_artifacts(fresh: Service, 
     client = ApiClient(fresh.url, fresh.token, retry_seconds=5)
     try:
         job = client.claim("test-worker", None, 0)
-        assert job is not None and job["build_id"] == build["id"]
-        client.stage(build["id"], job["lease_id"], "installing")
+        assert job is not None and job.build_id == build["id"]
+        client.stage(build["id"], job.lease_id, "installing")
         lock = b"version: 1\npackage: []\n" * 50
         entries = upload(client, job, tmp_path, {"conda-lock.yml": ("conda-lock", lock),
                                                  "pixi.lock": ("pixi-lock", b"version: 6\n")})
         with pytest.raises(Exception, match="no longer leased"):  # a stale lease records nothing
             client.fail(build["id"], "0" * 32, "install-failed", "installing", "x", None, entries)
-        client.fail(build["id"], job["lease_id"], "install-failed", "installing", "cannot install zlib",
+        client.fail(build["id"], job.lease_id, "install-failed", "installing", "cannot install zlib",
                     "see the log", entries)
     finally:
         client.close()
@@ -426,7 +427,7 @@ def test_wrong_artifact_name_lists_names_before_image_blobs(fresh: Service, tmp_
         entries = upload(client, job, tmp_path, {f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}": ("oci-blob", blob),
                                                  "conda-lock.yml": ("conda-lock", b"lock\n"),
                                                  "env-linux-64.tar.zst": ("archive", b"archive\n")})
-        client.complete(build["id"], job["lease_id"], {"artifacts": entries, "packages": []})
+        client.complete(build["id"], job.lease_id, Completion(artifacts=entries, packages=[]))
     finally:
         client.close()
     wrong = envyard(fresh, "build", "download", str(build["id"]), "nope", ok=False)

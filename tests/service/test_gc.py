@@ -31,6 +31,7 @@ from envyard.api.services import gc
 from envyard.api.storage import ArtifactStore, ListedBlob, LocalArtifactStore, S3ArtifactStore
 from envyard.builder.errors import ConflictError, NotFoundError, StorageError
 from envyard.worker.client import ApiClient
+from envyard.worker.protocol import ArtifactEntry, Completion
 from tests.commands import ENVYARD
 from tests.service.conftest import Service, create_environment
 
@@ -76,9 +77,9 @@ class Server:
         """Submit a build of namespace/name and claim it as a worker would: (build id, lease)."""
         build = create_environment(self.http, namespace, name, ["e2e-env"])
         job = self.worker.claim("test-worker", None, 5)
-        assert job is not None and job["build_id"] == build["id"]
-        self.worker.stage(build["id"], job["lease_id"], "pushing")
-        return build["id"], job["lease_id"]
+        assert job is not None and job.build_id == build["id"]
+        self.worker.stage(build["id"], job.lease_id, "pushing")
+        return build["id"], job.lease_id
 
     def upload(self, build_id: int, lease: str, data: bytes) -> bool:
         """Store ``data`` for the build through the protocol (presigned on S3); True when bytes were sent."""
@@ -87,9 +88,9 @@ class Server:
         return self.worker.upload(build_id, lease, path, sha(data), len(data))
 
     def complete(self, build_id: int, lease: str, blobs: list[bytes]) -> dict[str, Any]:
-        artifacts = [{"kind": "file", "name": f"file-{i}", "platform": None, "sha256": sha(data), "size": len(data),
-                      "media_type": "application/octet-stream"} for i, data in enumerate(blobs)]
-        return self.worker.complete(build_id, lease, {"artifacts": artifacts, "packages": []})
+        artifacts = [ArtifactEntry(kind="file", name=f"file-{i}", platform=None, sha256=sha(data), size=len(data),
+                                   media_type="application/octet-stream") for i, data in enumerate(blobs)]
+        return self.worker.complete(build_id, lease, Completion(artifacts=artifacts, packages=[]))
 
 
 @pytest.fixture

@@ -42,12 +42,12 @@ def test_the_data_dir_is_private_whatever_the_umask(start: Any) -> None:
         build = create_environment(http, "modes", "env", ["e2e-env"])
     client = ApiClient(service.url, service.token, retry_seconds=5)
     job = client.claim("w", None, 0)
-    assert job is not None and job["build_id"] == build["id"]
+    assert job is not None and job.build_id == build["id"]
     payload = b"private bytes\n"
     blob = service.log_dir / "blob"
     blob.write_bytes(payload)
     digest = hashlib.sha256(payload).hexdigest()
-    assert client.upload(build["id"], job["lease_id"], blob, digest, len(payload)) is True
+    assert client.upload(build["id"], job.lease_id, blob, digest, len(payload)) is True
     data = service.data_dir
     assert _mode(data) == 0o700
     directories = [p for p in data.rglob("*") if p.is_dir()]
@@ -97,7 +97,7 @@ def test_the_reaper_names_the_worker_and_stage_a_requeued_build_had(start: Any) 
         build = create_environment(http, "reap", "env", ["e2e-env"])
         job = client.claim("vanishing-worker", None, 0)
         assert job is not None
-        client.stage(build["id"], job["lease_id"], "installing")
+        client.stage(build["id"], job.lease_id, "installing")
         deadline = time.monotonic() + 30
         while "stopped responding" not in (log := http.get(f"/api/v1/builds/{build['id']}/logs").text):
             assert time.monotonic() < deadline, log

@@ -73,8 +73,8 @@ def test_streams_and_slow_submissions_leave_healthz_and_workers_alone(start: Any
         build = create_environment(http, "hostile", "base", ["e2e-env"])["id"]
     worker = ApiClient(service.url, service.token, retry_seconds=0)
     job = worker.claim("steady", None, 0)
-    assert job is not None and job["build_id"] == build
-    lease = job["lease_id"]
+    assert job is not None and job.build_id == build
+    lease = job.lease_id
 
     streams = Streams(service, token, build, STREAMS)
     streams.thread.start()
@@ -100,7 +100,7 @@ def test_streams_and_slow_submissions_leave_healthz_and_workers_alone(start: Any
             started = time.monotonic()
             reply = worker.heartbeat(build, lease, retry=False)
             heartbeats.append(time.monotonic() - started)
-            assert reply["cancel_requested"] is False
+            assert reply.cancel_requested is False
             worker.append_logs(build, lease, f"tick {tick}\n")
             tick += 1
 

@@ -13,6 +13,7 @@ import pytest
 
 from envyard.builder.errors import ConflictError, LeaseLostError
 from envyard.worker.client import ApiClient
+from envyard.worker.protocol import Completion
 from tests.service.conftest import Service, create_environment
 
 
@@ -51,14 +52,14 @@ def test_claim_heartbeat_stage_and_verified_completion(start: Any) -> None:
     with service.client() as http:
         build = submit(http, "gamma")
         job = client.claim("w1", None, 0)
-        assert job is not None and job["build_id"] == build["id"] and job["attempt"] == 1
+        assert job is not None and job.build_id == build["id"] and job.attempt == 1
         assert client.claim("w2", None, 0) is None  # never handed out twice
-        lease = job["lease_id"]
+        lease = job.lease_id
         client.stage(build["id"], lease, "installing")
         with pytest.raises(ConflictError):
             client.stage(build["id"], lease, "solving")  # no going back
         client.append_logs(build["id"], lease, "line one\nline two\n")
-        assert client.heartbeat(build["id"], lease)["cancel_requested"] is False
+        assert client.heartbeat(build["id"], lease).cancel_requested is False
         payload = b"conda-lock contents\n" * 1000
         digest = hashlib.sha256(payload).hexdigest()
         artifact = {"kind": "conda-lock", "name": "conda-lock.yml", "platform": None, "sha256": digest,
@@ -66,7 +67,7 @@ def test_claim_heartbeat_stage_and_verified_completion(start: Any) -> None:
         body = {"artifacts": [artifact], "packages": [
             {"platform": "linux-64", "manager": "conda", "name": "busybox", "version": "1.36.1", "build": "0"}]}
         with pytest.raises(ConflictError, match="not stored"):
-            client.complete(build["id"], lease, body)  # artifacts must be stored first
+            client.complete(build["id"], lease, Completion.model_validate(body))  # artifacts must be stored first
         wrong = http.put(f"/api/v1/jobs/{build['id']}/blobs/sha256:{'0' * 64}",
                          params={"lease_id": lease, "size": len(payload)}, content=payload)
         assert wrong.status_code == 422 and wrong.json()["type"].endswith("artifact-integrity")
@@ -75,7 +76,7 @@ def test_claim_heartbeat_stage_and_verified_completion(start: Any) -> None:
         assert client.upload(build["id"], lease, tmp, digest, len(payload)) is True
         assert client.upload(build["id"], lease, tmp, digest, len(payload)) is False  # already stored
         assert http.get(f"/api/v1/builds/{build['id']}/artifacts").json() == []  # nothing visible yet
-        done = client.complete(build["id"], lease, body)
+        done = client.complete(build["id"], lease, Completion.model_validate(body))
         assert done["status"] == "completed" and done["current"] is True and done["package_count"] == 1
         listed = http.get(f"/api/v1/builds/{build['id']}/artifacts").json()
         assert [a["digest"] for a in listed] == [f"sha256:{digest}"]
@@ -100,9 +101,9 @@ def test_expired_lease_requeues_with_backoff_then_fails(start: Any) -> None:
         assert first is not None
         time.sleep(1.5)  # no heartbeat: the lease expires
         second = client.claim("w2", None, 5)  # requeued, then claimable after the backoff
-        assert second is not None and second["build_id"] == build["id"] and second["attempt"] == 2
+        assert second is not None and second.build_id == build["id"] and second.attempt == 2
         with pytest.raises(LeaseLostError):
-            client.heartbeat(build["id"], first["lease_id"], retry=False)  # the old worker is out
+            client.heartbeat(build["id"], first.lease_id, retry=False)  # the old worker is out
         time.sleep(1.5)
         failed = service.wait_for(build["id"], timeout=15)
         assert failed["status"] == "failed" and failed["error"]["code"] == "worker-lost"
@@ -120,7 +121,7 @@ def test_time_limit_fails_the_build(start: Any) -> None:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
-                client.heartbeat(build["id"], job["lease_id"], retry=False)
+                client.heartbeat(build["id"], job.lease_id, retry=False)
             except LeaseLostError:
                 break
             time.sleep(0.2)
@@ -138,10 +139,10 @@ def test_cancel_queued_and_running(start: Any) -> None:
         assert http.post(f"/api/v1/builds/{queued['id']}/cancel").status_code == 409
         running = submit(http, "eta")
         job = client.claim("w", None, 0)
-        assert job is not None and job["build_id"] == running["id"]
+        assert job is not None and job.build_id == running["id"]
         assert http.post(f"/api/v1/builds/{running['id']}/cancel").json()["cancel_requested"] is True
-        assert client.heartbeat(running["id"], job["lease_id"])["cancel_requested"] is True
-        client.canceled(running["id"], job["lease_id"])
+        assert client.heartbeat(running["id"], job.lease_id).cancel_requested is True
+        client.canceled(running["id"], job.lease_id)
         assert http.get(f"/api/v1/builds/{running['id']}").json()["status"] == "canceled"
 
 
@@ -160,8 +161,8 @@ def test_fifty_concurrent_submissions_claimed_once_each(start: Any) -> None:
             client = worker_client(service)
             got = []
             while (job := client.claim(f"c{n}", None, 0)) is not None:
-                got.append(job["build_id"])
-                client.fail(job["build_id"], job["lease_id"], "test", "solving", "stopped by the test", None)
+                got.append(job.build_id)
+                client.fail(job.build_id, job.lease_id, "test", "solving", "stopped by the test", None)
             return got
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:

@@ -34,13 +34,13 @@ from envyard.api.models import (
     Spec,
     utcnow,
 )
-from envyard.api.schemas import ArtifactEntry
 from envyard.api.services import catalog, publish, referrers, targets
 from envyard.api.storage import ArtifactStore, LocalArtifactStore, S3ArtifactStore
 from envyard.builder.errors import ConflictError, NotFoundError
 from envyard.builder.oci.model import OciImage
 from envyard.builder.oci.store import BlobStore
 from envyard.registry.client import RegistryClient
+from envyard.worker.protocol import ArtifactEntry
 from tests.commands import ENVYARD
 from tests.registry.images import SPDX, sbom_referrer, single_image, two_platform_image
 from tests.servers import docker_registry, docker_registry_executable, free_port, stop_process, wait_for_port
