@@ -30,8 +30,8 @@ ENVIRONMENT_READS = {
     "SOURCE_DATE_EPOCH": "the reproducible-builds convention (reproducible-builds.org), not an envyard setting",
     "DOCKER_HOST": "docker's own variable for its daemon's address (image load)",
     # The CLI's own options, read by click before any settings object exists.
-    "ENVYARD_DEBUG": "the CLI shows the traceback of an internal error (the CLI's root options, read before a settings object exists)",
-    "ENVYARD_DATA_DIR": "the CLI finds a local server's admin token (the CLI's root options, read before a settings object exists)",
+    "ENVYARD_DEBUG": "the CLI shows the traceback of an internal error (read before a settings object exists)",
+    "ENVYARD_DATA_DIR": "the CLI finds a local server's admin token (read before a settings object exists)",
     "ENVYARD_API_URL": "the CLI's --api option (a click envvar of the CLI)",
     "ENVYARD_TOKEN": "the CLI's --token option (a click envvar of the CLI)",
     "ENVYARD_REGISTRY_USERNAME": "envyard image push --username (a click envvar of the CLI)",
