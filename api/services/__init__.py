@@ -7,6 +7,7 @@ __all__ = [
     "gc",
     "jobs",
     "logs",
+    "lookups",
     "pagination",
     "publish",
     "referrers",

@@ -27,15 +27,9 @@ from envyard.api.models import (
     Role,
     utcnow,
 )
+from envyard.api.services.lookups import get_namespace
 from envyard.api.services.pagination import clamp_limit, decode_cursor, encode_cursor
 from envyard.builder.errors import ConflictError, NotFoundError
-
-
-def get_namespace(session: Session, name: str) -> Namespace:
-    namespace = session.exec(select(Namespace).where(Namespace.name == name)).first()
-    if namespace is None:
-        raise NotFoundError(f"namespace '{name}' does not exist", hint="create it with POST /api/v1/namespaces")
-    return namespace
 
 
 def create_namespace(session: Session, name: str, description: str = "", editor: int | None = None) -> Namespace:

@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from envyard.api.models import Publication, RegistryTarget
 from envyard.api.secret_key import fernet_key
-from envyard.api.services.catalog import get_namespace
+from envyard.api.services.lookups import get_namespace
 from envyard.builder.errors import ConflictError, NotFoundError, TargetError
 
 PLACEHOLDERS = frozenset({"namespace", "environment"})
