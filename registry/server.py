@@ -28,8 +28,8 @@ from sqlalchemy import bindparam, func
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from envyard.api.auth import Action, Principal, authorize, check, current_principal
-from envyard.api.deps import get_session, get_settings, get_store
+from envyard.api.auth import Action, Principal, check
+from envyard.api.deps import authorize, current_principal, get_session, get_settings, get_store
 from envyard.api.ids import parse_id
 from envyard.api.models import Build, BuildArtifact, BuildStatus, Environment, Namespace
 from envyard.api.problems import oci_error_response

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from envyard.api.auth import Action, Principal, authorize, may
-from envyard.api.registry_tokens import REGISTRY_TOKEN_SECONDS, registry_token_key, sign_registry_token
+from envyard.api.auth import Action, Principal, may
+from envyard.api.auth.registry_tokens import REGISTRY_TOKEN_SECONDS, registry_token_key, sign_registry_token
+from envyard.api.deps import authorize
 from envyard.api.schemas import RegistryToken
 
 router = APIRouter(prefix="/v2", tags=["registry"])
