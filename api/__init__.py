@@ -15,13 +15,10 @@ __all__ = [
     "models",
     "openapi",
     "problems",
-    "registry_tokens",
     "resources",
     "routers",
     "schemas",
-    "secret_key",
     "services",
     "settings",
     "storage",
-    "tokens",
 ]

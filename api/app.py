@@ -9,47 +9,43 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from envyard.api import distribution
-from envyard.api.auth import TokenCache
+from envyard.api.auth.secret_key import load_or_create_secret_key
+from envyard.api.auth.tokens import ensure_admin_token
 from envyard.api.db import make_engine, migrate
-from envyard.api.deps import lease_policy
+from envyard.api.deps import AppState, install_state, lease_policy
 from envyard.api.limits import LoadControls
 from envyard.api.openapi import install_docs
 from envyard.api.problems import install_problem_handlers
 from envyard.api.routers import admin, builds, catalog, health, jobs, tokens
 from envyard.api.routers import targets as registry_targets
-from envyard.api.secret_key import load_or_create_secret_key
 from envyard.api.services import gc, publish
 from envyard.api.services.jobs import reap
 from envyard.api.settings import ServiceSettings
-from envyard.api.storage import open_artifact_store
-from envyard.api.tokens import ensure_admin_token
+from envyard.api.storage import ArtifactStore, open_artifact_store
 
 log = logging.getLogger(__name__)
 
 
-def _reaper(app: FastAPI, stop: threading.Event) -> None:
+def _reaper(engine: Engine, settings: ServiceSettings, stop: threading.Event) -> None:
     """Requeue lost builds and fail overdue ones even when no worker is asking for work."""
-    from sqlmodel import Session
-
-    settings: ServiceSettings = app.state.settings
     interval = max(0.2, min(settings.lease_seconds / 3, 5.0))
     while not stop.wait(interval):
         try:
-            with Session(app.state.engine) as session:
-                reap(session, lease_policy(settings))
+            reap(engine, lease_policy(settings))
         except Exception:  # noqa: BLE001 - the reaper must outlive a database hiccup
             log.exception("reaper pass failed")
 
 
-def _publisher(app: FastAPI, stop: threading.Event) -> None:
+def _publisher(engine: Engine, store: ArtifactStore, secret_key: bytes, settings: ServiceSettings,
+               stop: threading.Event) -> None:
     """Push completed builds to their namespaces' registry targets: claim and run due publications."""
-    settings: ServiceSettings = app.state.settings
     while not stop.wait(publish.POLL_SECONDS):
         try:
-            publish.publish_due(app.state.engine, app.state.store, app.state.secret_key, publish.policy_of(settings),
-                                stop, spool_dir=settings.data_dir / "spool")
+            publish.publish_due(engine, store, secret_key, publish.policy_of(settings), stop,
+                                spool_dir=settings.data_dir / "spool")
         except Exception:  # noqa: BLE001 - the publisher must outlive a database hiccup
             log.exception("publisher pass failed")
 
@@ -67,11 +63,13 @@ def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
     )
     admin_token = ensure_admin_token(engine, settings.admin_token_file)
     secret_key = load_or_create_secret_key(settings.secret_key, settings.secret_key_file)
+    load = LoadControls(settings, engine)  # per-token limits, the log-stream hub, spec-check threads
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        loops = [("reaper", _reaper, (app, stop)), ("publisher", _publisher, (app, stop))]
+        loops = [("reaper", _reaper, (engine, settings, stop)),
+                 ("publisher", _publisher, (engine, store, secret_key, settings, stop))]
         if settings.gc_interval_seconds > 0:
             loops.append(("gc", gc.run_periodically,
                          (engine, store, settings.gc_interval_seconds, settings.gc_grace_seconds, stop)))
@@ -85,18 +83,12 @@ def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
             stop.set()
             for thread in threads:
                 thread.join(timeout=10)
-            app.state.load.close()
+            load.close()
             engine.dispose()
 
     app = FastAPI(title="envyard", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None, description="Environment builder and reproducibility service.")
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.store = store
-    app.state.token_cache = TokenCache()
-    app.state.load = LoadControls(settings, engine)  # per-token limits, the log-stream hub, spec-check threads
-    app.state.admin_token = admin_token
-    app.state.secret_key = secret_key
+    install_state(app, AppState(settings, engine, store, load, admin_token, secret_key))
     install_problem_handlers(app)
     for module in (health, catalog, builds, jobs, tokens, registry_targets, admin, distribution):
         app.include_router(module.router)

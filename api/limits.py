@@ -27,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from fastapi import Request
 from sqlalchemy import Engine
 
-from envyard.api.auth import Principal
+from envyard.api.auth.principals import Principal
 from envyard.api.services.builds import CheckedSpec, check_submission
 from envyard.api.services.logs import LogHub
 from envyard.api.services.specs import submission_policy

@@ -31,7 +31,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from envyard.api.auth import Action, authorize
+from envyard.api.auth.principals import Action
+from envyard.api.deps import authorize
 
 __all__ = [
     "ASSETS_PATH", "DOCS_PATHS", "EXTRA_STATUSES", "SUCCESS_CONTENT", "OciErrors", "Problem", "document_responses",

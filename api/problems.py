@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 
 from envyard.api.auth import BEARER_ERROR, is_registry_path
+from envyard.api.auth.registry_tokens import REGISTRY_SERVICE
 from envyard.api.openapi import DOCS_PATHS
-from envyard.api.registry_tokens import REGISTRY_SERVICE
 from envyard.builder.errors import PROBLEM_BASE, EnvyardError
 
 PROBLEM_JSON = "application/problem+json"

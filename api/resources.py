@@ -2,14 +2,16 @@
 
 Each dependency takes all the path parameters of its resource with their strict types (:data:`api.ids.Id` for ids),
 so FastAPI answers 422 for anything that is not a canonical id before anything is looked up; then it loads the
-resource with exactly those values, and :func:`api.auth.check` decides on the namespaces it belongs to. A route
-takes one such dependency per resource, and one for all the parameters of a resource named by several (a grant:
-namespace and token id), since FastAPI runs a dependency whose parameters are valid even when another's are not.
-The route receives what was authorized (the build, the environment, ...) and works on that, not on the raw path.
+resource with exactly those values, and :func:`envyard.api.auth.policy.check` decides on the namespaces it
+belongs to. A route takes one such dependency per resource, and one for all the parameters of a resource named by
+several (a grant: namespace and token id), since FastAPI runs a dependency whose parameters are valid even when
+another's are not. The route receives what was authorized (the build, the environment, ...) and works on that, not
+on the raw path.
 
 A resource that does not exist is answered like one the caller may not read (the kind's 404; 401 without
-credentials), so ids and names tell nothing about other namespaces. The lookups use a short session of their
-own: a streaming route (logs, uploads) holds no database connection for them.
+credentials), so ids and names tell nothing about other namespaces. The lookups use a short session of their own
+(:func:`envyard.api.db.session_scope` on the engine of :func:`envyard.api.deps.get_engine`): a streaming route
+(logs, uploads) holds no database connection for them.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine
+from sqlmodel import col, select
 
-from envyard.api.auth import Action, Principal, check, current_principal, public_namespaces
+from envyard.api.auth.policy import allows, check
+from envyard.api.auth.principals import Action, Principal, public_namespaces
+from envyard.api.db import session_scope
+from envyard.api.deps import EngineDep, current_principal
 from envyard.api.ids import Id
 from envyard.api.models import ApiToken, Build, BuildArtifact, Environment, Namespace
 from envyard.builder.errors import NotFoundError
@@ -44,10 +50,6 @@ PRINCIPAL = Depends(current_principal)
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def _session(request: Request) -> Session:
-    return Session(request.app.state.engine, expire_on_commit=False)
-
-
 def _named(dependency: Callable[..., object], kind: str, action: Action) -> None:
     dependency.__name__ = f"{kind}_for_{action}"
 
@@ -55,8 +57,8 @@ def _named(dependency: Callable[..., object], kind: str, action: Action) -> None
 # --- builds (build_id, and other_id of a diff; the worker protocol's build_id) ----------------------------------------
 
 
-def _build(request: Request, principal: Principal, action: Action, build_id: int) -> Build:
-    with _session(request) as session:
+def _build(request: Request, engine: Engine, principal: Principal, action: Action, build_id: int) -> Build:
+    with session_scope(engine) as session:
         found = session.exec(
             select(Build, Namespace.name).join(Environment, col(Environment.id) == Build.environment_id)
             .join(Namespace, col(Namespace.id) == Environment.namespace_id).where(col(Build.id) == build_id)
@@ -70,8 +72,8 @@ def _build(request: Request, principal: Principal, action: Action, build_id: int
 def build_for(action: Action) -> Callable[..., Build]:
     """The build of path parameter ``build_id``, if the caller may ``action`` its namespace."""
 
-    def dependency(request: Request, build_id: Id, principal: Principal = PRINCIPAL) -> Build:
-        return _build(request, principal, action, build_id)
+    def dependency(request: Request, engine: EngineDep, build_id: Id, principal: Principal = PRINCIPAL) -> Build:
+        return _build(request, engine, principal, action, build_id)
 
     _named(dependency, "build", action)
     return dependency
@@ -89,8 +91,10 @@ def build_pair_for(action: Action) -> Callable[..., BuildPair]:
     """Both builds of a path naming two (a diff), if the caller may ``action`` each; one dependency, so that an
     invalid id in either place is a 422 before anything is decided."""
 
-    def dependency(request: Request, build_id: Id, other_id: Id, principal: Principal = PRINCIPAL) -> BuildPair:
-        return BuildPair(_build(request, principal, action, build_id), _build(request, principal, action, other_id))
+    def dependency(request: Request, engine: EngineDep, build_id: Id, other_id: Id,
+                   principal: Principal = PRINCIPAL) -> BuildPair:
+        return BuildPair(_build(request, engine, principal, action, build_id), _build(request, engine, principal,
+                         action, other_id))
 
     _named(dependency, "build_pair", action)
     return dependency
@@ -99,8 +103,8 @@ def build_pair_for(action: Action) -> Callable[..., BuildPair]:
 # --- namespaces and environments -------------------------------------------------------------------------------------
 
 
-def _namespace(request: Request, principal: Principal, action: Action, namespace: str) -> Namespace:
-    with _session(request) as session:
+def _namespace(request: Request, engine: Engine, principal: Principal, action: Action, namespace: str) -> Namespace:
+    with session_scope(engine) as session:
         found = session.exec(select(Namespace).where(Namespace.name == namespace)).first()
     check(request, principal, action, frozenset({found.name}) if found else frozenset(), label="this namespace",
           hidden=lambda: NotFoundError(f"namespace '{namespace}' does not exist",
@@ -112,8 +116,8 @@ def _namespace(request: Request, principal: Principal, action: Action, namespace
 def namespace_for(action: Action) -> Callable[..., Namespace]:
     """The namespace of path parameter ``namespace``, if the caller may ``action`` it."""
 
-    def dependency(request: Request, namespace: str, principal: Principal = PRINCIPAL) -> Namespace:
-        return _namespace(request, principal, action, namespace)
+    def dependency(request: Request, engine: EngineDep, namespace: str, principal: Principal = PRINCIPAL) -> Namespace:
+        return _namespace(request, engine, principal, action, namespace)
 
     _named(dependency, "namespace", action)
     return dependency
@@ -131,10 +135,10 @@ class EnvironmentRef:
         return self.environment.name
 
 
-def visible_environment(request: Request, principal: Principal, action: Action, namespace: str,
+def visible_environment(request: Request, engine: Engine, principal: Principal, action: Action, namespace: str,
                         name: str) -> EnvironmentRef:
     """Environment ``namespace/name`` if ``principal`` may ``action`` it; its 404 alike when unknown or hidden."""
-    with _session(request) as session:
+    with session_scope(engine) as session:
         found = session.exec(
             select(Environment).join(Namespace, col(Namespace.id) == Environment.namespace_id)
             .where(Namespace.name == namespace, Environment.name == name)
@@ -150,8 +154,9 @@ def visible_environment(request: Request, principal: Principal, action: Action, 
 def environment_for(action: Action) -> Callable[..., EnvironmentRef]:
     """The environment of path parameters ``namespace`` and ``name``, if the caller may ``action`` it."""
 
-    def dependency(request: Request, namespace: str, name: str, principal: Principal = PRINCIPAL) -> EnvironmentRef:
-        return visible_environment(request, principal, action, namespace, name)
+    def dependency(request: Request, engine: EngineDep, namespace: str, name: str,
+                   principal: Principal = PRINCIPAL) -> EnvironmentRef:
+        return visible_environment(request, engine, principal, action, namespace, name)
 
     _named(dependency, "environment", action)
     return dependency
@@ -164,10 +169,10 @@ def blob_for(action: Action) -> Callable[..., BuildArtifact]:
     """An artifact with the digest of path parameter ``digest`` (``sha256:<hex>``) in a namespace the caller may
     ``action`` (a blob may belong to builds of several namespaces: one of them suffices)."""
 
-    def dependency(request: Request, digest: str, principal: Principal = PRINCIPAL) -> BuildArtifact:
+    def dependency(request: Request, engine: EngineDep, digest: str, principal: Principal = PRINCIPAL) -> BuildArtifact:
         rows: list[tuple[BuildArtifact, str]] = []
         if SHA256.fullmatch(digest):
-            with _session(request) as session:
+            with session_scope(engine) as session:
                 rows = [(a, n) for a, n in session.exec(
                     select(BuildArtifact, Namespace.name).join(Build, col(Build.id) == BuildArtifact.build_id)
                     .join(Environment, col(Environment.id) == Build.environment_id)
@@ -179,8 +184,8 @@ def blob_for(action: Action) -> Callable[..., BuildArtifact]:
                                  hint="digests look like sha256:<64 hex digits>; see a build's artifact list")
 
         allowed = check(request, principal, action, frozenset(n for _, n in rows), label="this blob", hidden=missing)
-        public = public_namespaces(request) if allowed.restricted else frozenset()
-        found = next((a for a, n in rows if allowed.allows(action, n, public)), None)  # check() saw one
+        public = public_namespaces(allowed.source) if allowed.restricted and allowed.source else frozenset()
+        found = next((a for a, n in rows if allows(allowed, action, n, public)), None)  # check() saw one
         if found is None:
             raise missing()
         return found
@@ -189,9 +194,9 @@ def blob_for(action: Action) -> Callable[..., BuildArtifact]:
     return dependency
 
 
-def _token(request: Request, principal: Principal, action: Action, token_id: int) -> ApiToken:
+def _token(request: Request, engine: Engine, principal: Principal, action: Action, token_id: int) -> ApiToken:
     check(request, principal, action, None)  # tokens belong to no namespace: the role decides, before any lookup
-    with _session(request) as session:
+    with session_scope(engine) as session:
         found = session.get(ApiToken, token_id)
     if found is None:
         raise NotFoundError(f"token {token_id} does not exist", field="token_id",
@@ -203,8 +208,8 @@ def token_for(action: Action) -> Callable[..., ApiToken]:
     """The token of path parameter ``token_id`` (revoked ones included), for callers whose role allows
     ``action``."""
 
-    def dependency(request: Request, token_id: Id, principal: Principal = PRINCIPAL) -> ApiToken:
-        return _token(request, principal, action, token_id)
+    def dependency(request: Request, engine: EngineDep, token_id: Id, principal: Principal = PRINCIPAL) -> ApiToken:
+        return _token(request, engine, principal, action, token_id)
 
     _named(dependency, "token", action)
     return dependency
@@ -223,9 +228,10 @@ def grant_for(action: Action) -> Callable[..., GrantRef]:
     """The namespace and token of a grant's path, if the caller may ``action`` the namespace. One dependency for
     both parameters, so that an invalid ``token_id`` is a 422 before anything is decided."""
 
-    def dependency(request: Request, namespace: str, token_id: Id, principal: Principal = PRINCIPAL) -> GrantRef:
-        found = _namespace(request, principal, action, namespace)
-        return GrantRef(found, _token(request, principal, action, token_id))
+    def dependency(request: Request, engine: EngineDep, namespace: str, token_id: Id,
+                   principal: Principal = PRINCIPAL) -> GrantRef:
+        found = _namespace(request, engine, principal, action, namespace)
+        return GrantRef(found, _token(request, engine, principal, action, token_id))
 
     _named(dependency, "grant", action)
     return dependency

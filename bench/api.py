@@ -464,11 +464,13 @@ def breakdown(url: str, work: Path, probes: list[Probe], repeat: int = 30) -> No
     from sqlalchemy import event
 
     from envyard.api.app import create_app
+    from envyard.api.deps import app_state
     from envyard.api.settings import ServiceSettings
 
     warnings.simplefilter("ignore")
     app = create_app(ServiceSettings(data_dir=work / "data-inprocess", database_url=url))
-    engine = app.state.engine
+    state = app_state(app)
+    engine = state.engine
     statements: list[tuple[str, Any, float]] = []
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -485,7 +487,7 @@ def breakdown(url: str, work: Path, probes: list[Probe], repeat: int = 30) -> No
         rows = []
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench",
-                                     headers={"Authorization": f"Bearer {app.state.admin_token}"}) as client:
+                                     headers={"Authorization": f"Bearer {state.admin_token}"}) as client:
             for probe in probes:
                 totals, db, counts = [], [], []
                 per_statement: dict[str, list[float]] = {}

@@ -10,7 +10,7 @@ A registry client that meets ``WWW-Authenticate: Bearer realm=".../v2/token",ser
 /v2/ asks ``GET /v2/token`` for a token, with Basic auth (any user name, an envyard token as password) or without
 credentials. The reply grants pull of the requested repositories the caller may read (a public namespace's for
 anyone), nothing else: push is never granted, unknown or unreadable repositories are left out. Wrong credentials
-are a 401. The token (a signed JWT, see :func:`envyard.api.registry_tokens.sign_registry_token`) is then sent as
+are a 401. The token (a signed JWT, see :func:`envyard.api.auth.registry_tokens.sign_registry_token`) is then sent as
 ``Authorization: Bearer`` on /v2/ until it expires.
 """
 
@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 
 from fastapi import Depends, Request
 
-from envyard.api.auth import Action, Principal, check, current_principal, may
+from envyard.api.auth import Action, Principal, check, may
+from envyard.api.auth.registry_tokens import REGISTRY_TOKEN_SECONDS, registry_token_key, sign_registry_token
+from envyard.api.deps import current_principal
 from envyard.api.distribution.references import Repository, parse_repository
-from envyard.api.registry_tokens import REGISTRY_TOKEN_SECONDS, registry_token_key, sign_registry_token
 from envyard.api.schemas import RegistryToken
 from envyard.builder.errors import PermissionDeniedError
 

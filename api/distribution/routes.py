@@ -13,45 +13,42 @@ import json
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlmodel import Session
 
-from envyard.api.auth import Action, Principal, authorize
-from envyard.api.deps import get_session, get_settings, get_store
+from envyard.api.auth import Action, Principal
+from envyard.api.deps import Reader, SecretKeyDep, SessionDep, SettingsDep, StoreDep, authorize
 from envyard.api.distribution.access import granted, issue_token, repository
 from envyard.api.distribution.references import Repository, byte_range, requested_pulls
 from envyard.api.distribution.service import find_blob, find_manifest, list_referrers, list_tags
 from envyard.api.problems import REGISTRY_HEADERS
 from envyard.api.schemas import RegistryToken
-from envyard.api.settings import ServiceSettings
-from envyard.api.storage import ArtifactStore
 from envyard.builder.oci.model import MEDIA_TYPE_INDEX
 
 __all__ = ["REDIRECT_SECONDS", "router"]
 
 router = APIRouter(prefix="/v2", tags=["registry"])
-READ = Depends(authorize(Action.READ))
 TOKEN = Depends(authorize(Action.READ, anonymous=True))
 PULL = Depends(repository)
 REDIRECT_SECONDS = 900
 
 
 @router.get("/token")
-def token(request: Request, scope: list[str] = Query(default=[], description="repository:NAMESPACE/ENV:pull"),
+def token(request: Request, secret_key: SecretKeyDep,
+          scope: list[str] = Query(default=[], description="repository:NAMESPACE/ENV:pull"),
           service: str | None = Query(default=None, description="envyard"),
           principal: Principal = TOKEN) -> RegistryToken:
     """A registry token for the repositories of ``scope`` the caller may pull."""
-    return issue_token(request.app.state.secret_key, principal,
+    return issue_token(secret_key, principal,
                        granted(request, principal, requested_pulls(scope)))
 
 
 @router.get("/")
-def base(_: Principal = READ) -> Response:
+def base(_: Reader) -> Response:
     return Response("{}", media_type="application/json", headers=REGISTRY_HEADERS)
 
 
 @router.api_route("/{name:path}/manifests/{reference}", methods=["GET", "HEAD"], response_class=Response)
-def manifest(reference: str, request: Request, session: Session = Depends(get_session),
-             store: ArtifactStore = Depends(get_store), repo: Repository = PULL) -> Response:
+def manifest(reference: str, request: Request, session: SessionDep, store: StoreDep,
+             repo: Repository = PULL) -> Response:
     found = find_manifest(session, repo, reference)
     headers = {**REGISTRY_HEADERS, "Docker-Content-Digest": f"sha256:{found.sha256}",
                "Content-Length": str(found.size), "ETag": f'"sha256:{found.sha256}"'}
@@ -61,9 +58,8 @@ def manifest(reference: str, request: Request, session: Session = Depends(get_se
 
 
 @router.api_route("/{name:path}/blobs/{digest}", methods=["GET", "HEAD"], response_class=Response)
-def blob(digest: str, request: Request, range_header: str = Header(default="", alias="range"),
-         session: Session = Depends(get_session), store: ArtifactStore = Depends(get_store),
-         settings: ServiceSettings = Depends(get_settings), repo: Repository = PULL) -> Response:
+def blob(digest: str, request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
+         range_header: str = Header(default="", alias="range"), repo: Repository = PULL) -> Response:
     artifact = find_blob(session, repo, digest)
     headers = {**REGISTRY_HEADERS, "Docker-Content-Digest": digest, "Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
     if request.method == "GET" and settings.registry_blob_redirect:
@@ -86,8 +82,8 @@ def blob(digest: str, request: Request, range_header: str = Header(default="", a
 
 
 @router.get("/{name:path}/tags/list")
-def tags(request: Request, n: int | None = Query(default=None, ge=0), last: str | None = None,
-         session: Session = Depends(get_session), repo: Repository = PULL) -> Response:
+def tags(request: Request, session: SessionDep, n: int | None = Query(default=None, ge=0), last: str | None = None,
+         repo: Repository = PULL) -> Response:
     """Tags in lexical order: the ids of completed builds with an image, and ``latest`` when it is one of them."""
     page = list_tags(session, repo, n, last)
     headers = dict(REGISTRY_HEADERS)
@@ -98,8 +94,8 @@ def tags(request: Request, n: int | None = Query(default=None, ge=0), last: str 
 
 
 @router.get("/{name:path}/referrers/{digest}")
-def referrers_list(digest: str, artifact_type: str | None = Query(default=None, alias="artifactType"),
-                   session: Session = Depends(get_session), store: ArtifactStore = Depends(get_store),
+def referrers_list(digest: str, session: SessionDep, store: StoreDep,
+                   artifact_type: str | None = Query(default=None, alias="artifactType"),
                    repo: Repository = PULL) -> Response:
     """An image index of the manifests in this repository whose subject is ``digest`` (empty when none)."""
     index = list_referrers(session, store, repo, digest, artifact_type)

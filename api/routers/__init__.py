@@ -1,5 +1,6 @@
-"""Thin routers: validate, authorize (a resource dependency of api.resources for what the path names, else
-api.auth.authorize for the role), call one service function."""
+"""Thin routers: validate, authorize (a resource dependency of envyard.api.resources for what the path names, else
+the ``Reader``/``Editor``/``Admin``/``Worker`` principal of envyard.api.deps for the role), call service functions,
+commit. Everything a route needs comes as a parameter from envyard.api.deps (``SessionDep``, ``StoreDep``, ...)."""
 
 # the public names of this package: its modules
 __all__ = [

@@ -9,12 +9,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from envyard.api.auth import Action, Principal, authorize, current_principal, readable_namespaces
-from envyard.api.deps import get_session, get_store
+from envyard.api.auth.principals import Action
+from envyard.api.auth.scope import readable_namespaces
+from envyard.api.deps import CurrentPrincipal, EngineDep, LoadDep, Reader, SessionDep, StoreDep
 from envyard.api.ids import EventId
-from envyard.api.limits import LoadControls, Slot
+from envyard.api.limits import Slot
 from envyard.api.models import Build, BuildArtifact, BuildStatus, Spec
 from envyard.api.resources import BuildPair, blob_for, build_for, build_pair_for, visible_environment
 from envyard.api.schemas import ArtifactRead, BuildDiff, BuildRead, Page
@@ -23,7 +24,6 @@ from envyard.api.storage import ArtifactStore
 from envyard.builder.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1", tags=["builds"])
-READ = Depends(authorize(Action.READ))
 READ_BUILD = Depends(build_for(Action.READ))
 WRITE_BUILD = Depends(build_for(Action.WRITE))
 READ_PAIR = Depends(build_pair_for(Action.READ))
@@ -32,46 +32,45 @@ KEEPALIVE_SECONDS = 10.0
 
 
 @router.get("/builds")
-def list_builds(request: Request, environment: str | None = Query(default=None, description="NAMESPACE/NAME"),
+def list_builds(request: Request, engine: EngineDep, session: SessionDep, principal: Reader,
+                environment: str | None = Query(default=None, description="NAMESPACE/NAME"),
                 status: BuildStatus | None = None, cursor: str | None = None,
-                limit: int = Query(default=50, ge=1, le=500), session: Session = Depends(get_session),
-                principal: Principal = READ) -> Page[BuildRead]:
+                limit: int = Query(default=50, ge=1, le=500)) -> Page[BuildRead]:
     if environment:  # unknown and unreadable environments alike: 404
         namespace, _, name = environment.partition("/")
-        visible_environment(request, principal, Action.READ, namespace, name)
+        visible_environment(request, engine, principal, Action.READ, namespace, name)
     rows, next_cursor = builds.list_builds(session, environment=environment, status=status, cursor=cursor,
-                                           limit=limit, readable=readable_namespaces(request, principal))
+                                           limit=limit, readable=readable_namespaces(principal))
     return Page[BuildRead](items=builds.to_read(session, rows, request.url.netloc), next_cursor=next_cursor)
 
 
 @router.get("/builds/{build_id}")
-def get_build(request: Request, session: Session = Depends(get_session), build: Build = READ_BUILD) -> BuildRead:
+def get_build(request: Request, session: SessionDep, build: Build = READ_BUILD) -> BuildRead:
     return builds.to_read(session, [build], request.url.netloc)[0]
 
 
 @router.post("/builds/{build_id}/cancel")
-def cancel_build(request: Request, session: Session = Depends(get_session), target: Build = WRITE_BUILD) -> BuildRead:
+def cancel_build(request: Request, session: SessionDep, target: Build = WRITE_BUILD) -> BuildRead:
     build = builds.cancel_build(session, target.id or 0)
     session.commit()
     return builds.to_read(session, [build], request.url.netloc)[0]
 
 
 @router.post("/builds/{build_id}/rebuild", status_code=201)
-def rebuild(request: Request, session: Session = Depends(get_session), old: Build = WRITE_BUILD,
-            principal: Principal = Depends(current_principal)) -> BuildRead:
+def rebuild(request: Request, session: SessionDep, principal: CurrentPrincipal, old: Build = WRITE_BUILD) -> BuildRead:
     build = builds.rebuild(session, old.id or 0, principal.name)
     session.commit()
     return builds.to_read(session, [build], request.url.netloc)[0]
 
 
 @router.get("/builds/{build_id}/diff/{other_id}")
-def diff(session: Session = Depends(get_session), pair: BuildPair = READ_PAIR) -> BuildDiff:
+def diff(session: SessionDep, pair: BuildPair = READ_PAIR) -> BuildDiff:
     """What changed from build ``build_id`` to build ``other_id``."""
     return builds.diff_builds(session, pair.build.id or 0, pair.other.id or 0)
 
 
 @router.get("/builds/{build_id}/spec", response_class=Response)
-def get_spec(session: Session = Depends(get_session), build: Build = READ_BUILD) -> Response:
+def get_spec(session: SessionDep, build: Build = READ_BUILD) -> Response:
     spec = session.get(Spec, build.spec_id)
     assert spec is not None
     return Response(spec.content, media_type="text/yaml",
@@ -79,20 +78,19 @@ def get_spec(session: Session = Depends(get_session), build: Build = READ_BUILD)
 
 
 @router.get("/builds/{build_id}/logs", response_class=Response)
-def get_logs(request: Request, follow: bool = False, accept: str = Header(default=""),
-             last_event_id: Annotated[EventId, Header()] = 0, build: Build = READ_BUILD,
-             principal: Principal = Depends(current_principal)) -> Response:
+def get_logs(request: Request, load: LoadDep, engine: EngineDep, principal: CurrentPrincipal, follow: bool = False,
+             accept: str = Header(default=""),
+             last_event_id: Annotated[EventId, Header()] = 0, build: Build = READ_BUILD) -> Response:
     """The log as text; as Server-Sent Events (``?follow=true`` or ``Accept: text/event-stream``) while running.
     A token may hold ``max_log_streams_per_token`` streams open (429 beyond). No database connection is held:
     the log is read in short sessions."""
     build_id = build.id or 0
     if follow or "text/event-stream" in accept:
-        load: LoadControls = request.app.state.load
         slot = load.stream_slot(request, principal)
         events = _log_events(load.log_hub, build_id, last_event_id, slot)
         weakref.finalize(events, slot.release)  # also when the stream never starts (the client left at once)
         return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    return StreamingResponse(logs.iter_log(request.app.state.engine, build_id),
+    return StreamingResponse(logs.iter_log(engine, build_id),
                              media_type="text/plain; charset=utf-8")
 
 
@@ -121,7 +119,7 @@ def _artifact_url(request: Request, build_id: int, name: str) -> str:
 
 
 @router.get("/builds/{build_id}/artifacts")
-def list_artifacts(request: Request, kind: str | None = None, session: Session = Depends(get_session),
+def list_artifacts(request: Request, session: SessionDep, kind: str | None = None,
                    build: Build = READ_BUILD) -> list[ArtifactRead]:
     build_id = build.id or 0
     query = select(BuildArtifact).where(BuildArtifact.build_id == build_id)
@@ -145,8 +143,8 @@ def _stream(store: ArtifactStore, artifact: BuildArtifact, disposition: str, pre
 
 
 @router.get("/builds/{build_id}/artifacts/{name:path}", name="download_artifact", response_class=Response)
-def download_artifact(name: str, presigned: bool = False, session: Session = Depends(get_session),
-                      store: ArtifactStore = Depends(get_store), build: Build = READ_BUILD) -> Response:
+def download_artifact(name: str, session: SessionDep, store: StoreDep, presigned: bool = False,
+                      build: Build = READ_BUILD) -> Response:
     """The artifact's bytes (``?presigned=true``: a redirect to the object store, where it has one)."""
     build_id = build.id or 0
     artifact = session.exec(
@@ -159,7 +157,6 @@ def download_artifact(name: str, presigned: bool = False, session: Session = Dep
 
 
 @router.get("/blobs/{digest}", response_class=Response)
-def get_blob(presigned: bool = False, store: ArtifactStore = Depends(get_store),
-             artifact: BuildArtifact = READ_BLOB) -> Response:
+def get_blob(store: StoreDep, presigned: bool = False, artifact: BuildArtifact = READ_BLOB) -> Response:
     """Any published artifact by its digest (``sha256:<hex>``) in a namespace the caller may read."""
     return _stream(store, artifact, f'attachment; filename="{artifact.name}"', presigned)

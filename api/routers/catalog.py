@@ -6,8 +6,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from envyard.api.auth import Action, Principal, authorize, current_principal, readable_namespaces, require
-from envyard.api.deps import get_session
+from envyard.api.auth.policy import require
+from envyard.api.auth.principals import Action, Principal, TokenCache
+from envyard.api.auth.scope import readable_namespaces
+from envyard.api.deps import CurrentPrincipal, Editor, LoadDep, Reader, SessionDep, SettingsDep, TokenCacheDep
 from envyard.api.models import ApiToken, Build, Environment, Namespace, NamespaceGrant, NamespaceRole
 from envyard.api.resources import EnvironmentRef, GrantRef, environment_for, grant_for, namespace_for
 from envyard.api.schemas import (
@@ -25,11 +27,9 @@ from envyard.api.schemas import (
     SetCurrent,
 )
 from envyard.api.services import builds, catalog
+from envyard.api.settings import ServiceSettings
 
 router = APIRouter(prefix="/api/v1", tags=["environments"])
-READ = Depends(authorize(Action.READ))
-WRITE = Depends(authorize(Action.WRITE))
-ADMIN = Depends(authorize(Action.ADMIN))
 READ_NAMESPACE = Depends(namespace_for(Action.READ))
 WRITE_NAMESPACE = Depends(namespace_for(Action.WRITE))
 ADMIN_NAMESPACE = Depends(namespace_for(Action.ADMIN))
@@ -43,14 +43,14 @@ def _namespace_view(namespace: Namespace, environments: int = 0) -> NamespaceRea
                          environments=environments, public=namespace.public, allow_sdists=namespace.allow_sdists)
 
 
-def _forget_access(request: Request) -> None:
+def _forget_access(cache: TokenCache) -> None:
     """Drop cached principals and public namespaces after an access change (other replicas: within seconds)."""
-    request.app.state.token_cache.clear()
+    cache.clear()
 
 
 @router.post("/namespaces", status_code=201)
-def create_namespace(body: NamespaceCreate, session: Session = Depends(get_session),
-                     principal: Principal = WRITE) -> NamespaceRead:
+def create_namespace(body: NamespaceCreate, session: SessionDep,
+                     principal: Editor) -> NamespaceRead:
     """A new namespace; a user token that creates one becomes its editor."""
     namespace = catalog.create_namespace(session, body.name, body.description,
                                          editor=principal.token_id if principal.restricted else None)
@@ -59,11 +59,11 @@ def create_namespace(body: NamespaceCreate, session: Session = Depends(get_sessi
 
 
 @router.get("/namespaces")
-def list_namespaces(request: Request, session: Session = Depends(get_session),
-                    principal: Principal = READ) -> list[NamespaceRead]:
+def list_namespaces(request: Request, session: SessionDep,
+                    principal: Reader) -> list[NamespaceRead]:
     """The namespaces the caller may read."""
     return [_namespace_view(n, count)
-            for n, count in catalog.list_namespaces(session, readable_namespaces(request, principal))]
+            for n, count in catalog.list_namespaces(session, readable_namespaces(principal))]
 
 
 @router.get("/namespaces/{namespace}")
@@ -72,23 +72,23 @@ def get_namespace(found: Namespace = READ_NAMESPACE) -> NamespaceRead:
 
 
 @router.patch("/namespaces/{namespace}")
-def update_namespace(body: NamespaceUpdate, request: Request, session: Session = Depends(get_session),
+def update_namespace(body: NamespaceUpdate, request: Request, session: SessionDep, cache: TokenCacheDep,
                      namespace: Namespace = ADMIN_NAMESPACE) -> NamespaceRead:
     """Make a namespace public (anyone may read and pull it, without a token) or private; edit its description;
     allow or forbid pip source distributions in its builds (admin only)."""
     found = catalog.update_namespace(session, namespace.name, public=body.public, description=body.description,
                                      allow_sdists=body.allow_sdists)
     session.commit()
-    _forget_access(request)
+    _forget_access(cache)
     return _namespace_view(found)
 
 
 @router.delete("/namespaces/{namespace}", status_code=204)
-def delete_namespace(request: Request, session: Session = Depends(get_session),
+def delete_namespace(request: Request, session: SessionDep, cache: TokenCacheDep,
                      namespace: Namespace = WRITE_NAMESPACE) -> Response:
     catalog.delete_namespace(session, namespace.name)
     session.commit()
-    _forget_access(request)
+    _forget_access(cache)
     return Response(status_code=204)
 
 
@@ -98,26 +98,26 @@ def _grant_view(namespace: str, grant: NamespaceGrant, token: ApiToken) -> Grant
 
 
 @router.get("/namespaces/{namespace}/grants")
-def list_grants(session: Session = Depends(get_session), namespace: Namespace = ADMIN_NAMESPACE) -> list[GrantRead]:
+def list_grants(session: SessionDep, namespace: Namespace = ADMIN_NAMESPACE) -> list[GrantRead]:
     """Which tokens have which role on the namespace (admin and worker tokens need none)."""
     return [_grant_view(namespace.name, grant, token) for grant, token in catalog.list_grants(session, namespace.name)]
 
 
 @router.put("/namespaces/{namespace}/grants/{token_id}")
-def set_grant(body: GrantSet, request: Request, session: Session = Depends(get_session),
+def set_grant(body: GrantSet, request: Request, session: SessionDep, cache: TokenCacheDep,
               ref: GrantRef = GRANT) -> GrantRead:
     """Give a user or reader token a role on the namespace: viewer (read, pull) or editor (also build)."""
     grant, token = catalog.set_grant(session, ref.namespace.name, ref.token.id or 0, NamespaceRole(body.role))
     session.commit()
-    _forget_access(request)
+    _forget_access(cache)
     return _grant_view(ref.namespace.name, grant, token)
 
 
 @router.delete("/namespaces/{namespace}/grants/{token_id}", status_code=204)
-def delete_grant(request: Request, session: Session = Depends(get_session), ref: GrantRef = GRANT) -> Response:
+def delete_grant(request: Request, session: SessionDep, cache: TokenCacheDep, ref: GrantRef = GRANT) -> Response:
     catalog.delete_grant(session, ref.namespace.name, ref.token.id or 0)
     session.commit()
-    _forget_access(request)
+    _forget_access(cache)
     return Response(status_code=204)
 
 
@@ -130,9 +130,9 @@ def _environment_view(session: Session, request: Request, environment: Environme
 
 @router.post("/environments", status_code=201)
 async def create_environment(body: EnvironmentCreate, request: Request, response: Response,
-                             session: Session = Depends(get_session), principal: Principal = WRITE) -> BuildRead:
+                             session: SessionDep, load: LoadDep, settings: SettingsDep, principal: Editor) -> BuildRead:
     """Create the environment (and namespace: a user token becomes its editor) if needed and submit a build."""
-    spec = await request.app.state.load.check_spec(request, principal, body.filename, body.spec, body.platforms,
+    spec = await load.check_spec(request, principal, body.filename, body.spec, body.platforms,
                                                   body.options.channel_alias)
 
     def store() -> BuildRead:  # the transaction opens once the spec is parsed
@@ -141,7 +141,7 @@ async def create_environment(body: EnvironmentCreate, request: Request, response
             require(request, principal, Action.WRITE, body.namespace)  # the namespace is in the body, not the path
         submitted = builds.submit_build(
             session, body.namespace, body.name, spec=spec, options=body.options, relock=body.relock, create=True,
-            description=body.description, requested_by=principal.name, max_waiting=_max_waiting(request, principal),
+            description=body.description, requested_by=principal.name, max_waiting=_max_waiting(settings, principal),
         )
         session.commit()
         return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
@@ -152,27 +152,22 @@ async def create_environment(body: EnvironmentCreate, request: Request, response
     return view
 
 
-def _max_waiting(request: Request, principal: Principal) -> int | None:
+def _max_waiting(settings: ServiceSettings, principal: Principal) -> int | None:
     """Builds a token may have queued or running; admin and worker tokens are not limited."""
-    return int(request.app.state.settings.max_waiting_builds_per_token) if principal.restricted else None
+    return int(settings.max_waiting_builds_per_token) if principal.restricted else None
 
 
 @router.get("/environments")
-def list_environments(
-    request: Request,
-    namespace: str | None = None,
-    name: str | None = Query(default=None, description="Environments whose name contains this."),
-    package: str | None = Query(default=None, description="Whose current build contains this package."),
-    package_version: str | None = Query(default=None, description="... at this exact version."),
-    cursor: str | None = None,
-    limit: int = Query(default=50, ge=1, le=500),
-    session: Session = Depends(get_session),
-    principal: Principal = READ,
-) -> Page[EnvironmentRead]:
+def list_environments(request: Request, session: SessionDep, principal: Reader, namespace: str | None = None,
+                      name: str | None = Query(default=None, description="Environments whose name contains this."),
+                      package: str | None = Query(default=None,
+                                                  description="Whose current build contains this package."),
+                      package_version: str | None = Query(default=None, description="... at this exact version."),
+                      cursor: str | None = None, limit: int = Query(default=50, ge=1, le=500)) -> Page[EnvironmentRead]:
     """Environments in the namespaces the caller may read."""
     rows, next_cursor = catalog.list_environments(session, namespace=namespace, name=name, package=package,
                                                   package_version=package_version, cursor=cursor, limit=limit,
-                                                  readable=readable_namespaces(request, principal))
+                                                  readable=readable_namespaces(principal))
     current = [b for _, _, b in rows if b is not None]
     views = {v.id: v for v in builds.to_read(session, current, request.url.netloc)}
     items = [EnvironmentRead(namespace=ns, name=e.name, description=e.description,
@@ -182,7 +177,7 @@ def list_environments(
 
 
 @router.get("/environments/{namespace}/{name}")
-def get_environment(request: Request, session: Session = Depends(get_session),
+def get_environment(request: Request, session: SessionDep,
                     ref: EnvironmentRef = READ_ENVIRONMENT) -> EnvironmentRead:
     environment = ref.environment
     current = session.get(Build, environment.current_build_id) if environment.current_build_id else None
@@ -190,7 +185,7 @@ def get_environment(request: Request, session: Session = Depends(get_session),
 
 
 @router.patch("/environments/{namespace}/{name}")
-def update_environment(body: EnvironmentUpdate, request: Request, session: Session = Depends(get_session),
+def update_environment(body: EnvironmentUpdate, request: Request, session: SessionDep,
                        ref: EnvironmentRef = WRITE_ENVIRONMENT) -> EnvironmentRead:
     namespace = ref.namespace
     environment = catalog.get_environment(session, namespace, ref.name)
@@ -203,23 +198,23 @@ def update_environment(body: EnvironmentUpdate, request: Request, session: Sessi
 
 
 @router.delete("/environments/{namespace}/{name}", status_code=204)
-def delete_environment(session: Session = Depends(get_session), ref: EnvironmentRef = WRITE_ENVIRONMENT) -> Response:
+def delete_environment(session: SessionDep, ref: EnvironmentRef = WRITE_ENVIRONMENT) -> Response:
     catalog.delete_environment(session, ref.namespace, ref.name)
     session.commit()
     return Response(status_code=204)
 
 
 @router.post("/environments/{namespace}/{name}/builds", status_code=201)
-async def submit_build(body: BuildSubmit, request: Request, response: Response,
-                       session: Session = Depends(get_session), ref: EnvironmentRef = WRITE_ENVIRONMENT,
-                       principal: Principal = Depends(current_principal)) -> BuildRead:
-    spec = await request.app.state.load.check_spec(request, principal, body.filename, body.spec, body.platforms,
+async def submit_build(body: BuildSubmit, request: Request, response: Response, session: SessionDep, load: LoadDep,
+                       settings: SettingsDep,
+                       principal: CurrentPrincipal, ref: EnvironmentRef = WRITE_ENVIRONMENT) -> BuildRead:
+    spec = await load.check_spec(request, principal, body.filename, body.spec, body.platforms,
                                                    body.options.channel_alias)
 
     def store() -> BuildRead:  # the transaction opens once the spec is parsed
         submitted = builds.submit_build(session, ref.namespace, ref.name, spec=spec, options=body.options,
                                         relock=body.relock, requested_by=principal.name,
-                                        max_waiting=_max_waiting(request, principal))
+                                        max_waiting=_max_waiting(settings, principal))
         session.commit()
         return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
 
@@ -230,7 +225,7 @@ async def submit_build(body: BuildSubmit, request: Request, response: Response,
 
 
 @router.put("/environments/{namespace}/{name}/current")
-def set_current(body: SetCurrent, request: Request, session: Session = Depends(get_session),
+def set_current(body: SetCurrent, request: Request, session: SessionDep,
                 ref: EnvironmentRef = WRITE_ENVIRONMENT) -> EnvironmentRead:
     """Point the environment at one of its completed builds (rollback)."""
     environment = builds.set_current(session, ref.namespace, ref.name, body.build_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from sqlalchemy import text
 
+from envyard.api.deps import EngineDep, StoreDep
 from envyard.api.problems import problem_response
 from envyard.builder.errors import EnvyardError, ServiceError
 
@@ -18,11 +19,11 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=None)
-def readyz(request: Request) -> dict[str, str] | object:
+def readyz(request: Request, engine: EngineDep, store: StoreDep) -> dict[str, str] | object:
     try:
-        with request.app.state.engine.connect() as connection:
+        with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
-        request.app.state.store.stat("0" * 64)
+        store.stat("0" * 64)
     except EnvyardError as exc:
         return problem_response(exc.to_problem(request.url.path), 503)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready

@@ -8,18 +8,16 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from envyard.api.auth import Action, Principal, authorize
-from envyard.api.deps import get_policy, get_session, get_store
+from envyard.api.auth.principals import Action
+from envyard.api.db import session_scope
+from envyard.api.deps import EngineDep, LeasePolicyDep, SessionDep, SettingsDep, StoreDep, Worker
 from envyard.api.ids import MAX_SIZE, Id
 from envyard.api.models import Build, BuildStatus
 from envyard.api.resources import build_for
 from envyard.api.schemas import BuildRead
 from envyard.api.services import builds, gc, jobs, logs
-from envyard.api.services.jobs import LeasePolicy
-from envyard.api.storage import ArtifactStore
 from envyard.builder.errors import NotFoundError
 from envyard.worker.protocol import (
     BlobReceipt,
@@ -37,29 +35,26 @@ from envyard.worker.protocol import (
 )
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["worker protocol"])
-WORK = Depends(authorize(Action.WORK))
 WORK_BUILD = Depends(build_for(Action.WORK))  # the build of the path, which must exist, for worker tokens
 CLAIM_POLL_SECONDS = 0.25
 UPLOAD_BATCH = 1024 * 1024
 
 
 @router.post("/claim", response_model=None, responses={200: {"model": Job}, 204: {"description": "nothing queued"}})
-async def claim(body: ClaimRequest, request: Request, policy: LeasePolicy = Depends(get_policy),
-                _: Principal = WORK) -> Job | Response:
+async def claim(body: ClaimRequest, request: Request, engine: EngineDep, settings: SettingsDep,
+                policy: LeasePolicyDep, _: Worker) -> Job | Response:
     """The oldest queued build this worker can run, leased to it; 204 when none came within wait_seconds."""
-    engine = request.app.state.engine
-    heartbeat_seconds = request.app.state.settings.heartbeat_seconds
+    heartbeat_seconds = settings.heartbeat_seconds
     loop = asyncio.get_running_loop()
     deadline = loop.time() + body.wait_seconds
 
     def attempt() -> Job | None:
-        with Session(engine, expire_on_commit=False) as session:
+        with session_scope(engine) as session:  # a transaction per attempt
             build = jobs.claim_build(session, body.worker, body.platforms, policy)
             if build is None:
                 return None
             logs.append_log(session, build.id or 0,
                             f"envyard: attempt {build.attempt} claimed by worker {body.worker}\n")
-            session.commit()
             return jobs.job_for(session, build, policy, heartbeat_seconds)
 
     while True:
@@ -72,50 +67,50 @@ async def claim(body: ClaimRequest, request: Request, policy: LeasePolicy = Depe
 
 
 @router.post("/{build_id}/heartbeat")
-def heartbeat(build_id: Id, body: LeaseRef, session: Session = Depends(get_session),
-              policy: LeasePolicy = Depends(get_policy), _: Build = WORK_BUILD) -> HeartbeatReply:
+def heartbeat(build_id: Id, body: LeaseRef, session: SessionDep,
+              policy: LeasePolicyDep, _: Build = WORK_BUILD) -> HeartbeatReply:
     build = jobs.heartbeat(session, build_id, body.lease_id, policy)
+    session.commit()
     assert build.lease_expires_at is not None
     return HeartbeatReply(cancel_requested=build.cancel_requested, lease_expires_at=build.lease_expires_at)
 
 
 @router.post("/{build_id}/stage")
-def stage(build_id: Id, body: StageUpdate, request: Request, session: Session = Depends(get_session),
+def stage(build_id: Id, body: StageUpdate, request: Request, session: SessionDep,
           _: Build = WORK_BUILD) -> BuildRead:
     build = jobs.set_stage(session, build_id, body.lease_id, BuildStatus(body.stage))
+    session.commit()
     return builds.to_read(session, [build], request.url.netloc)[0]
 
 
 @router.post("/{build_id}/logs", status_code=204)
-async def append_logs(build_id: Id, request: Request, lease_id: str = Query(),
+async def append_logs(build_id: Id, request: Request, engine: EngineDep, lease_id: str = Query(),
                       _: Build = WORK_BUILD) -> Response:
     """Append the request body (UTF-8 lines) to the build's log."""
     text = (await request.body()).decode("utf-8", errors="replace")
-    engine = request.app.state.engine
 
     def append() -> None:
-        with Session(engine) as session:
+        with session_scope(engine) as session:
             jobs.leased_build(session, build_id, lease_id)
             logs.append_log(session, build_id, text)
-            session.commit()
 
     await run_in_threadpool(append)
     return Response(status_code=204)
 
 
 @router.put("/{build_id}/blobs/{digest}", status_code=201)
-async def upload_blob(build_id: Id, digest: str, request: Request, lease_id: str = Query(),
+async def upload_blob(build_id: Id, digest: str, request: Request, engine: EngineDep, store: StoreDep,
+                      lease_id: str = Query(),
                       size: int = Query(ge=0, le=MAX_SIZE), _: Build = WORK_BUILD) -> UploadedBlob:
     """Stream a blob into the store; it is published only if its bytes hash to ``digest``."""
     algorithm, _sep, expected = digest.partition(":")
     if algorithm != "sha256" or len(expected) != 64:
         raise NotFoundError(f"'{digest}' is not a sha256 digest", field="digest", hint="use sha256:<64 hex digits>")
-    engine, store = request.app.state.engine, request.app.state.store
 
     def check_lease() -> None:
-        with Session(engine) as session:
+        with session_scope(engine) as session:
             jobs.leased_build(session, build_id, lease_id)
-            gc.hold_blobs(session, build_id, [expected.lower()])  # before the store is looked at: see api.services.gc
+        gc.hold_blobs(engine, build_id, [expected.lower()])  # before the store is looked at: see api.services.gc
 
     await run_in_threadpool(check_lease)
     if store.stat(expected) == size:
@@ -138,11 +133,12 @@ async def upload_blob(build_id: Id, digest: str, request: Request, lease_id: str
 
 
 @router.post("/{build_id}/uploads")
-def start_upload(build_id: Id, body: UploadRequest, session: Session = Depends(get_session),
-                 store: ArtifactStore = Depends(get_store), _: Build = WORK_BUILD) -> UploadTicket:
+def start_upload(build_id: Id, body: UploadRequest, session: SessionDep, engine: EngineDep,
+                 store: StoreDep, _: Build = WORK_BUILD) -> UploadTicket:
     """Whether the blob is stored already, and otherwise a presigned URL to PUT it to (S3 stores only)."""
     jobs.leased_build(session, build_id, body.lease_id)
-    gc.hold_blobs(session, build_id, [body.sha256])
+    session.commit()
+    gc.hold_blobs(engine, build_id, [body.sha256])
     if store.stat(body.sha256) == body.size:
         return UploadTicket(present=True)
     ticket = store.presigned_upload(3600)
@@ -152,32 +148,33 @@ def start_upload(build_id: Id, body: UploadRequest, session: Session = Depends(g
 
 
 @router.post("/{build_id}/uploads/finish", status_code=201)
-def finish_upload(build_id: Id, body: UploadFinish, session: Session = Depends(get_session),
-                  store: ArtifactStore = Depends(get_store), _: Build = WORK_BUILD) -> BlobReceipt:
+def finish_upload(build_id: Id, body: UploadFinish, session: SessionDep, engine: EngineDep,
+                  store: StoreDep, _: Build = WORK_BUILD) -> BlobReceipt:
     """Adopt a presigned upload after checking its sha256 and size."""
     jobs.leased_build(session, build_id, body.lease_id)
-    gc.hold_blobs(session, build_id, [body.sha256])
+    session.commit()
+    gc.hold_blobs(engine, build_id, [body.sha256])
     stored = store.finish_upload(body.upload_id, body.sha256, body.size)
     return BlobReceipt(digest=stored.digest, size=stored.size)
 
 
 @router.post("/{build_id}/complete")
-def complete(build_id: Id, body: CompleteRequest, request: Request, session: Session = Depends(get_session),
-             store: ArtifactStore = Depends(get_store), _: Build = WORK_BUILD) -> BuildRead:
-    build = jobs.complete_build(session, build_id, body.lease_id, store, body.artifacts, body.packages,
+def complete(build_id: Id, body: CompleteRequest, request: Request, session: SessionDep, engine: EngineDep,
+             store: StoreDep, _: Build = WORK_BUILD) -> BuildRead:
+    build = jobs.complete_build(engine, build_id, body.lease_id, store, body.artifacts, body.packages,
                                 body.image_digest, body.lock_sha256)
     return builds.to_read(session, [build], request.url.netloc)[0]
 
 
 @router.post("/{build_id}/fail")
-def fail(build_id: Id, body: FailRequest, request: Request, session: Session = Depends(get_session),
-         store: ArtifactStore = Depends(get_store), _: Build = WORK_BUILD) -> BuildRead:
+def fail(build_id: Id, body: FailRequest, request: Request, session: SessionDep, engine: EngineDep,
+         store: StoreDep, _: Build = WORK_BUILD) -> BuildRead:
     """Fail the build; ``artifacts`` (uploaded first) stay downloadable, marked partial."""
-    kept = builds.keep_partial_artifacts(session, build_id, body.lease_id, store, body.artifacts)
-    session.commit()
+    kept = builds.keep_partial_artifacts(engine, build_id, body.lease_id, store, body.artifacts)
     try:
         build = jobs.fail_build(session, build_id, body.lease_id, code=body.code, stage=body.stage,
                                 message=body.message, hint=body.hint)
+        session.commit()
     except Exception:  # the lease was lost (or the database failed): the build keeps no partial artifacts
         session.rollback()
         builds.drop_artifacts(session, kept)
@@ -187,7 +184,8 @@ def fail(build_id: Id, body: FailRequest, request: Request, session: Session = D
 
 
 @router.post("/{build_id}/canceled")
-def canceled(build_id: Id, body: LeaseRef, request: Request, session: Session = Depends(get_session),
+def canceled(build_id: Id, body: LeaseRef, request: Request, session: SessionDep,
              _: Build = WORK_BUILD) -> BuildRead:
     build = jobs.confirm_canceled(session, build_id, body.lease_id)
+    session.commit()
     return builds.to_read(session, [build], request.url.netloc)[0]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Body, Depends, Request, Response
-from sqlmodel import Session
 
-from envyard.api.auth import Action
-from envyard.api.deps import get_session
+from envyard.api.auth.principals import Action
+from envyard.api.deps import SecretKeyDep, SessionDep
 from envyard.api.models import Build, Namespace, Publication, RegistryTarget
 from envyard.api.resources import build_for, namespace_for
 from envyard.api.schemas import PublicationRead, PublishRequest, RegistryTargetCreate, RegistryTargetRead
@@ -36,11 +35,11 @@ def _publication_view(publication: Publication, target: RegistryTarget, namespac
 
 
 @router.post("/namespaces/{namespace}/registry-targets", status_code=201)
-def create_target(body: RegistryTargetCreate, request: Request, session: Session = Depends(get_session),
+def create_target(body: RegistryTargetCreate, request: Request, session: SessionDep, secret_key: SecretKeyDep,
                   found: Namespace = ADMIN_NAMESPACE) -> RegistryTargetRead:
     """A registry the namespace's completed builds are pushed to; the password is stored encrypted."""
     target = targets.create_target(
-        session, request.app.state.secret_key, found.name, name=body.name, url=body.url,
+        session, secret_key, found.name, name=body.name, url=body.url,
         repository=body.repository, username=body.username, password=body.password, tls_verify=body.tls_verify,
         enabled=body.enabled,
     )
@@ -49,19 +48,19 @@ def create_target(body: RegistryTargetCreate, request: Request, session: Session
 
 
 @router.get("/namespaces/{namespace}/registry-targets")
-def list_targets(session: Session = Depends(get_session),
+def list_targets(session: SessionDep,
                  found: Namespace = ADMIN_NAMESPACE) -> list[RegistryTargetRead]:
     return [_target_view(t, found.name) for t in targets.list_targets(session, found.name)]
 
 
 @router.get("/namespaces/{namespace}/registry-targets/{name}")
-def get_target(name: str, session: Session = Depends(get_session),
+def get_target(name: str, session: SessionDep,
                found: Namespace = ADMIN_NAMESPACE) -> RegistryTargetRead:
     return _target_view(targets.get_target(session, found.name, name), found.name)
 
 
 @router.delete("/namespaces/{namespace}/registry-targets/{name}", status_code=204)
-def delete_target(name: str, session: Session = Depends(get_session),
+def delete_target(name: str, session: SessionDep,
                   found: Namespace = ADMIN_NAMESPACE) -> Response:
     """Delete the target and the record of its publications (what was pushed stays in the registry)."""
     targets.delete_target(session, found.name, name)
@@ -70,12 +69,12 @@ def delete_target(name: str, session: Session = Depends(get_session),
 
 
 @router.get("/builds/{build_id}/publications")
-def list_publications(session: Session = Depends(get_session), build: Build = READ_BUILD) -> list[PublicationRead]:
+def list_publications(session: SessionDep, build: Build = READ_BUILD) -> list[PublicationRead]:
     return [_publication_view(p, t, n) for p, t, n in publish.list_publications(session, build.id or 0)]
 
 
 @router.post("/builds/{build_id}/publications", status_code=202)
-def publish_build(body: PublishRequest | None = Body(default=None), session: Session = Depends(get_session),
+def publish_build(session: SessionDep, body: PublishRequest | None = Body(default=None),
                   build: Build = ADMIN_BUILD) -> list[PublicationRead]:
     """Publish (again) now, to one target or every enabled target of the build's namespace."""
     build_id = build.id or 0

@@ -3,33 +3,31 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from sqlmodel import Session, select
+from sqlmodel import select
 
-from envyard.api.auth import Action, Principal, authorize
-from envyard.api.deps import get_session
+from envyard.api.auth.principals import Action
+from envyard.api.auth.tokens import create_token, hash_token
+from envyard.api.deps import Admin, Reader, SessionDep, TokenCacheDep
 from envyard.api.models import ApiToken, Role
 from envyard.api.resources import token_for
 from envyard.api.schemas import TokenCreate, TokenCreated
 from envyard.api.services import catalog
-from envyard.api.tokens import create_token, hash_token
 from envyard.builder.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1", tags=["tokens"])
-READ = Depends(authorize(Action.READ))
-ADMIN = Depends(authorize(Action.ADMIN))
 REVOKED = Depends(token_for(Action.ADMIN))
 
 
 @router.get("/whoami")
-def whoami(session: Session = Depends(get_session), principal: Principal = READ) -> dict[str, object]:
+def whoami(session: SessionDep, principal: Reader) -> dict[str, object]:
     """The caller's token: name, role and its roles on namespaces."""
     grants = catalog.grants_of_token(session, principal.token_id) if principal.token_id is not None else {}
     return {"name": principal.name, "role": principal.role, "token_id": principal.token_id, "grants": grants}
 
 
 @router.post("/tokens", status_code=201)
-def new_token(body: TokenCreate, session: Session = Depends(get_session),
-              _: Principal = ADMIN) -> TokenCreated:
+def new_token(body: TokenCreate, session: SessionDep,
+              _: Admin) -> TokenCreated:
     """A new token; its text is shown only in this reply."""
     token = create_token(session, body.name, Role(body.role))
     row = session.exec(select(ApiToken).where(ApiToken.token_sha256 == hash_token(token))).one()
@@ -39,11 +37,11 @@ def new_token(body: TokenCreate, session: Session = Depends(get_session),
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(request: Request, session: Session = Depends(get_session),
+def revoke_token(request: Request, session: SessionDep, cache: TokenCacheDep,
                  token: ApiToken = REVOKED) -> None:
     row = session.get(ApiToken, token.id)
     if row is None:  # deleted meanwhile
         raise NotFoundError(f"token {token.id} does not exist")
     row.revoked = True
     session.commit()
-    request.app.state.token_cache.clear()  # here at once; other replicas within api.auth.CACHE_SECONDS
+    cache.clear()  # here at once; other replicas within auth.CACHE_SECONDS

@@ -7,9 +7,10 @@ import hashlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import Engine, delete, func, update
 from sqlmodel import Session, col, select
 
+from envyard.api.db import session_scope
 from envyard.api.models import (
     RUNNING,
     Build,
@@ -201,28 +202,31 @@ def cancel_build(session: Session, build_id: int) -> Build:
                         hint="try the cancel again")
 
 
-def keep_partial_artifacts(session: Session, build_id: int, lease_id: str, store: ArtifactStore,
+def keep_partial_artifacts(engine: Engine, build_id: int, lease_id: str, store: ArtifactStore,
                            artifacts: Sequence[ArtifactEntry]) -> list[int]:
     """Record the files a build that is failing produced before the failure (its lock files) as partial artifacts,
     while its worker still holds the lease; their row ids. Files not stored at their size, and names recorded
     already (a retried request), are left out.
 
-    The caller commits this before the failure, so garbage collection sees the blobs held (the build runs) and
-    then referenced (the rows); should the failure find the lease lost, :func:`drop_artifacts` undoes it.
+    Committed before the failure (the holds, then the rows: two transactions, so it takes the engine), so garbage
+    collection sees the blobs held (the build runs) and then referenced (the rows); should the failure find the
+    lease lost, :func:`drop_artifacts` undoes it.
     """
     if not artifacts:
         return []
-    leased_build(session, build_id, lease_id)
-    hold_blobs(session, build_id, [a.sha256 for a in artifacts])  # before the stat: see api.services.gc
-    names = set(session.exec(select(BuildArtifact.name).where(BuildArtifact.build_id == build_id)).all())
-    rows = []
-    for artifact in artifacts:
-        if artifact.name not in names and store.stat(artifact.sha256) == artifact.size:
-            names.add(artifact.name)
-            rows.append(BuildArtifact(build_id=build_id, **artifact.model_dump(), partial=True))
-    session.add_all(rows)
-    session.flush()
-    return [row.id for row in rows if row.id is not None]
+    with session_scope(engine) as session:
+        leased_build(session, build_id, lease_id)
+    hold_blobs(engine, build_id, [a.sha256 for a in artifacts])  # before the stat: see api.services.gc
+    with session_scope(engine) as session:
+        names = set(session.exec(select(BuildArtifact.name).where(BuildArtifact.build_id == build_id)).all())
+        rows = []
+        for artifact in artifacts:
+            if artifact.name not in names and store.stat(artifact.sha256) == artifact.size:
+                names.add(artifact.name)
+                rows.append(BuildArtifact(build_id=build_id, **artifact.model_dump(), partial=True))
+        session.add_all(rows)
+        session.flush()
+        return [row.id for row in rows if row.id is not None]
 
 
 def drop_artifacts(session: Session, artifact_ids: Sequence[int]) -> None:

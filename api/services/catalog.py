@@ -1,7 +1,7 @@
 """Namespaces and environments: create, read, list (cursor pages, filters), update, delete; namespace grants.
 
 Listings take ``readable``: the namespace names the caller may read (None: all), from
-:func:`api.auth.readable_namespaces`.
+:func:`envyard.api.auth.scope.readable_namespaces`.
 """
 
 from __future__ import annotations

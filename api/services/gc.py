@@ -63,6 +63,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
+from envyard.api.db import session_scope
 from envyard.api.models import TERMINAL, BlobHold, BlobTombstone, Build, BuildArtifact, utcnow
 from envyard.api.schemas import GcReport
 from envyard.api.storage import ArtifactStore, ListedBlob
@@ -117,20 +118,20 @@ def _insert_new(session: Session, model: type[SQLModel], rows: list[dict[str, An
 # --- the upload side ------------------------------------------------------------------------------------------------
 
 
-def hold_blobs(session: Session, build_id: int, sha256s: Iterable[str], *,
+def hold_blobs(engine: Engine, build_id: int, sha256s: Iterable[str], *,
                wait_seconds: float = TOMBSTONE_WAIT_SECONDS) -> None:
     """Hold ``sha256s`` for build ``build_id`` (committed), then wait until garbage collection is deleting none of
     them. Call before checking or storing a blob for a build, and before a build's completion references blobs.
     StorageError (503, retried by workers) when a deletion is still under way after ``wait_seconds``."""
     wanted = sorted(set(sha256s))
     for chunk in _chunks(wanted, IN_CHUNK):
-        present = set(session.exec(select(BlobHold.sha256).where(BlobHold.build_id == build_id,
-                                                                   col(BlobHold.sha256).in_(chunk))).all())
-        now = utcnow()
-        _insert_new(session, BlobHold, [{"sha256": sha, "build_id": build_id, "created_at": now}
-                                        for sha in chunk if sha not in present])
-        session.commit()
-    wait_for_tombstones(session, wanted, wait_seconds)
+        with session_scope(engine) as session:
+            present = set(session.exec(select(BlobHold.sha256).where(BlobHold.build_id == build_id,
+                                                                       col(BlobHold.sha256).in_(chunk))).all())
+            now = utcnow()
+            _insert_new(session, BlobHold, [{"sha256": sha, "build_id": build_id, "created_at": now}
+                                            for sha in chunk if sha not in present])
+    wait_for_tombstones(engine, wanted, wait_seconds)
 
 
 def release_holds(session: Session, build_id: int) -> None:
@@ -138,22 +139,23 @@ def release_holds(session: Session, build_id: int) -> None:
     session.execute(delete(BlobHold).where(col(BlobHold.build_id) == build_id))
 
 
-def wait_for_tombstones(session: Session, sha256s: Sequence[str], wait_seconds: float) -> None:
+def wait_for_tombstones(engine: Engine, sha256s: Sequence[str], wait_seconds: float) -> None:
     """Return once no tombstone names any of ``sha256s``; stale tombstones (a dead collector's) are removed."""
     deadline = time.monotonic() + wait_seconds
     delay = 0.02
     while True:
         found: list[tuple[str, datetime]] = []
-        for chunk in _chunks(sha256s, IN_CHUNK):
-            found += session.exec(select(BlobTombstone.sha256, BlobTombstone.created_at)
-                                  .where(col(BlobTombstone.sha256).in_(chunk))).all()
-        session.commit()  # no transaction stays open while waiting
+        with session_scope(engine) as session:  # no transaction stays open while waiting
+            for chunk in _chunks(sha256s, IN_CHUNK):
+                found += session.exec(select(BlobTombstone.sha256, BlobTombstone.created_at)
+                                      .where(col(BlobTombstone.sha256).in_(chunk))).all()
         if not found:
             return
         cutoff = utcnow() - timedelta(seconds=STALE_TOMBSTONE_SECONDS)
         stale = [sha for sha, created in found if created < cutoff]
         if stale:
-            removed = _remove_stale_tombstones(session, stale, cutoff)
+            with session_scope(engine) as session:
+                removed = _remove_stale_tombstones(session, stale, cutoff)
             log.warning("removed %d tombstones a garbage collection left %g s or more ago", removed,
                         STALE_TOMBSTONE_SECONDS)
             continue
@@ -168,13 +170,13 @@ def wait_for_tombstones(session: Session, sha256s: Sequence[str], wait_seconds: 
 
 
 def _remove_stale_tombstones(session: Session, sha256s: Sequence[str] | None, cutoff: datetime) -> int:
-    """Delete tombstones created before ``cutoff`` (of ``sha256s``, or all but the lock); the number removed."""
+    """Delete tombstones created before ``cutoff`` (of ``sha256s``, or all but the lock); the number removed. The
+    caller commits."""
     query = delete(BlobTombstone).where(col(BlobTombstone.created_at) < cutoff,
                                         col(BlobTombstone.sha256) != LOCK_KEY)
     if sha256s is not None:
         query = query.where(col(BlobTombstone.sha256).in_(sha256s))
     result: Any = session.execute(query)
-    session.commit()
     return int(result.rowcount or 0)
 
 
@@ -194,39 +196,37 @@ class GcLock:
         """The lock, or GcRunningError when another collector renewed it within ``lock_seconds``."""
         for _attempt in range(3):
             now = utcnow()
-            with Session(engine) as session:
+            with session_scope(engine) as session:
                 won = _insert_new(session, BlobTombstone, [{"sha256": LOCK_KEY, "created_at": now}])
-                session.commit()
-                if won:
-                    return cls(engine, now, lock_seconds)
+            if won:
+                return cls(engine, now, lock_seconds)
+            with session_scope(engine) as session:
                 held = session.exec(select(BlobTombstone.created_at).where(BlobTombstone.sha256 == LOCK_KEY)).first()
-                session.commit()
-                if held is None:
-                    continue  # released meanwhile: try again
-                if held > now - timedelta(seconds=lock_seconds):
-                    raise GcRunningError(
-                        f"garbage collection is already running (lock renewed at {held:%H:%M:%S} UTC)",
-                        hint=f"wait for it to finish (a dead collection's lock expires after {lock_seconds:g} s)",
-                    )
+            if held is None:
+                continue  # released meanwhile: try again
+            if held > now - timedelta(seconds=lock_seconds):
+                raise GcRunningError(
+                    f"garbage collection is already running (lock renewed at {held:%H:%M:%S} UTC)",
+                    hint=f"wait for it to finish (a dead collection's lock expires after {lock_seconds:g} s)",
+                )
+            with session_scope(engine) as session:
                 taken: Any = session.execute(
                     update(BlobTombstone).where(col(BlobTombstone.sha256) == LOCK_KEY,
                                                 col(BlobTombstone.created_at) == held).values(created_at=now))
-                session.commit()
-                if taken.rowcount:
-                    log.warning("took over the garbage collection lock last renewed at %s (its collector stopped)",
-                                held.isoformat())
-                    return cls(engine, now, lock_seconds)
+            if taken.rowcount:
+                log.warning("took over the garbage collection lock last renewed at %s (its collector stopped)",
+                            held.isoformat())
+                return cls(engine, now, lock_seconds)
         raise GcRunningError("another garbage collection took the lock at the same time",
                              hint="wait for it to finish")
 
     def renew(self) -> None:
         """Extend the lock; ConflictError when another collector took it over (this one then stops)."""
         now = utcnow()
-        with Session(self.engine) as session:
+        with session_scope(self.engine) as session:
             done: Any = session.execute(
                 update(BlobTombstone).where(col(BlobTombstone.sha256) == LOCK_KEY,
                                             col(BlobTombstone.created_at) == self.token).values(created_at=now))
-            session.commit()
         if not done.rowcount:
             raise GcRunningError(
                 "this garbage collection lost its lock (it was not renewed in time and another collection took it)",
@@ -235,10 +235,9 @@ class GcLock:
         self.token = now
 
     def release(self) -> None:
-        with Session(self.engine) as session:
+        with session_scope(self.engine) as session:
             session.execute(delete(BlobTombstone).where(col(BlobTombstone.sha256) == LOCK_KEY,
                                                         col(BlobTombstone.created_at) == self.token))
-            session.commit()
 
 
 @contextmanager
@@ -282,12 +281,12 @@ def held_blobs(session: Session, sha256s: Sequence[str] | None = None) -> set[st
 
 
 def release_finished_holds(session: Session, dry_run: bool = False) -> int:
-    """Delete the holds of finished builds (they protect nothing); the number (to be) deleted."""
+    """Delete the holds of finished builds (they protect nothing); the number (to be) deleted. The caller
+    commits."""
     finished = select(Build.id).where(col(Build.status).in_(TERMINAL_VALUES))
     if dry_run:
         return len(session.exec(select(BlobHold.id).where(col(BlobHold.build_id).in_(finished))).all())
     result: Any = session.execute(delete(BlobHold).where(col(BlobHold.build_id).in_(finished)))
-    session.commit()
     return int(result.rowcount or 0)
 
 
@@ -305,9 +304,10 @@ def _collect(engine: Engine, store: ArtifactStore, grace_seconds: float, lock: G
              stop: threading.Event | None, started: float) -> GcReport:
     dry_run = lock is None
     now = utcnow()
-    with Session(engine) as session:
+    with session_scope(engine) as session:
         holds_released = release_finished_holds(session, dry_run)
-        stale_cutoff = now - timedelta(seconds=STALE_TOMBSTONE_SECONDS)
+    stale_cutoff = now - timedelta(seconds=STALE_TOMBSTONE_SECONDS)
+    with session_scope(engine) as session:
         if dry_run:
             stale_tombstones = len(session.exec(select(BlobTombstone.sha256).where(
                 col(BlobTombstone.created_at) < stale_cutoff, col(BlobTombstone.sha256) != LOCK_KEY)).all())
@@ -324,7 +324,7 @@ def _collect(engine: Engine, store: ArtifactStore, grace_seconds: float, lock: G
         if lock is not None and time.monotonic() - renewed > lock.lock_seconds / 3:  # a long listing keeps the lock
             lock.renew()
             renewed = time.monotonic()
-    with Session(engine) as session:  # G2
+    with session_scope(engine) as session:  # G2
         referenced = referenced_blobs(session)
         held = held_blobs(session)
     tally = _Tally(blobs=len(listed), bytes=sum(b.size for b in listed))
@@ -367,16 +367,15 @@ def sweep(engine: Engine, store: ArtifactStore, batch: Sequence[ListedBlob], tal
     """G3 to G6 for ``batch`` (blobs the mark found unreferenced, unheld and old enough); counts into ``tally``."""
     token = utcnow()
     digests = [blob.sha256 for blob in batch]
-    with Session(engine) as session:  # G3
+    with session_scope(engine) as session:  # G3
         busy = set(session.exec(select(BlobTombstone.sha256).where(col(BlobTombstone.sha256).in_(digests))).all())
         _insert_new(session, BlobTombstone, [{"sha256": sha, "created_at": token}
                                              for sha in digests if sha not in busy])
-        session.commit()
+    with session_scope(engine) as session:
         mine = set(session.exec(select(BlobTombstone.sha256).where(col(BlobTombstone.sha256).in_(digests),
                                                                      col(BlobTombstone.created_at) == token)).all())
-        session.commit()
     try:
-        with Session(engine) as session:  # G4, after the tombstones are committed
+        with session_scope(engine) as session:  # G4, after the tombstones are committed
             taken = set(session.exec(select(BuildArtifact.sha256).where(col(BuildArtifact.sha256).in_(mine))).all())
             taken |= held_blobs(session, sorted(mine))
         deadline = time.monotonic() + BATCH_SECONDS
@@ -390,10 +389,9 @@ def sweep(engine: Engine, store: ArtifactStore, batch: Sequence[ListedBlob], tal
             tally.deleted += 1
             tally.deleted_bytes += blob.size
     finally:
-        with Session(engine) as session:  # G6
+        with session_scope(engine) as session:  # G6
             session.execute(delete(BlobTombstone).where(col(BlobTombstone.sha256).in_(mine),
                                                         col(BlobTombstone.created_at) == token))
-            session.commit()
 
 
 def run_periodically(engine: Engine, store: ArtifactStore, interval_seconds: float, grace_seconds: float,

@@ -4,6 +4,10 @@ and the reaper that requeues builds whose worker vanished and fails builds past 
 Every write that depends on a lease is a conditional UPDATE (``WHERE lease_id = ...``), so two
 workers, or a worker and the reaper, can never both win: the same code is correct on SQLite and
 PostgreSQL without row locks.
+
+Functions that take a session never commit: the route that called them does. What needs several transactions
+(a completion, which holds its blobs first; the reaper, one transaction per build) takes the engine and opens
+:func:`~envyard.api.db.session_scope` per step.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import update
+from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
+from envyard.api.db import session_scope
 from envyard.api.models import (
     RUNNING,
     STAGE_ORDER,
@@ -56,7 +61,8 @@ def _changed(result: Any) -> bool:
 
 
 def claim_build(session: Session, worker: str, platforms: Sequence[str] | None, policy: LeasePolicy) -> Build | None:
-    """Take the oldest queued build this worker can run, or None. Safe against concurrent claimers."""
+    """Take the oldest queued build this worker can run, or None. Safe against concurrent claimers; the caller
+    commits (a lost race leaves nothing to commit)."""
     now = utcnow()
     candidates = session.exec(
         select(Build)
@@ -79,7 +85,6 @@ def claim_build(session: Session, worker: str, platforms: Sequence[str] | None, 
                 not_before=None,
             )
         )
-        session.commit()
         if _changed(won):
             session.refresh(build)
             return build
@@ -124,7 +129,6 @@ def heartbeat(session: Session, build_id: int, lease_id: str, policy: LeasePolic
     )
     if not _changed(done):
         leased_build(session, build_id, lease_id)  # raises the precise error
-    session.commit()
     return leased_build(session, build_id, lease_id)
 
 
@@ -139,13 +143,12 @@ def set_stage(session: Session, build_id: int, lease_id: str, stage: BuildStatus
             .where(col(Build.id) == build_id, col(Build.lease_id) == lease_id)
             .values({"status": stage, f"{stage.value}_at": utcnow()})
         )
-    session.commit()
     session.refresh(build)
     return build
 
 
 def complete_build(
-    session: Session,
+    engine: Engine,
     build_id: int,
     lease_id: str,
     store: ArtifactStore,
@@ -157,10 +160,12 @@ def complete_build(
     """Publish a build: every artifact must be in the store at its size; then one transaction makes the
     artifacts visible, records the packages, marks it completed and makes it the environment's current build.
     A build whose cancel was accepted (``cancel_requested``) is never completed: it ends canceled, and the
-    worker gets BuildCanceledError (409)."""
-    if leased_build(session, build_id, lease_id).cancel_requested:
-        _refuse_completion(session, build_id, lease_id)
-    hold_blobs(session, build_id, [a.sha256 for a in artifacts])  # before the stat: see api.services.gc
+    worker gets BuildCanceledError (409). Several transactions (the holds come first): takes the engine."""
+    with session_scope(engine) as session:
+        canceled = leased_build(session, build_id, lease_id).cancel_requested
+    if canceled:
+        _refuse_completion(engine, build_id, lease_id)
+    hold_blobs(engine, build_id, [a.sha256 for a in artifacts])  # before the stat: see api.services.gc
     missing = [a.name for a in artifacts if store.stat(a.sha256) != a.size]
     if missing:
         raise ConflictError(
@@ -171,46 +176,51 @@ def complete_build(
     if len(set(names)) != len(names):
         raise ConflictError(f"build {build_id}: artifact names repeat", hint="give each artifact its own name")
     found = referrers.describe(store, artifacts)  # subject and artifactType of each manifest, checked
-    now = utcnow()
-    done = session.execute(
-        update(Build)
-        .where(col(Build.id) == build_id, col(Build.lease_id) == lease_id, col(Build.status).in_(RUNNING_VALUES),
-               col(Build.cancel_requested).is_(False))  # a cancel accepted first wins: see builds.cancel_build
-        .values(status=BuildStatus.COMPLETED, finished_at=now, lease_id=None, lease_expires_at=None,
-                image_digest=image_digest, lock_sha256=lock_sha256,
-                package_count=len({(p.name, p.manager) for p in packages}))
-        .execution_options(synchronize_session=False)
-    )
-    if not _changed(done):
-        session.rollback()
-        _refuse_completion(session, build_id, lease_id)
-    session.add_all(BuildArtifact(build_id=build_id, **a.model_dump(), **referrers.fields_of(found, a.name))
-                    for a in artifacts)
-    session.add_all(BuildPackage(build_id=build_id, **p.model_dump()) for p in packages)
-    build = session.get(Build, build_id)
-    assert build is not None
-    environment = session.get(Environment, build.environment_id)
-    assert environment is not None
-    environment.current_build_id = build_id
-    environment.updated_at = now
-    release_holds(session, build_id)  # in the transaction that adds the references
-    enqueue_publications(session, build)  # one pending publication per enabled registry target
-    session.commit()
-    session.refresh(build)
+    with session_scope(engine) as session:
+        now = utcnow()
+        done = session.execute(
+            update(Build)
+            .where(col(Build.id) == build_id, col(Build.lease_id) == lease_id, col(Build.status).in_(RUNNING_VALUES),
+                   col(Build.cancel_requested).is_(False))  # a cancel accepted first wins: see builds.cancel_build
+            .values(status=BuildStatus.COMPLETED, finished_at=now, lease_id=None, lease_expires_at=None,
+                    image_digest=image_digest, lock_sha256=lock_sha256,
+                    package_count=len({(p.name, p.manager) for p in packages}))
+            .execution_options(synchronize_session=False)
+        )
+        completed = _changed(done)
+        if completed:
+            session.add_all(BuildArtifact(build_id=build_id, **a.model_dump(), **referrers.fields_of(found, a.name))
+                            for a in artifacts)
+            session.add_all(BuildPackage(build_id=build_id, **p.model_dump()) for p in packages)
+            build = session.get(Build, build_id)
+            assert build is not None
+            environment = session.get(Environment, build.environment_id)
+            assert environment is not None
+            environment.current_build_id = build_id
+            environment.updated_at = now
+            release_holds(session, build_id)  # in the transaction that adds the references
+            enqueue_publications(session, build)  # one pending publication per enabled registry target
+            session.flush()
+            session.refresh(build)
+    if not completed:
+        _refuse_completion(engine, build_id, lease_id)
     return build
 
 
-def _refuse_completion(session: Session, build_id: int, lease_id: str) -> None:
+def _refuse_completion(engine: Engine, build_id: int, lease_id: str) -> NoReturn:
     """The completion lost: LeaseLostError, or, when a cancel was accepted first, end the build canceled and tell
     the worker so (BuildCanceledError, 409)."""
-    session.expire_all()
-    build = leased_build(session, build_id, lease_id)
-    if build.cancel_requested and finish_unsuccessfully(session, build_id, lease_id, BuildStatus.CANCELED):
-        append_log(session, build_id, "envyard: the build was canceled before it completed; its result is discarded\n")
-        session.commit()
+    with session_scope(engine) as session:
+        build = leased_build(session, build_id, lease_id)
+        canceled = build.cancel_requested and finish_unsuccessfully(session, build_id, lease_id, BuildStatus.CANCELED)
+        if canceled:
+            append_log(session, build_id,
+                       "envyard: the build was canceled before it completed; its result is discarded\n")
+    if canceled:
         raise BuildCanceledError(f"build {build_id} was canceled before it completed; it stays canceled",
                                  hint="drop this build: its artifacts are not published")
-    leased_build(session, build_id, lease_id)  # raises the precise error
+    with session_scope(engine) as session:
+        leased_build(session, build_id, lease_id)  # raises the precise error
     raise LeaseLostError(f"build {build_id} changed state while completing", hint="drop this build")
 
 
@@ -226,7 +236,6 @@ def finish_unsuccessfully(
     if status == BuildStatus.FAILED:
         values.update(error_code=code, error_stage=stage, error_message=message, error_hint=hint)
     done = session.execute(query.values(values))
-    session.commit()
     return _changed(done)
 
 
@@ -248,33 +257,39 @@ def confirm_canceled(session: Session, build_id: int, lease_id: str) -> Build:
     return build
 
 
-def reap(session: Session, policy: LeasePolicy, now: datetime | None = None) -> int:
-    """Requeue (with backoff) or fail builds whose lease expired; fail builds past the time limit."""
+def reap(engine: Engine, policy: LeasePolicy, now: datetime | None = None) -> int:
+    """Requeue (with backoff) or fail builds whose lease expired; fail builds past the time limit. One
+    transaction per build."""
     now = now or utcnow()
     touched = 0
-    expired = session.exec(
-        select(Build).where(col(Build.status).in_(RUNNING_VALUES), col(Build.lease_expires_at) < now)
-    ).all()
+    with session_scope(engine) as session:
+        expired = session.exec(
+            select(Build).where(col(Build.status).in_(RUNNING_VALUES), col(Build.lease_expires_at) < now)
+        ).all()
     for build in expired:
-        touched += _requeue_or_fail(session, build, policy, now)
+        with session_scope(engine) as session:
+            touched += _requeue_or_fail(session, build, policy, now)
     limit = now - timedelta(seconds=policy.time_limit_seconds)
-    overdue = session.exec(
-        select(Build).where(col(Build.status).in_(RUNNING_VALUES), col(Build.started_at) < limit)
-    ).all()
+    with session_scope(engine) as session:
+        overdue = session.exec(
+            select(Build).where(col(Build.status).in_(RUNNING_VALUES), col(Build.started_at) < limit)
+        ).all()
     for build in overdue:
         minutes = policy.time_limit_seconds / 60
-        if finish_unsuccessfully(
-            session, build.id or 0, build.lease_id, BuildStatus.FAILED, code="build-timeout", stage=build.status,
-            message=f"the build ran longer than the time limit of {minutes:g} minutes and was stopped",
-            hint="ask an admin to raise ENVYARD_BUILD_TIME_LIMIT_SECONDS, or split the environment",
-        ):
-            append_log(session, build.id or 0, f"envyard: time limit of {minutes:g} minutes reached; build failed\n")
-            session.commit()
-            touched += 1
+        with session_scope(engine) as session:
+            if finish_unsuccessfully(
+                session, build.id or 0, build.lease_id, BuildStatus.FAILED, code="build-timeout", stage=build.status,
+                message=f"the build ran longer than the time limit of {minutes:g} minutes and was stopped",
+                hint="ask an admin to raise ENVYARD_BUILD_TIME_LIMIT_SECONDS, or split the environment",
+            ):
+                append_log(session, build.id or 0,
+                           f"envyard: time limit of {minutes:g} minutes reached; build failed\n")
+                touched += 1
     return touched
 
 
 def _requeue_or_fail(session: Session, build: Build, policy: LeasePolicy, now: datetime) -> int:
+    """Requeue, fail or cancel one build whose lease expired; 1 if this call changed it. The caller commits."""
     # read before the UPDATE: an ORM UPDATE synchronizes the loaded row (lease_owner None, status queued)
     build_id, lease_id, stage, attempt = build.id or 0, build.lease_id, build.status, build.attempt
     worker = f"worker {build.lease_owner}" if build.lease_owner else "the worker (whose name was not recorded)"
@@ -302,8 +317,6 @@ def _requeue_or_fail(session: Session, build: Build, policy: LeasePolicy, now: d
                 f"(attempt {attempt} of {policy.max_attempts}, retry in {delay:g} s)\n")
     if _changed(done):
         append_log(session, build_id, note)
-        session.commit()
         log.warning(note.strip())
         return 1
-    session.commit()
     return 0

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
+from envyard.api.db import session_scope
 from envyard.api.models import Build, BuildStatus, LogChunk
 
 __all__ = ["LogBatch", "LogHub", "append_log", "chunks_after", "iter_log"]
@@ -51,7 +52,7 @@ def iter_log(engine: Engine, build_id: int) -> Iterator[str]:
     """The whole log, batch by batch, each read in its own short session (a slow reader holds no connection)."""
     after = 0
     while True:
-        with Session(engine) as session:
+        with session_scope(engine) as session:
             batch = [(c.id or 0, c.text) for c in chunks_after(session, build_id, after)]
         if not batch:
             return
@@ -110,13 +111,13 @@ class LogHub:
     # --- database reads (in the thread pool, one short session each) ----------------------------------
 
     def _head(self, build_id: int) -> tuple[int, str]:
-        with Session(self._engine) as session:
+        with session_scope(self._engine) as session:
             last = session.exec(select(func.max(LogChunk.id)).where(LogChunk.build_id == build_id)).one()
             status = session.exec(select(Build.status).where(Build.id == build_id)).first()
         return int(last or 0), str(status or BuildStatus.FAILED)
 
     def _read(self, build_id: int, after: int, upto: int | None) -> tuple[list[tuple[int, str]], str]:
-        with Session(self._engine) as session:
+        with session_scope(self._engine) as session:
             chunks = [(c.id or 0, c.text) for c in chunks_after(session, build_id, after, upto=upto)]
             status = session.exec(select(Build.status).where(Build.id == build_id)).first()
         return chunks, str(status or BuildStatus.FAILED)

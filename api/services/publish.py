@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, and_, or_, update
 from sqlmodel import Session, col, select
 
+from envyard.api.db import session_scope
 from envyard.api.files import PRIVATE_FILE, private_dir
 from envyard.api.models import (
     Build,
@@ -140,42 +141,44 @@ def list_publications(session: Session, build_id: int) -> list[tuple[Publication
     return [(p, t, n) for p, t, n in rows]
 
 
-def claim_publication(session: Session, policy: PublishPolicy, now: datetime | None = None) -> Publication | None:
+def claim_publication(engine: Engine, policy: PublishPolicy, now: datetime | None = None) -> Publication | None:
     """Take the oldest due publication (pending and past its backoff, or pushing with an expired lease) or None.
-    A conditional UPDATE decides between concurrent claimers on several servers."""
+    A conditional UPDATE decides between concurrent claimers on several servers; one transaction per candidate."""
     now = now or utcnow()
     due = or_(and_(col(Publication.status) == PublicationStatus.PENDING,
                    or_(col(Publication.not_before).is_(None), col(Publication.not_before) <= now)),
               and_(col(Publication.status) == PublicationStatus.PUSHING, col(Publication.lease_expires_at) < now))
-    for candidate in session.exec(select(Publication).where(due).order_by(col(Publication.id)).limit(CANDIDATES)).all():
+    with session_scope(engine) as session:
+        candidates = session.exec(select(Publication).where(due).order_by(col(Publication.id)).limit(CANDIDATES)).all()
+    for candidate in candidates:
         same = update(Publication).where(col(Publication.id) == candidate.id,
                                          col(Publication.status) == candidate.status,
                                          col(Publication.attempt) == candidate.attempt)
         if candidate.status == PublicationStatus.PUSHING:
             same = same.where(col(Publication.lease_expires_at) < now)
             if candidate.attempt >= policy.max_attempts:
-                session.execute(same.values(
-                    status=PublicationStatus.FAILED, finished_at=now, lease_expires_at=None,
-                    error_message=f"the server pushing it stopped responding, {candidate.attempt} times"))
-                session.commit()
+                with session_scope(engine) as session:
+                    session.execute(same.values(
+                        status=PublicationStatus.FAILED, finished_at=now, lease_expires_at=None,
+                        error_message=f"the server pushing it stopped responding, {candidate.attempt} times"))
                 continue
-        won = session.execute(same.values(status=PublicationStatus.PUSHING, attempt=candidate.attempt + 1,
-                                          lease_expires_at=now + timedelta(seconds=policy.lease_seconds),
-                                          not_before=None))
-        session.commit()
-        if won.rowcount:  # type: ignore[attr-defined]
-            session.refresh(candidate)
-            return candidate
+        with session_scope(engine) as session:
+            won = session.execute(same.values(status=PublicationStatus.PUSHING, attempt=candidate.attempt + 1,
+                                              lease_expires_at=now + timedelta(seconds=policy.lease_seconds),
+                                              not_before=None))
+            claimed = session.get(Publication, candidate.id) if won.rowcount else None  # type: ignore[attr-defined]
+        if claimed is not None:
+            return claimed
     return None
 
 
-def _finish(session: Session, publication: Publication, **values: Any) -> bool:
+def _finish(engine: Engine, publication: Publication, **values: Any) -> bool:
     """Record a result, if the attempt that was claimed is still the publication's."""
-    done = session.execute(update(Publication).where(col(Publication.id) == publication.id,
-                                                     col(Publication.status) == PublicationStatus.PUSHING,
-                                                     col(Publication.attempt) == publication.attempt)
-                           .values(lease_expires_at=None, **values))
-    session.commit()
+    with session_scope(engine) as session:
+        done = session.execute(update(Publication).where(col(Publication.id) == publication.id,
+                                                         col(Publication.status) == PublicationStatus.PUSHING,
+                                                         col(Publication.attempt) == publication.attempt)
+                               .values(lease_expires_at=None, **values))
     if not done.rowcount:  # type: ignore[attr-defined]
         log.warning("publication %s: attempt %s lost its claim (lease expired, or the target was removed); "
                     "its result is dropped", publication.id, publication.attempt)
@@ -191,12 +194,11 @@ def _lease_kept(engine: Engine, publication: Publication, lease_seconds: float) 
     def renew() -> None:
         while not stop.wait(lease_seconds / 3):
             try:
-                with Session(engine) as session:
+                with session_scope(engine) as session:
                     session.execute(update(Publication).where(
                         col(Publication.id) == publication.id, col(Publication.attempt) == publication.attempt,
                         col(Publication.status) == PublicationStatus.PUSHING,
                     ).values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)))
-                    session.commit()
             except Exception:  # noqa: BLE001 - a missed renewal only risks a retry elsewhere
                 log.warning("publication %s: lease renewal failed", publication.id, exc_info=True)
 
@@ -229,38 +231,41 @@ def _explain(exc: BaseException, target: RegistryTarget) -> str:
     return exc.one_line() if isinstance(exc, EnvyardError) else f"{type(exc).__name__}: {exc}"
 
 
-def run_publication(session: Session, store: ArtifactStore, secret_key: bytes, publication: Publication,
+def run_publication(engine: Engine, store: ArtifactStore, secret_key: bytes, publication: Publication,
                     policy: PublishPolicy, spool_dir: Path | None = None) -> Publication:
-    """Push a claimed publication's build to its target and record the outcome (pushed, retry later, failed)."""
-    target = session.get(RegistryTarget, publication.target_id)
-    build = session.get(Build, publication.build_id)
+    """Push a claimed publication's build to its target and record the outcome (pushed, retry later, failed).
+    No transaction stays open during the push: one per step."""
+    with session_scope(engine) as session:
+        target = session.get(RegistryTarget, publication.target_id)
+        build = session.get(Build, publication.build_id)
     assert target is not None and build is not None
     try:
-        with _lease_kept(session.get_bind(), publication, policy.lease_seconds):  # type: ignore[arg-type]
-            report = _push(session, store, secret_key, target, build, policy, spool_dir)
+        with _lease_kept(engine, publication, policy.lease_seconds):
+            report = _push(engine, store, secret_key, target, build, policy, spool_dir)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the publication
         message = _explain(exc, target)
         if not isinstance(exc, EnvyardError):
             log.exception("publication %s of build %s to target %s failed", publication.id, build.id, target.name)
         if _retryable(exc) and publication.attempt < policy.max_attempts:
             delay = policy.backoff_seconds * 2 ** max(publication.attempt - 1, 0)
-            kept = _finish(session, publication, status=PublicationStatus.PENDING,
+            kept = _finish(engine, publication, status=PublicationStatus.PENDING,
                            not_before=utcnow() + timedelta(seconds=delay),
                            error_message=f"attempt {publication.attempt} of {policy.max_attempts} failed, "
                                          f"next in {delay:g} s: {message}")
         else:
             attempts = f"after {publication.attempt} attempts: " if _retryable(exc) else ""
-            kept = _finish(session, publication, status=PublicationStatus.FAILED, finished_at=utcnow(),
+            kept = _finish(engine, publication, status=PublicationStatus.FAILED, finished_at=utcnow(),
                            error_message=f"{attempts}{message}")
         log.warning("publication %s of build %s to target %s: attempt %s failed: %s", publication.id, build.id,
                     target.name, publication.attempt, message)
     else:
-        kept = _finish(session, publication, status=PublicationStatus.PUSHED, finished_at=utcnow(),
+        kept = _finish(engine, publication, status=PublicationStatus.PUSHED, finished_at=utcnow(),
                        error_message=None, reference=report.reference, digest=report.digest,
                        uploaded_blobs=report.uploaded_blobs, uploaded_bytes=report.uploaded_bytes,
                        mounted_blobs=report.mounted_blobs, existing_blobs=report.existing_blobs)
     if kept:
-        session.refresh(publication)
+        with session_scope(engine) as session:
+            publication = session.get(Publication, publication.id) or publication
     return publication
 
 
@@ -269,11 +274,10 @@ def publish_due(engine: Engine, store: ArtifactStore, secret_key: bytes, policy:
     """Claim and run due publications until none is due or ``stop`` is set; how many were run."""
     count = 0
     while not stop.is_set():
-        with Session(engine, expire_on_commit=False) as session:
-            publication = claim_publication(session, policy)
-            if publication is None:
-                return count
-            run_publication(session, store, secret_key, publication, policy, spool_dir)
+        publication = claim_publication(engine, policy)
+        if publication is None:
+            return count
+        run_publication(engine, store, secret_key, publication, policy, spool_dir)
         count += 1
     return count
 
@@ -365,34 +369,35 @@ def _mount_sources(session: Session, target: RegistryTarget, namespace: str, rep
     return sources[:MOUNT_SOURCES]
 
 
-def _push(session: Session, store: ArtifactStore, secret_key: bytes, target: RegistryTarget, build: Build,
+def _push(engine: Engine, store: ArtifactStore, secret_key: bytes, target: RegistryTarget, build: Build,
           policy: PublishPolicy, spool_dir: Path | None) -> PushReport:
     from envyard.registry.client import RegistryClient
     from envyard.registry.push import push_image
     from envyard.registry.reference import ImageReference
 
-    environment = session.get(Environment, build.environment_id)
-    assert environment is not None
-    namespace = session.get(Namespace, environment.namespace_id)
-    assert namespace is not None
-    repository = render_repository(target.repository, namespace.name, environment.name)
-    image = load_image(session, store, build)
-    if image.digest != build.image_digest:
-        raise ConflictError(f"the stored image root of build {build.id} is {image.digest}, not the build's "
-                            f"{build.image_digest}", hint="the build's artifacts are inconsistent; rebuild")
-    scheme, _, host = target.url.partition("://")
+    with session_scope(engine) as session:
+        environment = session.get(Environment, build.environment_id)
+        assert environment is not None
+        namespace = session.get(Namespace, environment.namespace_id)
+        assert namespace is not None
+        repository = render_repository(target.repository, namespace.name, environment.name)
+        image = load_image(session, store, build)
+        if image.digest != build.image_digest:
+            raise ConflictError(f"the stored image root of build {build.id} is {image.digest}, not the build's "
+                                f"{build.image_digest}", hint="the build's artifacts are inconsistent; rebuild")
+        password = target_password(target, secret_key)
+        mount_from = _mount_sources(session, target, namespace.name, repository)
+    scheme, _, host = target.url.partition("://")  # no transaction stays open during the push
     host = DOCKER_HUB.get(host, host)
-    password = target_password(target, secret_key)
-    mount_from = _mount_sources(session, target, namespace.name, repository)
-    session.commit()  # no transaction stays open during the push
     source = ArtifactSource(store, spool_dir)
     client = RegistryClient(host, plain_http=scheme == "http", username=target.username if password else None,
                             password=password, verify_tls=target.tls_verify, timeout=policy.timeout_seconds)
     try:
         reference = ImageReference(registry=host, repository=repository, tag=str(build.id))
         report = push_image(image, source, reference, client, mount_from=mount_from)
-        current = session.exec(select(Environment.current_build_id).where(Environment.id == environment.id)).first()
-        session.commit()
+        with session_scope(engine) as session:
+            current = session.exec(select(Environment.current_build_id)
+                                   .where(Environment.id == environment.id)).first()
         if current == build.id:  # asked after the push: a build that became current meanwhile keeps latest
             client.push_manifest(repository, "latest", image.root)
     finally:

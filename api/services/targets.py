@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from cryptography.fernet import Fernet, InvalidToken
 from sqlmodel import Session, col, select
 
+from envyard.api.auth.secret_key import fernet_key
 from envyard.api.models import Publication, RegistryTarget
-from envyard.api.secret_key import fernet_key
 from envyard.api.services.lookups import get_namespace
 from envyard.builder.errors import ConflictError, NotFoundError, TargetError
 

@@ -60,6 +60,7 @@ def serve(settings: Any, host: str, port: int, workers: int, worker_platforms: l
     import uvicorn
 
     from envyard.api.app import create_app
+    from envyard.api.deps import app_state
     from envyard.api.files import private_dir
     from envyard.worker.runner import WorkerOptions, parse_pauses, run_worker
 
@@ -75,7 +76,7 @@ def serve(settings: Any, host: str, port: int, workers: int, worker_platforms: l
     if workers > 0:
         client_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         options = WorkerOptions(
-            api_url=f"http://{client_host}:{port}", token=app.state.admin_token,
+            api_url=f"http://{client_host}:{port}", token=app_state(app).admin_token,
             name=f"embedded@{socket.gethostname()}", work_dir=settings.resolved_work_root,
             settings=settings, platforms=worker_platforms, concurrency=workers, wait_seconds=2.0,
             pause_at=parse_pauses(settings.test_stage_delay),

@@ -434,8 +434,7 @@ def test_an_upload_of_a_blob_being_deleted_waits_then_stores_it(engine: Engine, 
     build_id = new_build(engine)
 
     def upload() -> bool:
-        with Session(engine) as session:
-            gc.hold_blobs(session, build_id, [sha(data)])
+        gc.hold_blobs(engine, build_id, [sha(data)])
         if store.stat(sha(data)) == len(data):
             return False
         store.put_bytes(data)
@@ -459,8 +458,8 @@ def test_a_blob_taken_after_the_mark_is_kept(engine: Engine, tmp_path: Path) -> 
     store = LocalArtifactStore(tmp_path / "store")
     contents = [noise() for _ in range(4)]
     held, referenced, tombstoned, garbage = (store.put_bytes(data) for data in contents)
-    with Session(engine) as session:  # after the mark: a running build holds one, a completion references another
-        gc.hold_blobs(session, new_build(engine), [held.sha256])
+    gc.hold_blobs(engine, new_build(engine), [held.sha256])  # after the mark: a running build holds one, ...
+    # ... a completion references another
     reference(engine, new_build(engine, "completed"), contents[1])
     with Session(engine) as session:
         session.add(BlobTombstone(sha256=tombstoned.sha256, created_at=utcnow()))  # a collector that died just now
@@ -483,12 +482,12 @@ def test_waiting_for_a_tombstone_is_bounded_and_a_stale_one_is_removed(engine: E
         long_ago = utcnow() - timedelta(seconds=gc.STALE_TOMBSTONE_SECONDS + 60)
         session.add(BlobTombstone(sha256=stale, created_at=long_ago))
         session.commit()
-    with Session(engine) as session, pytest.raises(StorageError, match="being deleted by garbage collection") as err:
-        gc.hold_blobs(session, build_id, [busy], wait_seconds=0.2)
+    with pytest.raises(StorageError, match="being deleted by garbage collection") as err:
+        gc.hold_blobs(engine, build_id, [busy], wait_seconds=0.2)
     assert err.value.status == 503 and "retry" in (err.value.hint or "")
+    gc.hold_blobs(engine, build_id, [stale, stale])  # a dead collector's tombstone: removed, no wait
+    gc.hold_blobs(engine, build_id, [stale])  # holding twice is fine
     with Session(engine) as session:
-        gc.hold_blobs(session, build_id, [stale, stale])  # a dead collector's tombstone: removed, no wait
-        gc.hold_blobs(session, build_id, [stale])  # holding twice is fine
         holds = session.exec(select(BlobHold.sha256).where(BlobHold.build_id == build_id)).all()
     assert sorted(holds) == sorted([busy, stale]) and tombstones(engine) == {busy}
 
@@ -534,9 +533,9 @@ def test_holds_of_finished_builds_are_released(engine: Engine, tmp_path: Path) -
     store = LocalArtifactStore(tmp_path / "store")
     blob = store.put_bytes(noise())
     running, failed = new_build(engine), new_build(engine)
+    gc.hold_blobs(engine, running, [blob.sha256])
+    gc.hold_blobs(engine, failed, [blob.sha256])
     with Session(engine) as session:
-        gc.hold_blobs(session, running, [blob.sha256])
-        gc.hold_blobs(session, failed, [blob.sha256])
         build = session.get(Build, failed)
         assert build is not None
         build.status = "failed"
@@ -629,8 +628,7 @@ def test_gc_on_s3(s3_endpoint: str, engine: Engine, tmp_path: Path) -> None:
     for data in (kept, held, garbage):
         store.put_bytes(data)
     reference(engine, new_build(engine, "completed"), kept)
-    with Session(engine) as session:
-        gc.hold_blobs(session, new_build(engine), [sha(held)])
+    gc.hold_blobs(engine, new_build(engine), [sha(held)])
     dry = gc.collect(engine, store, grace_seconds=0, dry_run=True)
     assert (dry.blobs, dry.referenced, dry.kept_held, dry.deletable, dry.deleted) == (3, 1, 1, 1, 0)
     report = gc.collect(engine, store, grace_seconds=0)

@@ -167,8 +167,9 @@ def add_target(session: Session, namespace: str, name: str, host: str, **extra: 
 def run_due(session: Session, store: ArtifactStore, policy: publish.PublishPolicy = POLICY,
             later: float = 0.0) -> Publication | None:
     """Claim the next due publication (as if ``later`` seconds had passed) and run it."""
-    claimed = publish.claim_publication(session, policy, now=utcnow() + timedelta(seconds=later))
-    return None if claimed is None else publish.run_publication(session, store, SECRET, claimed, policy)
+    engine: Any = session.get_bind()
+    claimed = publish.claim_publication(engine, policy, now=utcnow() + timedelta(seconds=later))
+    return None if claimed is None else publish.run_publication(engine, store, SECRET, claimed, policy)
 
 
 def publication_of(session: Session, build: Build) -> Publication:
@@ -341,15 +342,15 @@ def test_claims_are_exclusive_and_leases_expire(session: Session, engine: Any, s
     add_target(session, "lab", "hub", f"127.0.0.1:{free_port()}")
     add_build(session, store, blobs, "lab", "env", single_image(blobs, [{"a": b"lease"}]))
     policy = publish.PublishPolicy(lease_seconds=30, max_attempts=2, backoff_seconds=1)
-    claimed = publish.claim_publication(session, policy)
+    claimed = publish.claim_publication(engine, policy)
     assert claimed is not None and claimed.status == "pushing" and claimed.attempt == 1
-    with Session(engine, expire_on_commit=False) as other:  # another server: nothing for it while the lease holds
-        assert publish.claim_publication(other, policy) is None
-        stolen = publish.claim_publication(other, policy, now=utcnow() + timedelta(seconds=31))
-        assert stolen is not None and stolen.id == claimed.id and stolen.attempt == 2
-    assert publish._finish(session, claimed, status="pushed") is False  # the first claim's result is dropped
+    # another server: nothing for it while the lease holds
+    assert publish.claim_publication(engine, policy) is None
+    stolen = publish.claim_publication(engine, policy, now=utcnow() + timedelta(seconds=31))
+    assert stolen is not None and stolen.id == claimed.id and stolen.attempt == 2
+    assert publish._finish(engine, claimed, status="pushed") is False  # the first claim's result is dropped
     with Session(engine, expire_on_commit=False) as third:
-        assert publish.claim_publication(third, policy, now=utcnow() + timedelta(seconds=62)) is None
+        assert publish.claim_publication(engine, policy, now=utcnow() + timedelta(seconds=62)) is None
         lost = third.get(Publication, claimed.id)
         assert lost is not None and lost.status == "failed" and "stopped responding, 2 times" in (lost.error_message
                                                                                                  or "")
@@ -413,7 +414,8 @@ def test_push_from_an_s3_store(session: Session, blobs: BlobStore, registry_host
         source.path("sha256:" + "0" * 64)
     source.close()
     assert not copied.exists()
-    done = publish.run_publication(session, s3, SECRET, publish.claim_publication(session, POLICY), POLICY,
+    engine: Any = session.get_bind()
+    done = publish.run_publication(engine, s3, SECRET, publish.claim_publication(engine, POLICY), POLICY,
                                    tmp_path / "spool")  # type: ignore[arg-type]
     assert done.status == "pushed" and done.digest == build.image_digest and done.uploaded_blobs == 2
     assert list((tmp_path / "spool").iterdir()) == []  # the spooled copies are gone

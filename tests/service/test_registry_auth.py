@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from envyard.api.auth import CACHE_SECONDS
-from envyard.api.registry_tokens import REGISTRY_TOKEN_SECONDS, registry_token_key, sign_registry_token
+from envyard.api.auth.registry_tokens import REGISTRY_TOKEN_SECONDS, registry_token_key, sign_registry_token
 from tests.commands import ENVYARD
 from tests.service.conftest import Service, create_environment, spec_text, start_service
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from envyard.api.secret_key import derive_key, load_or_create_secret_key
+from envyard.api.auth.secret_key import derive_key, load_or_create_secret_key
 from envyard.builder.errors import ConfigError
 
 

@@ -14,6 +14,8 @@ from sqlmodel import Session, select
 from envyard.api.db import session_scope
 from envyard.api.models import ApiToken, Role
 
+__all__ = ["TOKEN_PREFIX", "create_token", "ensure_admin_token", "hash_token", "new_token"]
+
 TOKEN_PREFIX = "ey_"
 
 

@@ -1,6 +1,6 @@
 """Registry tokens of Docker's token auth: short-lived HS256 JWTs naming the envyard token they were issued
-to (or none: anonymous) and the repositories they may pull. ``GET /v2/token`` (:mod:`api.distribution.access`)
-signs them; :mod:`api.auth` verifies them on ``/v2/`` requests.
+to (or none: anonymous) and the repositories they may pull. ``GET /v2/token`` (:mod:`envyard.api.distribution.access`)
+signs them; :mod:`envyard.api.auth.principals` verifies them on ``/v2/`` requests.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 import jwt
 
-from envyard.api.secret_key import derive_key
+from envyard.api.auth.secret_key import derive_key
+
+__all__ = ["ALGORITHM", "REGISTRY_SERVICE", "REGISTRY_TOKEN_SECONDS", "RegistryClaims", "is_registry_token",
+           "registry_token_key", "sign_registry_token", "verify_registry_token"]
 
 REGISTRY_SERVICE = "envyard"
 REGISTRY_TOKEN_SECONDS = 300

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from envyard.builder.errors import ConfigError
 
+__all__ = ["MIN_LENGTH", "derive_key", "fernet_key", "load_or_create_secret_key"]
+
 MIN_LENGTH = 32
 
 

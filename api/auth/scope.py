@@ -1,0 +1,54 @@
+"""Scope: which namespaces a request concerns, before any verdict.
+
+A route names a resource through its path parameters; the resource dependencies of :mod:`envyard.api.resources`
+resolve it to the namespaces it belongs to (one for a build or an environment, every namespace holding a blob) and
+hand those to :func:`envyard.api.auth.policy.check`. A request with path parameters that no resource dependency
+resolved concerns no namespace anyone may act on (:func:`unresolved`: fail closed). A listing concerns the
+namespaces its caller reads (:func:`readable_namespaces`). On ``/v2/`` a registry token narrows the scope to the
+repositories it names (:func:`in_registry_scope`).
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from sqlmodel import col, select
+
+from envyard.api.auth.principals import Action, Principal, is_registry_path, unauthenticated
+from envyard.api.db import session_scope
+from envyard.api.models import Namespace, NamespaceGrant
+from envyard.builder.errors import AuthenticationError
+
+__all__ = ["denied_details", "in_registry_scope", "out_of_scope", "readable_namespaces", "unresolved"]
+
+
+def unresolved(request: Request) -> bool:
+    """Whether the request names a resource (path parameters) that nothing resolved to its namespaces."""
+    return bool(request.path_params)
+
+
+def in_registry_scope(principal: Principal, action: Action, repository: str | None) -> bool:
+    """Whether a registry token's scope (if the request came with one) covers ``action`` on ``repository``."""
+    return principal.repositories is None or (action == Action.READ and repository in principal.repositories)
+
+
+def out_of_scope(request: Request, repository: str | None) -> AuthenticationError:
+    return unauthenticated(request, f"the registry token does not grant pull of '{repository or ''}'",
+                           "fetch a token for this repository from /v2/token", "insufficient_scope")
+
+
+def denied_details(request: Request) -> dict[str, str]:
+    """The details of a 403: on /v2/ the OCI code DENIED."""
+    return {"oci": "DENIED"} if is_registry_path(request.url.path) else {}
+
+
+def readable_namespaces(principal: Principal) -> frozenset[str] | None:
+    """What a listing may show: the names of the namespaces ``principal`` reads (None: all), read afresh (one
+    query), so a namespace just created or granted is listed at once on every replica."""
+    if not principal.restricted:
+        return None
+    assert principal.source is not None, "principals of a request come from envyard.api.deps.current_principal"
+    granted = select(NamespaceGrant.namespace_id).where(NamespaceGrant.token_id == (principal.token_id or -1))
+    with session_scope(principal.source.engine) as session:
+        return frozenset(session.exec(
+            select(Namespace.name).where(col(Namespace.public) | col(Namespace.id).in_(granted))
+        ).all())
