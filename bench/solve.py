@@ -99,6 +99,11 @@ def timed(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
+def target(name: str, value: float, limit: float, unit: str) -> None:
+    """The TARGET line of one target: PASS when ``value`` is at most ``limit``."""
+    print(f"TARGET {name}: {value:.2f}{unit} (<= {limit:.2f}{unit}) {'PASS' if value <= limit else 'MISS'}")
+
+
 def bench_channel(label: str, alias_root: Path, specs: list[str], repeat: int, workdir: Path) -> None:
     import rattler
 
@@ -132,6 +137,7 @@ def bench_channel(label: str, alias_root: Path, specs: list[str], repeat: int, w
     t_ours = timed(lambda: ours(("linux-64",)), repeat)
     print(f"{label:>22}  linux-64  bare solve {t_bare * 1000:8.1f} ms   envyard lock {t_ours * 1000:8.1f} ms"
           f"   ratio {t_ours / t_bare:5.2f}x  (target <= 1.20x)")
+    target(f"{label} lock / bare solve", t_ours / t_bare, 1.20, "x")
     relock_dir = workdir / f"relock-{label}"
     ours(("linux-64",), out=relock_dir)
     t_relock = timed(lambda: ours(("linux-64",), out=relock_dir), repeat)
@@ -145,6 +151,7 @@ def bench_channel(label: str, alias_root: Path, specs: list[str], repeat: int, w
     print(f"{'':>22}  4 platforms ({len(CROSS_PLATFORM)} specs) {t_multi * 1000:8.1f} ms"
           f"   slowest single {slowest * 1000:8.1f} ms"
           f"   ratio {t_multi / slowest:5.2f}x  (target <= 1.50x)")
+    target(f"{label} 4 platforms / slowest single", t_multi / slowest, 1.50, "x")
 
 
 def bench_process(specs: list[str], workdir: Path) -> None:
@@ -183,6 +190,7 @@ def bench_process(specs: list[str], workdir: Path) -> None:
     label = f"process, {len(specs)} specs"
     print(f"{label:>22}  bare-solve process {t_bare:6.2f} s   envyard lock {t_lock:6.2f} s"
           f"   extra {t_lock - t_bare:+5.2f} s  (target <= +0.50 s)")
+    target("process: envyard lock - bare-solve process", t_lock - t_bare, 0.50, " s")
     print(f"{'':>22}  envyard lock --check {t_check:6.2f} s   ({t_check / t_lock:4.2f}x of a lock; no solve)")
 
 

@@ -133,6 +133,7 @@ def split_sha256_fragment(url: str) -> tuple[str, str | None]:
     return url[: match.start()], match.group(1).lower()
 
 
+@lru_cache(maxsize=65536)  # the same few thousand specs recur in every format written and every toposort
 def _split_dep(spec: str) -> tuple[str, str]:
     match = _DEP_NAME.match(spec)
     if match is None:

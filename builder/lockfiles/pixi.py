@@ -108,6 +108,8 @@ def _pypi_fields(pkg: LockedPipPackage) -> list[str]:
 
 def _add_pypi_fields(text: str, pip: Mapping[str, LockedPipPackage]) -> str:
     """Insert hash, ``requires_dist`` and ``requires_python`` after each PyPI entry's version line."""
+    if not pip:
+        return text
     lines = text.splitlines()
     try:
         start = lines.index("packages:")
@@ -166,9 +168,11 @@ def render_pixi_lock(
         path = Path(tmp) / PIXI_LOCK_NAME
         try:
             lock_file.to_path(path)
-            text = _add_pypi_fields(path.read_text(encoding="utf-8"), pip)
-            path.write_text(text, encoding="utf-8")
-            LockFile.from_path(path)  # what we added must read back
+            written = path.read_text(encoding="utf-8")
+            text = _add_pypi_fields(written, pip)
+            if text != written:  # what we added to rattler's text must read back
+                path.write_text(text, encoding="utf-8")
+                LockFile.from_path(path)
         except Exception as exc:  # rattler raises its own exception types for invalid records
             message = " ".join(str(exc).replace(str(path), PIXI_LOCK_NAME).split())
             raise LockfileError(
