@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -39,6 +41,7 @@ __all__ = ["LoadControls", "Slot", "TokenLimits", "principal_key"]
 STREAM_RETRY_SECONDS = 10
 SUBMISSION_RETRY_SECONDS = 2
 CHECKER_NICENESS = 10
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class Slot:
@@ -95,10 +98,26 @@ def principal_key(request: Request, principal: Principal) -> str:
     return f"anonymous:{client}"
 
 
-def _lower_priority() -> None:
-    """In a spec-check process: yield the CPU to the server (requests, workers' heartbeats) when it is scarce."""
+def _start_checker(server_pid: int) -> None:
+    """In a spec-check process: die with the server (a SIGKILLed server must leave no checker behind), and yield
+    the CPU to the server (requests, workers' heartbeats) when it is scarce."""
+    _die_with_parent()
+    if os.getppid() != server_pid:  # the server died before the line above took effect
+        os._exit(0)
     with contextlib.suppress(OSError):
         os.nice(CHECKER_NICENESS)
+
+
+def _die_with_parent() -> None:
+    """Linux's PR_SET_PDEATHSIG: SIGKILL this process when the process (thread) that started it ends."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class LoadControls:
@@ -127,7 +146,7 @@ class LoadControls:
             if self._checkers is None:  # started on the first submission; "spawn": this process has threads
                 self._checkers = ProcessPoolExecutor(self.settings.spec_check_processes,
                                                      mp_context=multiprocessing.get_context("spawn"),
-                                                     initializer=_lower_priority)
+                                                     initializer=_start_checker, initargs=(os.getpid(),))
             try:
                 return self._checkers.submit(check_submission, filename, text, platforms,
                                              submission_policy(self.settings), channel_alias)

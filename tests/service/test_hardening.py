@@ -128,3 +128,39 @@ def test_a_full_data_disk_keeps_the_log(start: Any, tmp_path: Path) -> None:
     assert done["status"] == "failed" and done["error"]["code"] == "disk-full", (done, log)
     assert str(disk) in done["error"]["message"] and "free there now" in done["error"]["message"]
     assert "runs build" in log and "no space left on device" in log.lower(), log  # the database kept the log
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat_file.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_killed_server_leaves_no_spec_check_process(start: Any) -> None:
+    """The processes that parse submitted specs die with a SIGKILLed server (PR_SET_PDEATHSIG), not orphaned."""
+    service = start("--workers", "0")
+    with service.client() as http:
+        create_environment(http, "checks", "env", ["e2e-env"])  # starts the spec-check pool
+    checkers = {pid for pid in _children(service.process.pid)
+                if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")}
+    assert checkers, "the submission started no spec-check process"
+    service.process.kill()
+    service.process.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in checkers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in checkers if _alive(pid)], "spec-check processes outlived the server"
