@@ -23,6 +23,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, ClassVar
 
+from envyard.builder.progress import format_size
+
 PROBLEM_BASE = "https://envyard.dev/problems/"
 
 
@@ -396,15 +398,6 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "(os error 28)", "(os error 122)")
 
 
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"  # pragma: no cover - the loop returns
-
-
 def free_bytes(path: str | PathLike[str]) -> int | None:
     """Free space (for unprivileged users) on the filesystem holding ``path`` or its nearest existing parent."""
     here = Path(path).absolute()
@@ -429,7 +422,7 @@ class DiskFullError(EnvyardError):
         """The error for a full filesystem holding ``path``, with the free space measured now."""
         free = free_bytes(path) if path is not None else None
         where = f"writing {os.fspath(path)}" if path is not None else "writing a file of the build"
-        space = f"{_size(free)} free there now" if free is not None else "free space unknown"
+        space = f"{format_size(free)} free there now" if free is not None else "free space unknown"
         return cls(f"{reason.lower()} {where} ({space})",
                    hint="free space there (or raise the quota), or give the worker a work directory on a larger "
                    "filesystem; then rebuild",

@@ -39,3 +39,17 @@ class NullReporter:
 
     def stage_finished(self, stage: Stage, detail: str = "", **fields: Any) -> None:
         return None
+
+
+def format_size(size: int) -> str:
+    """A byte count for people (progress lines, error messages, CLI tables).
+
+    >>> format_size(512), format_size(3 * 1024 * 1024)
+    ('512 B', '3.0 MiB')
+    """
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

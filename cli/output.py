@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from envyard.builder.errors import EnvyardError, UsageError
-from envyard.builder.progress import Stage
+from envyard.builder.progress import Stage, format_size
 
 __all__ = [
     "NO_WRAP_WIDTH",
@@ -109,20 +109,6 @@ def format_when(value: str | None) -> str:
     ('2025-01-31 12:34:56', '-')
     """
     return value[:19].replace("T", " ") if value else "-"
-
-
-def format_size(size: int) -> str:
-    """A byte count for people.
-
-    >>> format_size(512), format_size(3 * 1024 * 1024)
-    ('512 B', '3.0 MiB')
-    """
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 class RichReporter:
