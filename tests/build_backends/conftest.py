@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 
 from envyard.api.build_backends.jobs import to_dict
 from tests.commands import ENVYARD
-from tests.service.conftest import e2e_alias, service_env  # noqa: F401 - the shared session fixtures
+from tests.service.conftest import Service, e2e_alias, service_env, start_service  # noqa: F401 - shared fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.33"
@@ -120,3 +120,11 @@ def nodes(tmp_path: Path) -> Iterator[LocalNodes]:
     cluster = LocalNodes(tmp_path)
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path, service_env: dict[str, str]) -> Iterator[Service]:  # noqa: F811
+    """A real ``envyard serve`` without in-process workers (SQLite, local store)."""
+    started = start_service(tmp_path / "svc", service_env, "--build-backend", "external")
+    yield started
+    started.stop()

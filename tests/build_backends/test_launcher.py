@@ -6,27 +6,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from envyard.api.auth.secret_key import load_or_create_secret_key
 from envyard.api.build_backends.launcher import Launcher
 from envyard.api.db import make_engine
 from envyard.api.settings import ServiceSettings
 from tests.build_backends.conftest import LocalNodes
-from tests.service.conftest import Service, create_environment, start_service
+from tests.service.conftest import Service, create_environment
 
 MAX_JOBS = 2
-
-
-@pytest.fixture
-def service(tmp_path: Path, service_env: dict[str, str]) -> Iterator[Service]:
-    started = start_service(tmp_path / "svc", service_env, "--build-backend", "external")
-    yield started
-    started.stop()
 
 
 def launcher_for(service: Service, nodes: LocalNodes, tmp: Path, alias: str, delay: str = "installing=3") -> Launcher:
