@@ -45,7 +45,8 @@ def recipe(version: str = IMAGE_TAG) -> dict[str, object]:
     for name, folder in PACKAGES.items():
         for path in sorted((REPO / folder).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-                files[f"site-packages/envyard/{name}/{path.relative_to(REPO / folder).as_posix()}"] = {"copy": str(path)}
+                relative = path.relative_to(REPO / folder).as_posix()
+                files[f"site-packages/envyard/{name}/{relative}"] = {"copy": str(path)}
     return {"package": {"name": "envyard", "version": version},
             "build": {"number": 0, "string": "pyh0_0", "noarch": "python"},
             "requirements": {"run": ["python >=3.11"]}, "files": files,
