@@ -59,7 +59,7 @@ def test_builds_run_as_jobs_and_a_lost_node_is_requeued(service: Service, nodes:
     assert nodes.created.count(first) == 1 and f"envyard-build-{victim}-2" in nodes.created
     assert len(nodes.created) == len(set(nodes.created)) == 5  # one Job per attempt: 4 builds, 1 retry
     assert nodes.conflicts == []
-    assert 1 <= nodes.max_active <= MAX_JOBS
+    assert nodes.max_active == MAX_JOBS  # reached, never passed
     codes = nodes.exit_codes()
     assert all(code == 0 for code in codes.values()), codes  # each worker --once exited 0: completed
 
@@ -104,3 +104,29 @@ def _create_failing(nodes: LocalNodes, job: Any, secret: Any) -> bool:
     """Create the Job with a container that exits 1 before running envyard (a broken image)."""
     job.spec.template.spec.containers[0].command = ["envyard", "--no-such-option"]
     return LocalNodes.create_job(nodes, job, secret)
+
+
+def test_two_launchers_never_create_two_jobs_for_one_attempt(service: Service, nodes: LocalNodes, tmp_path: Path,
+                                                             e2e_alias: str) -> None:
+    """Two API replicas each run a launcher: the deterministic Job names make the API server refuse (409) the
+    second Job of an attempt, which the losing launcher takes as done."""
+    launchers = [launcher_for(service, nodes, tmp_path, e2e_alias, delay="solving=60") for _ in range(2)]
+    with service.client() as http:
+        builds = [create_environment(http, "race", f"env{i}", ["pyhello"]) for i in range(MAX_JOBS)]
+    start = threading.Barrier(2)
+    passes: list[Any] = []
+
+    def race(launcher: Launcher) -> None:
+        start.wait()
+        passes.append(launcher.reconcile())
+
+    threads = [threading.Thread(target=race, args=(launcher,)) for launcher in launchers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    expected = sorted(f"envyard-build-{b['id']}-1" for b in builds)
+    assert sorted(nodes.created) == expected  # each attempt's Job once
+    assert sorted(name for p in passes for name in p.created) == expected
+    assert sorted(nodes.conflicts) == sorted(set(nodes.conflicts))
+    assert all(launcher.reconcile().created == [] for launcher in launchers)
