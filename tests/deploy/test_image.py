@@ -9,8 +9,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import tarfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from tests.packages import build_e2e_channel
 from tests.service.conftest import REPO
@@ -43,6 +45,26 @@ def test_envyard_builds_its_own_image_reproducibly(tmp_path: Path) -> None:
     assert first["digest"] == second["digest"]
     assert (out / "lock" / "conda-lock.yml").read_text() == lock
     assert f"{build.IMAGE_NAME}:{build.IMAGE_TAG}" in (REPO / "deploy" / "README.md").read_text()
+    manifest = _manifest(out / "oci")
+    assert _blob(out / "oci", manifest["config"]["digest"])["architecture"] == "amd64"
+    owners: set[tuple[int, int]] = set()
+    found = False
+    for layer in manifest["layers"]:
+        with tarfile.open(out / "oci" / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]) as tar:
+            members = tar.getmembers()
+            owners |= {(m.uid, m.gid) for m in members}
+            if any(m.name.endswith("site-packages/envyard/api/app.py") for m in members):
+                found = True
+    assert found and owners == {(1000, 1000)}  # envyard itself is in the image, owned by the manifests' uid
+
+
+def _blob(layout: Path, digest: str) -> dict[str, Any]:
+    return dict(json.loads((layout / "blobs" / "sha256" / digest.split(":", 1)[1]).read_text()))
+
+
+def _manifest(layout: Path) -> dict[str, Any]:
+    top = _blob(layout, json.loads((layout / "index.json").read_text())["manifests"][0]["digest"])
+    return _blob(layout, top["manifests"][0]["digest"]) if "manifests" in top else top
 
 
 def test_the_envyard_package_holds_the_checkout() -> None:
