@@ -48,6 +48,7 @@ class LocalNodes:
         self.created: list[str] = []  # every Job name ever created, in order
         self.conflicts: list[str] = []
         self.max_active = 0
+        self.pending = False  # True: new Jobs' pods are not scheduled (no process starts; the Job stays unfinished)
         self.lock = threading.Lock()
 
     # --- the interface the launcher uses --------------------------------------------------------------------
@@ -63,13 +64,17 @@ class LocalNodes:
             self.jobs[name] = copy.deepcopy(job)
             self.secrets[name] = secret
             self.created.append(name)
-            self.processes[name] = self._start(job)
+            if not self.pending:
+                self.processes[name] = self._start(job)
             self.max_active = max(self.max_active, sum(p.poll() is None for p in self.processes.values()))
         return True
 
     def list_jobs(self, label_selector: str) -> list[k8s.V1Job]:
         with self.lock:
             for name, job in self.jobs.items():
+                if name not in self.processes:
+                    job.status = k8s.V1JobStatus()  # pending
+                    continue
                 code = self.processes[name].poll()
                 job.status = k8s.V1JobStatus(active=1 if code is None else None,
                                              succeeded=1 if code == 0 else None,

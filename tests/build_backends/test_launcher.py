@@ -130,3 +130,21 @@ def test_two_launchers_never_create_two_jobs_for_one_attempt(service: Service, n
     assert sorted(name for p in passes for name in p.created) == expected
     assert sorted(nodes.conflicts) == sorted(set(nodes.conflicts))
     assert all(launcher.reconcile().created == [] for launcher in launchers)
+
+
+def test_pending_jobs_count_and_a_canceled_builds_job_is_deleted(service: Service, nodes: LocalNodes,
+                                                                 tmp_path: Path, e2e_alias: str) -> None:
+    """Jobs whose pods are not scheduled count against the limit; canceling a build that is still queued deletes
+    its Job, which frees a place for the next build."""
+    nodes.pending = True
+    launcher = launcher_for(service, nodes, tmp_path, e2e_alias)
+    with service.client() as http:
+        builds = [create_environment(http, "pend", f"env{i}", ["pyhello"])["id"] for i in range(MAX_JOBS + 1)]
+        names = [f"envyard-build-{b}-1" for b in builds]
+        assert launcher.reconcile().created == names[:MAX_JOBS]
+        assert launcher.reconcile().created == []  # the limit holds with pending Jobs
+        assert http.post(f"/api/v1/builds/{builds[0]}/cancel").status_code == 200
+        assert service.wait_for(builds[0], timeout=10)["status"] == "canceled"
+        step = launcher.reconcile()
+    assert step.deleted == [names[0]] and step.created == [names[MAX_JOBS]]
+    assert names[0] not in nodes.jobs
