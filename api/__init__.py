@@ -6,6 +6,7 @@ settings."""
 __all__ = [
     "app",
     "auth",
+    "build_backends",
     "db",
     "deps",
     "distribution",

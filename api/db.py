@@ -66,8 +66,16 @@ def _sqlite_begin_before_savepoint(connection: Any, _name: str) -> None:
         dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
+#: ``pg_advisory_xact_lock`` key of schema migrations (any fixed 64-bit number; "envyard" in ASCII)
+MIGRATION_LOCK = 0x656E7679617264
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` with Alembic (the only way the schema changes)."""
+    """Bring the schema to ``revision`` with Alembic (the only way the schema changes).
+
+    Safe with several servers starting at once on one database (replicas of a Deployment): on PostgreSQL the
+    migration runs in one transaction holding an advisory lock, so the others wait for it and then find the schema
+    current (SQLite is the one-server, embedded setup)."""
     from alembic import command
     from alembic.config import Config
 
@@ -75,6 +83,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     except OperationalError as exc:

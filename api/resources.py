@@ -30,7 +30,7 @@ from envyard.api.db import session_scope
 from envyard.api.deps import EngineDep, current_principal
 from envyard.api.ids import Id
 from envyard.api.models import ApiToken, Build, BuildArtifact, Environment, Namespace
-from envyard.builder.errors import NotFoundError
+from envyard.builder.errors import NotFoundError, PermissionDeniedError
 
 __all__ = [
     "BuildPair",
@@ -58,6 +58,9 @@ def _named(dependency: Callable[..., object], kind: str, action: Action) -> None
 
 
 def _build(request: Request, engine: Engine, principal: Principal, action: Action, build_id: int) -> Build:
+    if principal.build is not None and principal.build.build_id != build_id:
+        raise PermissionDeniedError(f"this token is scoped to build {principal.build.build_id}, not {build_id}",
+                                    hint="a build-scoped worker token works on its own build only")
     with session_scope(engine) as session:
         found = session.exec(
             select(Build, Namespace.name).join(Environment, col(Environment.id) == Build.environment_id)

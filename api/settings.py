@@ -7,6 +7,7 @@ One object per process, read from ``ENVYARD_*`` variables (and command-line opti
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal
 
 from pydantic import Field
 
@@ -69,6 +70,46 @@ class ServiceSettings(WorkerSettings):
         default=None, description="Serve /docs, /redoc and /openapi.json without a token (false: any valid token "
         "needed); default: open only for an embedded server (SQLite and a local artifact store, on loopback).",
     )
+
+    # --- where builds run (docs/kubernetes-builds.md) ---------------------------------------------------------------
+    build_backend: Literal["inprocess", "external", "kubernetes"] = Field(
+        default="inprocess", description="Where builds run: 'inprocess' (worker threads of envyard serve, "
+        "--workers), 'external' (only `envyard worker` processes started elsewhere), 'kubernetes' (one Job per "
+        "build attempt, running `envyard worker --once` with a build-scoped token).",
+    )
+    kubernetes_namespace: str | None = Field(
+        default=None, description="Namespace of build Jobs; default the server pod's own namespace, else 'default'.",
+    )
+    kubernetes_worker_image: str = Field(
+        default="envyard/envyard:0.1.0", description="Image of build Jobs (envyard's own image, deploy/image/).",
+    )
+    kubernetes_max_jobs: int = Field(default=4, ge=1, description="Build Jobs running or pending at once.")
+    kubernetes_build_resources: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {"*": {"cpu": "1", "memory": "2Gi"}},
+        description="Resource requests of build pods per envyard namespace (JSON), '*' for the rest, e.g. "
+        '{"*": {"cpu": "1", "memory": "2Gi"}, "ml": {"cpu": "4", "memory": "16Gi"}}.',
+    )
+    kubernetes_cache_pvc: str | None = Field(
+        default=None, description="PersistentVolumeClaim (ReadWriteMany) shared by build pods as their package "
+        "cache; default an emptyDir per pod.",
+    )
+    kubernetes_cache_path: str = Field(default="/var/cache/envyard", description="Where build pods mount the cache.")
+    kubernetes_work_path: str = Field(default="/var/lib/envyard/work", description="Build pods' scratch (emptyDir).")
+    kubernetes_job_ttl_seconds: int = Field(
+        default=3600, ge=0, description="ttlSecondsAfterFinished of build Jobs (the cluster deletes them after).",
+    )
+    kubernetes_job_start_seconds: int = Field(
+        default=900, ge=10, description="How long a build Job may take to start and claim its build; its token "
+        "lives this plus build_time_limit_seconds.",
+    )
+    kubernetes_service_account: str | None = Field(
+        default=None, description="ServiceAccount of build pods (they need no Kubernetes API access).",
+    )
+    kubernetes_worker_env: dict[str, str] = Field(
+        default_factory=dict, description="More environment of build pods (JSON), e.g. "
+        '{"ENVYARD_CHANNEL_ALIAS": "https://conda.example/"}.',
+    )
+    kubernetes_poll_seconds: float = Field(default=2.0, gt=0, description="How often the Job launcher looks.")
 
     def embedded(self, host: str) -> bool:
         """Whether ``envyard serve`` on ``host`` is the one-machine setup: SQLite, a local artifact store, and

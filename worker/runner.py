@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from envyard.builder.errors import DiskFullError, EnvyardError, LeaseLostError
 from envyard.worker.client import ApiClient
@@ -35,7 +35,8 @@ from envyard.worker.protocol import ArtifactEntry, Job, StageName
 from envyard.worker.sandbox import Sandbox, child_environment, sandbox_for
 from envyard.worker.settings import WorkerSettings
 
-__all__ = ["BuildRunner", "WorkerOptions", "parse_pauses", "run_worker", "sweep_work_root"]
+__all__ = ["ONCE_EXIT_CODES", "BuildRunner", "Outcome", "WorkerOptions", "parse_pauses", "run_once", "run_worker",
+           "sweep_work_root"]
 
 log = logging.getLogger(__name__)
 LOG_FLUSH_BYTES = 256 * 1024
@@ -68,6 +69,13 @@ def parse_pauses(text: str | None) -> dict[str, float]:
 
 
 LOCK_SUFFIX = ".lock"
+
+Outcome = Literal["completed", "failed", "canceled", "lost", "stopped", "none"]
+#: ``envyard worker --once`` exits with: 0 the build completed or was canceled (it is final), 1 it failed (and
+#: the server recorded it), 75 (EX_TEMPFAIL) nothing was claimed, the lease was lost or the worker was stopped:
+#: the build is not finished by this process; the server's lease expiry requeues it.
+ONCE_EXIT_CODES: dict[str, int] = {"completed": 0, "canceled": 0, "failed": 1, "lost": 75, "stopped": 75,
+                                   "none": 75}
 
 
 def _try_lock(path: Path, create: bool) -> int | None:
@@ -138,6 +146,36 @@ def run_worker(options: WorkerOptions, stop: threading.Event) -> None:
     client.close()
 
 
+def run_once(options: WorkerOptions, stop: threading.Event, claim_seconds: float) -> Outcome:
+    """Claim one build (waiting up to ``claim_seconds`` for one), run it, and say how it went."""
+    if options.sandbox is None:
+        options.sandbox = sandbox_for(options.settings, os.environ)
+    options.work_dir.mkdir(parents=True, exist_ok=True)
+    sweep_work_root(options.work_dir)
+    client = ApiClient(options.api_url, options.token, stop=stop)
+    deadline = time.monotonic() + claim_seconds
+    try:
+        while not stop.is_set():
+            wait = max(0.0, min(options.wait_seconds, deadline - time.monotonic()))
+            try:
+                job = client.claim(options.name, options.platforms, wait)
+            except EnvyardError as exc:
+                log.warning("claim failed: %s", exc.one_line())
+                if time.monotonic() >= deadline or exc.details.get("status") in (401, 403):
+                    return "none"
+                stop.wait(2.0)
+                continue
+            if job is not None:
+                runner = BuildRunner(client, options, job, stop, options.name)
+                runner.run()
+                return runner.outcome
+            if time.monotonic() >= deadline:
+                return "none"
+        return "stopped"
+    finally:
+        client.close()
+
+
 def _claim_loop(client: ApiClient, options: WorkerOptions, stop: threading.Event, slot: int) -> None:
     name = options.name if options.concurrency == 1 else f"{options.name}/{slot}"
     while not stop.is_set():
@@ -165,6 +203,7 @@ class BuildRunner:
         self.lost = threading.Event()
         self.finished = threading.Event()
         self.error: dict[str, Any] | None = None
+        self.outcome: Outcome = "stopped"
         self.stage = "solving"
         self.child: subprocess.Popen[bytes] | None = None
         self._log_lock = threading.Lock()
@@ -261,12 +300,15 @@ class BuildRunner:
                 self.flush_log()
                 self._call(self.client.fail, self.build_id, self.lease_id, exc.code, self.stage, exc.message,
                            exc.hint)
+                self.outcome = "failed"
         finally:
             self.finished.set()
             self.flush_log()
             heartbeat.join(timeout=30)
             self._release_job_dir()
             sweep_work_root(self.options.work_dir)
+            if self.lost.is_set():
+                self.outcome = "lost"
 
     def _claim_job_dir(self) -> None:
         """Lock the attempt's ``.lock`` file, then create its directory (see :func:`sweep_work_root`)."""
@@ -345,6 +387,7 @@ class BuildRunner:
         self.log("envyard: build canceled")
         self.flush_log()
         self._call(self.client.canceled, self.build_id, self.lease_id)
+        self.outcome = "canceled"
 
     def _upload_partial(self) -> list[ArtifactEntry]:
         """The lock files a build that failed after solving listed in ``out/partial.json`` (see worker.job),
@@ -375,6 +418,7 @@ class BuildRunner:
             partial = self._upload_partial()
             self._call(self.client.fail, self.build_id, self.lease_id, error.get("code", "internal"),
                        error.get("stage") or self.stage, error.get("message", ""), error.get("hint"), partial)
+            self.outcome = "failed"
             return
         self.stage = "pushing"
         self._call(self.client.stage, self.build_id, self.lease_id, "pushing")
@@ -395,4 +439,5 @@ class BuildRunner:
                 uploaded += artifact.size
         self.log(f"envyard: stored {len(sent)} artifacts ({uploaded} bytes uploaded)")
         self.flush_log()
-        self._call(self.client.complete, self.build_id, self.lease_id, manifest.completion())
+        if self._call(self.client.complete, self.build_id, self.lease_id, manifest.completion()) is not None:
+            self.outcome = "completed"

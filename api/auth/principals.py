@@ -31,6 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
+from envyard.api.auth.build_tokens import BuildClaims, build_token_key, verify_build_token
 from envyard.api.auth.registry_tokens import is_registry_token, registry_token_key, verify_registry_token
 from envyard.api.auth.tokens import TOKEN_PREFIX, hash_token
 from envyard.api.db import session_scope
@@ -58,6 +59,7 @@ __all__ = [
 
 CACHE_SECONDS = 5.0
 REGISTRY_PREFIX = "/v2/"
+JOBS_PREFIX = "/api/v1/jobs/"  # the worker protocol: the only routes that take build-scoped tokens
 BEARER_ERROR = "bearer_error"  # details key: the RFC 6750 error code of a registry 401 challenge
 TOKEN_HINT = ("pass --token, set ENVYARD_TOKEN, or send 'Authorization: Bearer <token>' "
               "(registry clients: any user name with the token as password)")
@@ -128,6 +130,8 @@ class Principal:
     """Who is asking: a token (its role and namespace grants), or nobody (``role`` None: anonymous).
 
     ``repositories`` is set when the request came with a registry token: the repositories it may pull.
+    ``build`` is set when it came with a build-scoped worker token (:mod:`envyard.api.auth.build_tokens`): the one
+    build (and attempt) it may work on.
     ``source`` is where it was loaded from (and is reloaded from when cached data would deny a request).
     """
 
@@ -136,6 +140,7 @@ class Principal:
     role: Role | None
     grants: Mapping[str, NamespaceRole] = field(default_factory=dict)
     repositories: frozenset[str] | None = None
+    build: BuildClaims | None = None
     source: PrincipalSource | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -231,6 +236,8 @@ def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | N
     if token is None:
         return replace(ANONYMOUS, source=source)
     if is_registry_token(token, TOKEN_PREFIX):
+        if request.url.path.startswith(JOBS_PREFIX):
+            return _build_principal(request, token, source)
         return _registry_principal(request, token, source)
     key = hash_token(token)
     principal = load_principal(source, key, ApiToken.token_sha256 == key)
@@ -239,6 +246,16 @@ def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | N
                               "use the admin token in <data-dir>/admin-token or ask an admin for a new token",
                               "invalid_token")
     return principal
+
+
+def _build_principal(request: Request, token: str, source: PrincipalSource) -> Principal:
+    claims = verify_build_token(build_token_key(source.secret_key), token)
+    if claims is None:
+        raise unauthenticated(request, "the build token is invalid or expired",
+                              "build tokens are valid for one build attempt; the launcher issues a new one per Job",
+                              "invalid_token")
+    return Principal(None, f"build-{claims.build_id}-attempt-{claims.attempt}", Role.WORKER, build=claims,
+                     source=source)
 
 
 def _registry_principal(request: Request, token: str, source: PrincipalSource) -> Principal:

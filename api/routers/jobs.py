@@ -42,15 +42,17 @@ UPLOAD_BATCH = 1024 * 1024
 
 @router.post("/claim", response_model=None, responses={200: {"model": Job}, 204: {"description": "nothing queued"}})
 async def claim(body: ClaimRequest, request: Request, engine: EngineDep, settings: SettingsDep,
-                policy: LeasePolicyDep, _: Worker) -> Job | Response:
-    """The oldest queued build this worker can run, leased to it; 204 when none came within wait_seconds."""
+                policy: LeasePolicyDep, principal: Worker) -> Job | Response:
+    """The oldest queued build this worker can run, leased to it; 204 when none came within wait_seconds. A
+    build-scoped token claims its own build only, and only as the attempt it was issued for."""
     heartbeat_seconds = settings.heartbeat_seconds
     loop = asyncio.get_running_loop()
     deadline = loop.time() + body.wait_seconds
 
     def attempt() -> Job | None:
         with session_scope(engine) as session:  # a transaction per attempt
-            build = jobs.claim_build(session, body.worker, body.platforms, policy)
+            only = None if principal.build is None else (principal.build.build_id, principal.build.attempt)
+            build = jobs.claim_build(session, body.worker, body.platforms, policy, only=only)
             if build is None:
                 return None
             logs.append_log(session, build.id or 0,

@@ -60,17 +60,20 @@ def _changed(result: Any) -> bool:
     return bool(result.rowcount)
 
 
-def claim_build(session: Session, worker: str, platforms: Sequence[str] | None, policy: LeasePolicy) -> Build | None:
+def claim_build(session: Session, worker: str, platforms: Sequence[str] | None, policy: LeasePolicy,
+                only: tuple[int, int] | None = None) -> Build | None:
     """Take the oldest queued build this worker can run, or None. Safe against concurrent claimers; the caller
-    commits (a lost race leaves nothing to commit)."""
+    commits (a lost race leaves nothing to commit). ``only`` (build id, attempt): that build, and only when the
+    claim would be that attempt (a build-scoped token's)."""
     now = utcnow()
-    candidates = session.exec(
+    query = (
         select(Build)
         .where(Build.status == BuildStatus.QUEUED, col(Build.lease_id).is_(None))
         .where((col(Build.not_before).is_(None)) | (col(Build.not_before) <= now))
-        .order_by(col(Build.id))
-        .limit(CANDIDATES)
-    ).all()
+    )
+    if only is not None:
+        query = query.where(col(Build.id) == only[0], col(Build.attempt) == only[1] - 1)
+    candidates = session.exec(query.order_by(col(Build.id)).limit(CANDIDATES)).all()
     allowed = set(platforms) if platforms else None
     for build in candidates:
         if allowed is not None and not set(build.platforms or ["noarch"]) <= allowed | {"noarch"}:

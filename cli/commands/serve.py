@@ -24,6 +24,9 @@ __all__ = ["serve", "serve_command"]
               "in the data directory].")
 @click.option("--storage", "storage_url", help="file:///path or s3://bucket/prefix [default: <data-dir>/artifacts].")
 @click.option("--workers", default=1, show_default=True, type=int, help="In-process build workers (0: none).")
+@click.option("--build-backend", type=click.Choice(["inprocess", "external", "kubernetes"]),
+              help="Where builds run: in-process workers (--workers), external `envyard worker` processes only, or "
+              "one Kubernetes Job per build (docs/kubernetes-builds.md) [ENVYARD_BUILD_BACKEND, default inprocess].")
 @click.option("--worker-platform", "worker_platforms", multiple=True, help="Platforms in-process workers take.")
 @click.option("--allow-url", "allow_urls", multiple=True, metavar="PREFIX",
               help="Let specs name channels, channel aliases and pip indexes under PREFIX besides public https:// "
@@ -31,15 +34,16 @@ __all__ = ["serve", "serve_command"]
               "Adds to ENVYARD_ALLOWED_URL_PREFIXES / ENVYARD_ALLOWED_FILE_ROOTS.")
 @click.option("--log-level", default="info", show_default=True)
 def serve_command(host: str, port: int, data_dir: Path | None, database_url: str | None, storage_url: str | None,
-                  workers: int, worker_platforms: tuple[str, ...], allow_urls: tuple[str, ...],
-                  log_level: str) -> None:
+                  workers: int, build_backend: str | None, worker_platforms: tuple[str, ...],
+                  allow_urls: tuple[str, ...], log_level: str) -> None:
     """Run the API, in-process workers and the artifact store on one port."""
     from urllib.request import url2pathname
 
     from envyard.api.settings import ServiceSettings
 
     configure_logging(log_level)
-    overrides = {"data_dir": data_dir, "database_url": database_url, "storage_url": storage_url}
+    overrides = {"data_dir": data_dir, "database_url": database_url, "storage_url": storage_url,
+                 "build_backend": build_backend}
     settings = ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
     roots = [Path(url2pathname(u[len("file://"):])) if u.startswith("file://") else Path(u)
              for u in allow_urls if u.startswith("file://") or "://" not in u]
@@ -64,6 +68,13 @@ def serve(settings: Any, host: str, port: int, workers: int, worker_platforms: l
     from envyard.api.files import private_dir
     from envyard.worker.runner import WorkerOptions, parse_pauses, run_worker
 
+    if settings.build_backend != "inprocess":
+        workers = 0
+    cluster = None
+    if settings.build_backend == "kubernetes":
+        from envyard.api.build_backends.cluster import connect
+
+        cluster = connect(settings.kubernetes_namespace)  # fails here, clearly, without a cluster
     private_dir(settings.data_dir)  # 0700: the database, blobs, admin token and secret key live there
     app = create_app(settings, host=host)
     gc.collect()
@@ -82,6 +93,12 @@ def serve(settings: Any, host: str, port: int, workers: int, worker_platforms: l
             pause_at=parse_pauses(settings.test_stage_delay),
         )
         threads.append(threading.Thread(target=run_worker, args=(options, stop), name="envyard-workers"))
+    if cluster is not None:
+        from envyard.api.build_backends.launcher import Launcher
+
+        state = app_state(app)
+        launcher = Launcher(state.engine, settings, state.principals.secret_key, cluster)
+        threads.append(threading.Thread(target=launcher.run, args=(stop,), name="envyard-launcher"))
     for thread in threads:
         thread.start()
     try:
