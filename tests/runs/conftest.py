@@ -132,3 +132,60 @@ def project_factory(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) 
 def project(project_factory: Callable[[], DataProject]) -> DataProject:
     """One shared project at v2, the tag moved (tests must not change it)."""
     return commit_v2(project_factory())
+
+
+@dataclass
+class Environment:
+    """A real environment from the e2e channel (busybox): its lock, an OCI layout of its image, a package cache."""
+
+    root: Path
+    lock: Path
+    layout: Path
+    digest: str
+    env: dict[str, str]
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def install_options(self):  # type: ignore[no-untyped-def]
+        from envyard.builder.settings import Settings
+
+        settings = Settings(cache_dir=self.cache)
+        from envyard.builder.install import InstallOptions
+
+        return InstallOptions(cache_layers=settings.package_cache_layers, pip_cache_dir=settings.pip_cache_dir)
+
+
+def envyard(*args: str, cwd: Path, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    from tests.commands import ENVYARD
+
+    result = subprocess.run([*ENVYARD, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, f"envyard {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def write_spec(path: Path, deps: list[str]) -> Path:
+    path.write_text("name: runs\nchannels:\n  - e2e\ndependencies:\n" + "".join(f"  - {d}\n" for d in deps))
+    return path
+
+
+@pytest.fixture(scope="session")
+def environment(tmp_path_factory: pytest.TempPathFactory) -> Environment:
+    """``envyard lock`` + ``envyard image --output oci:…`` of a busybox environment from the e2e channel."""
+    import json
+    import os
+
+    from tests.packages import build_e2e_channel
+
+    root = tmp_path_factory.mktemp("environment")
+    build_e2e_channel(root / "channels")
+    env = {**os.environ, "ENVYARD_CACHE_DIR": str(root / "cache"), "SOURCE_DATE_EPOCH": "0",
+           "ENVYARD_CHANNEL_ALIAS": f"file://{root / 'channels'}/"}
+    spec = write_spec(root / "environment.yml", ["busybox"])
+    envyard("lock", str(spec), "-o", str(root / "lock"), cwd=root, env=env)
+    lock = root / "lock" / "conda-lock.yml"
+    built = json.loads(envyard("image", str(lock), "-p", "linux-64", "--output", f"oci:{root / 'oci'}:runs",
+                               "--json", cwd=root, env=env).stdout)
+    return Environment(root, lock, root / "oci", built["digest"], env)
