@@ -43,6 +43,7 @@ __all__ = [
     "DataPath",
     "DataSnapshot",
     "fetch_data",
+    "load_snapshot",
     "snapshot_data",
     "verify_data",
 ]
@@ -93,6 +94,16 @@ class DataSnapshot(CanonicalModel):
             if entry.path == name:
                 return entry
         raise KeyError(name)
+
+
+def load_snapshot(path: str | os.PathLike[str]) -> DataSnapshot:
+    """Read a snapshot file (``envyard data snapshot -o``); DataError naming the file and field when invalid."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the snapshot: {exc.strerror}", file=path,
+                        hint="give a file written by `envyard data snapshot -o FILE`") from None
+    return DataSnapshot.parse(data, source=os.fspath(path), error=DataError)
 
 
 def _without_credentials(url: str) -> str:
