@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from envyard.builder.data import quiet_dvc_logging
 from envyard.builder.errors import DataError
 from envyard.cli.output import emit, json_mode
 
@@ -37,6 +38,7 @@ def snapshot_command(ctx: click.Context, repo: str, rev: str, paths: tuple[str, 
     from envyard.builder.data import snapshot_data
 
     json_mode(ctx, json_output)
+    quiet_dvc_logging()
     snapshot = snapshot_data(repo, rev, paths, remote)
     if output is not None:
         output.write_bytes(snapshot.canonical_bytes())
@@ -88,6 +90,7 @@ def fetch_command(ctx: click.Context, file: Path, dest: Path, index: int | None,
     from envyard.builder.data import fetch_data, verify_data
 
     json_mode(ctx, json_output)
+    quiet_dvc_logging()
     fetched = []
     for snapshot, mount in _snapshots(file, index):
         target = dest / PurePosixPath(mount).relative_to("/") if mount else dest

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from envyard.builder.data import quiet_dvc_logging
 from envyard.cli.context import builder_settings, install_options, terminate_as_interrupt
 from envyard.cli.output import emit, json_mode
 
@@ -45,6 +46,7 @@ def run_command(ctx: click.Context, manifest_file: Path, workdir: Path, runtime:
     from envyard.builder.run_manifest import load_manifest
 
     json_mode(ctx, json_output)
+    quiet_dvc_logging()
     manifest = load_manifest(manifest_file)
     lock = lock or default_lock(manifest_file, manifest.environment.lock.filename)
     settings = builder_settings()
