@@ -1,0 +1,148 @@
+"""/api/v1/namespaces/{namespace}/environments/{name}/kubernetes/{pod,job}, the pull Secret of a namespace, and
+/api/v1/jupyterhub/profiles. Readers may fetch Pods, Jobs and profiles; a pull Secret (a new token) needs the admin
+role on the namespace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import ValidationError
+
+from envyard.api.auth.principals import Action
+from envyard.api.auth.scope import readable_namespaces
+from envyard.api.deps import Reader, SessionDep, SettingsDep, StoreDep
+from envyard.api.ids import Id
+from envyard.api.kubernetes import generate, service
+from envyard.api.kubernetes.model import (
+    EnvironmentImage,
+    Resources,
+    RunSpec,
+    SessionOptions,
+    Variant,
+    parse_quantity,
+)
+from envyard.api.models import Namespace
+from envyard.api.resources import EnvironmentRef, environment_for, namespace_for
+from envyard.builder.errors import SpecError
+
+__all__ = ["parse_run", "router"]
+
+router = APIRouter(prefix="/api/v1", tags=["kubernetes"])
+READ_ENVIRONMENT = Depends(environment_for(Action.READ))
+ADMIN_NAMESPACE = Depends(namespace_for(Action.ADMIN))
+MANIFEST_LIMIT = 64 * 1024
+
+
+def parse_run(text: str, source: str = "manifest") -> RunSpec:
+    """A run manifest's text (YAML or JSON) as the generators' :class:`RunSpec`, or an error naming the field."""
+    if len(text) > MANIFEST_LIMIT:
+        raise SpecError(f"the {source} has {len(text)} characters, more than {MANIFEST_LIMIT}", field="manifest",
+                        hint="keep data and code out of the manifest: it names them")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"{source}{line}: not YAML: {getattr(err, 'problem', err)}", field="manifest",
+                        hint="a run manifest is a YAML mapping") from None
+    if not isinstance(document, dict):
+        raise SpecError(f"{source}: a run manifest is a mapping, not {type(document).__name__}", field="manifest",
+                        hint="write e.g. name: train / command: [python, train.py]")
+    run = document.get("run", document) if isinstance(document.get("run"), dict) else document
+    try:
+        spec = RunSpec.model_validate({**run, **{k: document[k] for k in ("name", "environment", "data")
+                                                  if k in document and k not in run}})
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SpecError(f"{source}: {where}: {first['msg']}", field=f"manifest.{where}",
+                        hint="see docs/kubernetes.md for the fields a run manifest gives a Pod or Job") from None
+    return spec.model_copy(update={"source": text})
+
+
+def _options(request: Request, settings: Any, image: EnvironmentImage, variant: Variant, cpu: str | None,
+             memory: str | None, gpu: int, pull_secret: str | None, base_image: str | None, platform: str,
+             kube_namespace: str | None) -> SessionOptions:
+    if pull_secret is None:
+        pull_secret = generate.pull_secret_name(image.namespace) if image.from_envyard else ""
+    return SessionOptions(
+        variant=variant, resources=Resources(parse_quantity(cpu, "cpu"), parse_quantity(memory, "memory"), gpu),
+        pull_secret=pull_secret or None, base_image=base_image or settings.kubernetes_base_image,
+        tools_image=settings.kubernetes_tools_image, api_url=str(request.base_url).rstrip("/"), platform=platform,
+        kube_namespace=kube_namespace,
+    )
+
+
+class SessionQuery:
+    """The query parameters of the Pod and Job routes (the options of ``envyard k8s pod``)."""
+
+    def __init__(self, build: Id | None = None, variant: Variant = "image",
+                 cpu: str | None = None, memory: str | None = None, gpu: int = Query(default=0, ge=0, le=64),
+                 pull_secret: str | None = Query(default=None, description="The Secret's name; empty: none."),
+                 base_image: str | None = None, platform: str = Query(default="linux-64", pattern=r"^linux-"),
+                 target: str | None = Query(default=None, description="A registry target the build was pushed to."),
+                 kube_namespace: str | None = None, manifest: str | None = Query(default=None,
+                                                                                 max_length=MANIFEST_LIMIT)) -> None:
+        self.build, self.variant, self.cpu, self.memory, self.gpu = build, variant, cpu, memory, gpu
+        self.pull_secret, self.base_image, self.platform, self.target = pull_secret, base_image, platform, target
+        self.kube_namespace, self.manifest = kube_namespace, manifest
+
+
+def _prepare(request: Request, session: Any, store: Any, settings: Any, ref: EnvironmentRef,
+             query: SessionQuery) -> tuple[EnvironmentImage, SessionOptions, RunSpec | None]:
+    image = service.environment_image(session, store, ref.namespace, ref.environment, query.build,
+                                      request.url.netloc, str(request.base_url).rstrip("/"), query.target)
+    options = _options(request, settings, image, query.variant, query.cpu, query.memory, query.gpu,
+                       query.pull_secret, query.base_image, query.platform, query.kube_namespace)
+    run = parse_run(query.manifest) if query.manifest else None
+    return image, options, run
+
+
+@router.get("/namespaces/{namespace}/environments/{name}/kubernetes/pod")
+def kubernetes_pod(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
+                   query: SessionQuery = Depends(), ref: EnvironmentRef = READ_ENVIRONMENT) -> dict[str, Any]:
+    """A Pod running the environment's image pinned by digest (``?manifest=``: a run's command and data)."""
+    return generate.pod(*_prepare(request, session, store, settings, ref, query))
+
+
+@router.get("/namespaces/{namespace}/environments/{name}/kubernetes/job")
+def kubernetes_job(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
+                   query: SessionQuery = Depends(), ref: EnvironmentRef = READ_ENVIRONMENT) -> dict[str, Any]:
+    """A Job running a run manifest (``?manifest=``, required) in the environment."""
+    image, options, run = _prepare(request, session, store, settings, ref, query)
+    if run is None:
+        raise SpecError("a Job runs a run manifest: none given", field="manifest",
+                        hint="pass the manifest's text as ?manifest= (envyard k8s job RUN_MANIFEST does)")
+    return generate.job(image, options, run)
+
+
+@router.post("/namespaces/{namespace}/kubernetes/pull-secret", status_code=201)
+def kubernetes_pull_secret(request: Request, session: SessionDep, kube_namespace: str | None = None,
+                           namespace: Namespace = ADMIN_NAMESPACE) -> dict[str, Any]:
+    """A dockerconfigjson Secret with a new pull-only token: a reader token with the viewer role on this namespace
+    only (revoke it with DELETE /api/v1/tokens/{id}; its id is the Secret's label ``envyard.dev/token-id``)."""
+    token_id, token = service.create_pull_token(session, namespace.name)
+    session.commit()
+    return generate.pull_secret(generate.pull_secret_name(namespace.name), request.url.netloc, token,
+                                kube_namespace=kube_namespace, labels={"envyard.dev/token-id": str(token_id)})
+
+
+@router.get("/jupyterhub/profiles")
+def jupyterhub_profiles(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
+                        principal: Reader, variant: Variant = "image",
+                        pull_secret: str | None = Query(default=None, description="Empty: none; default: "
+                                                        "envyard-pull-<namespace>.")) -> list[dict[str, Any]]:
+    """A KubeSpawner ``profile_list`` of the environments the caller may read: a profile per namespace, its
+    environments as choices, each pinned by digest (``variant=image-volume``: mounted into the hub's image)."""
+    images = service.readable_images(session, store, readable_namespaces(principal), request.url.netloc,
+                                     str(request.base_url).rstrip("/"))
+    by_namespace: dict[str, list[EnvironmentImage]] = {}
+    for image in images:
+        by_namespace.setdefault(image.namespace, []).append(image)
+    profiles = []
+    for namespace, members in by_namespace.items():
+        secret = generate.pull_secret_name(namespace) if pull_secret is None else pull_secret
+        profiles.extend(generate.profile_list(members, SessionOptions(variant=variant, pull_secret=secret or None)))
+    return profiles
