@@ -11,6 +11,7 @@ __all__ = [
     "distribution",
     "files",
     "ids",
+    "kubernetes",
     "limits",
     "models",
     "openapi",

@@ -12,11 +12,11 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from envyard.api import distribution
-from envyard.api.kubernetes import routes as kubernetes
 from envyard.api.auth.secret_key import load_or_create_secret_key
 from envyard.api.auth.tokens import ensure_admin_token
 from envyard.api.db import make_engine, migrate
 from envyard.api.deps import AppState, install_state, lease_policy
+from envyard.api.kubernetes import routes as kubernetes
 from envyard.api.limits import LoadControls
 from envyard.api.openapi import install_docs
 from envyard.api.problems import install_problem_handlers

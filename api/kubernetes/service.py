@@ -109,7 +109,8 @@ def _image(session: Session, store: ArtifactStore, namespace: str, environment: 
     assert build.image_digest is not None and build.id is not None
     config = _config(store, build.image_digest)
     uid, gid = _user(config)
-    packages = session.exec(select(BuildPackage.name, BuildPackage.build).where(BuildPackage.build_id == build.id)).all()
+    packages = session.exec(select(BuildPackage.name, BuildPackage.build)
+                            .where(BuildPackage.build_id == build.id)).all()
     archives = {a.platform: Archive(a.platform, f"{api_url}/api/v1/builds/{build.id}/artifacts/{a.name}", a.sha256)
                 for a in session.exec(select(BuildArtifact).where(BuildArtifact.build_id == build.id,
                                                                   BuildArtifact.kind == "archive")).all()

@@ -13,9 +13,12 @@ import pytest
 
 from envyard.builder.localchannel import build_channel
 from tests.packages import build_e2e_channel
-from tests.service.conftest import Service, e2e_alias, service_env, start_service  # noqa: F401 (fixtures)
+from tests.service import conftest as service_fixtures
+from tests.service.conftest import Service, start_service
 
 HERE = Path(__file__).parent
+e2e_alias = service_fixtures.e2e_alias  # the service tests' session fixtures, shared
+service_env = service_fixtures.service_env
 
 
 @dataclass
