@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
 from typing import Any
 
 from kubernetes.client import (
@@ -51,16 +50,18 @@ from kubernetes.client import (
     V1VolumeMount,
 )
 
-from envyard.api.kubernetes.model import DEFAULT_UID, EnvironmentImage, Resources, RunSpec, SessionOptions
+from envyard.api.kubernetes.model import DEFAULT_UID, EnvironmentImage, Resources, SessionOptions
 from envyard.builder.errors import SpecError, UsageError
+from envyard.builder.run_manifest import RunManifest
 
 __all__ = ["ENV_VOLUME", "DATA_VOLUME", "GPU_RESOURCE", "check_gpu", "job", "object_name", "pod", "profile_list",
-           "pull_secret", "pull_secret_name", "serialize"]
+           "pull_secret", "pull_secret_name", "run_name", "serialize"]
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ENV_VOLUME = "envyard-env"
 DATA_VOLUME = "envyard-data"
-DATA_DIR = "/envyard-data"
+MANIFEST_VOLUME = "envyard-run-manifest"
+MANIFEST_DIR = "/envyard-run"
 ARCH = {"linux-64": "amd64", "linux-aarch64": "arm64", "linux-ppc64le": "ppc64le", "linux-s390x": "s390x"}
 LABELS = ("app.kubernetes.io/managed-by", "envyard.dev/namespace", "envyard.dev/environment", "envyard.dev/build")
 
@@ -133,15 +134,16 @@ def _container_security(image: EnvironmentImage) -> V1SecurityContext:
                              seccomp_profile=V1SeccompProfile(type="RuntimeDefault"))
 
 
-def _merge(options: SessionOptions, run: RunSpec | None) -> Resources:
+def _merge(options: SessionOptions, run: RunManifest | None) -> Resources:
     """The run's resources, overridden by what the caller asked for."""
     given = options.resources
     if run is None:
         return given
-    return Resources(cpu=given.cpu or run.cpu, memory=given.memory or run.memory, gpu=given.gpu or run.gpu)
+    wanted = run.resources
+    return Resources(cpu=given.cpu or wanted.cpu, memory=given.memory or wanted.memory, gpu=given.gpu or wanted.gpus)
 
 
-def _pod_spec(image: EnvironmentImage, options: SessionOptions, run: RunSpec | None,
+def _pod_spec(image: EnvironmentImage, options: SessionOptions, run: RunManifest | None,
               restart_policy: str) -> V1PodSpec:
     resources = _merge(options, run)
     check_gpu(image, resources.gpu)
@@ -169,13 +171,14 @@ def _pod_spec(image: EnvironmentImage, options: SessionOptions, run: RunSpec | N
                          hint="one of image, image-volume, archive")
     if run is not None and run.data:
         volumes.append(V1Volume(name=DATA_VOLUME, empty_dir=V1EmptyDirVolumeSource()))
+        volumes.append(V1Volume(name=MANIFEST_VOLUME, empty_dir=V1EmptyDirVolumeSource(size_limit="1Mi")))
         init.append(_fetch_container(image, options, run))
-        mounts.extend(V1VolumeMount(name=DATA_VOLUME, mount_path=d.mount, sub_path=d.name, read_only=True)
-                      for d in run.data)
+        mounts.extend(_data_mounts(run, read_only=True))
     if run is not None:
         env.extend(V1EnvVar(name=k, value=v) for k, v in sorted(run.env.items()))
+        env.append(V1EnvVar(name="ENVYARD_RUN_MANIFEST_DIGEST", value=run.digest))
     main = V1Container(
-        name="environment" if run is None else run.name[:63], image=container_image,
+        name="environment" if run is None else "run", image=container_image,
         command=(run.command or None) if run is not None else None,
         working_dir=run.workdir if run is not None else None,
         env=env, resources=_resources(resources), volume_mounts=mounts or None,
@@ -210,21 +213,35 @@ def _unpack_container(image: EnvironmentImage, options: SessionOptions) -> V1Con
     )
 
 
-def _fetch_container(image: EnvironmentImage, options: SessionOptions, run: RunSpec) -> V1Container:
-    manifest = f"{DATA_DIR}/.run-manifest.yaml"
+def _data_mounts(run: RunManifest, read_only: bool) -> list[V1VolumeMount]:
+    """Data snapshot ``i`` lives in the data volume's ``data-i`` and appears at its mount path (its files at
+    ``<mount>/<path in the repository>``), in the init container that fetches it as in the run."""
+    return [V1VolumeMount(name=DATA_VOLUME, mount_path=d.mount, sub_path=f"data-{i}", read_only=read_only or None)
+            for i, d in enumerate(run.data)]
+
+
+def _fetch_container(image: EnvironmentImage, options: SessionOptions, run: RunManifest) -> V1Container:
+    """``envyard data fetch``: every snapshot of the manifest at its mount path, its hashes verified."""
+    manifest = f"{MANIFEST_DIR}/run-manifest.json"
     script = (f'printf "%s" "$ENVYARD_RUN_MANIFEST" > {manifest} && '
-              f"exec envyard data fetch {manifest} --dest {shlex.quote(DATA_DIR)}")
+              f"exec envyard data fetch {manifest} --dest /")
     return V1Container(
         name="fetch-data", image=options.tools_image, command=["sh", "-c", script],
-        env=[V1EnvVar(name="ENVYARD_RUN_MANIFEST", value=run.source or json.dumps(run.model_dump(mode="json")))],
-        volume_mounts=[V1VolumeMount(name=DATA_VOLUME, mount_path=DATA_DIR)],
+        env=[V1EnvVar(name="ENVYARD_RUN_MANIFEST", value=run.canonical_bytes().decode())],
+        volume_mounts=[V1VolumeMount(name=MANIFEST_VOLUME, mount_path=MANIFEST_DIR),
+                       *_data_mounts(run, read_only=False)],
         security_context=_container_security(image),
     )
 
 
-def pod(image: EnvironmentImage, options: SessionOptions, run: RunSpec | None = None) -> dict[str, Any]:
+def run_name(run: RunManifest) -> str:
+    """``run-`` and the manifest digest's first 12 hex digits: a Job's name suffix."""
+    return "run-" + run.digest.removeprefix("sha256:")[:12]
+
+
+def pod(image: EnvironmentImage, options: SessionOptions, run: RunManifest | None = None) -> dict[str, Any]:
     """A Pod running ``image`` (the run's command, with its data, when given)."""
-    suffix = f"-{run.name}"[:20] if run is not None else ""
+    suffix = f"-{run_name(run)}" if run is not None else ""
     obj = V1Pod(api_version="v1", kind="Pod",
                 metadata=V1ObjectMeta(name=object_name(image, suffix), namespace=options.kube_namespace,
                                       labels=_labels(image)),
@@ -232,13 +249,13 @@ def pod(image: EnvironmentImage, options: SessionOptions, run: RunSpec | None = 
     return dict(serialize(obj))
 
 
-def job(image: EnvironmentImage, options: SessionOptions, run: RunSpec, *, backoff_limit: int = 0,
+def job(image: EnvironmentImage, options: SessionOptions, run: RunManifest, *, backoff_limit: int = 0,
         ttl_seconds: int = 86_400) -> dict[str, Any]:
     """A Job running the run's command once in ``image``."""
     labels = _labels(image)
     obj = V1Job(api_version="batch/v1", kind="Job",
-                metadata=V1ObjectMeta(name=object_name(image, f"-{run.name}"[:20]), namespace=options.kube_namespace,
-                                      labels=labels),
+                metadata=V1ObjectMeta(name=object_name(image, f"-{run_name(run)}"), namespace=options.kube_namespace,
+                                      labels={**labels, "envyard.dev/run": run.digest.removeprefix("sha256:")[:63]}),
                 spec=V1JobSpec(backoff_limit=backoff_limit, ttl_seconds_after_finished=ttl_seconds,
                                template=V1PodTemplateSpec(metadata=V1ObjectMeta(labels=labels),
                                                           spec=_pod_spec(image, options, run, "Never"))))

@@ -1,4 +1,5 @@
-"""Typed inputs of the Kubernetes generators: the built environment, the session's resources and variant, the run.
+"""Typed inputs of the Kubernetes generators: the built environment, the session's resources and variant (a run is
+a :class:`envyard.builder.run_manifest.RunManifest`).
 
 Nothing here touches the database or HTTP: :mod:`envyard.api.kubernetes.service` fills these from a build's rows
 and its image config; the CLI and the API hand them to :mod:`envyard.api.kubernetes.generate`.
@@ -16,12 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from envyard.builder.errors import SpecError
 
-__all__ = ["DEFAULT_UID", "Archive", "DataMount", "EnvironmentImage", "Resources", "RunSpec", "SessionOptions",
-           "Variant", "VARIANTS", "parse_quantity"]
+__all__ = ["DEFAULT_UID", "VARIANTS", "Archive", "EnvironmentImage", "Resources", "SessionOptions", "Variant",
+           "parse_quantity"]
 
 Variant = Literal["image", "image-volume", "archive"]
 VARIANTS: tuple[Variant, ...] = ("image", "image-volume", "archive")
@@ -97,37 +96,3 @@ class SessionOptions:
     api_url: str = ""  # where the archive init container downloads from
     platform: str = "linux-64"
     kube_namespace: str | None = None
-
-
-class DataMount(BaseModel):
-    """A dataset of a run, fetched by the init container and mounted read-only at ``mount``."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", max_length=63)
-    mount: str
-
-    @field_validator("mount")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("a mount path must be absolute, e.g. /data/train")
-        return value
-
-
-class RunSpec(BaseModel):
-    """What a Pod or Job runs: the command, working directory, environment variables, resources and data.
-
-    This is the subset of a run manifest the generators read; ``source`` is the manifest's text, handed to
-    ``envyard data fetch`` in the init container so the fetched data is verified against its hashes."""
-
-    model_config = ConfigDict(extra="ignore")
-    name: str = Field(default="run", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=52)
-    environment: str | None = None
-    command: list[str] = Field(default_factory=list)
-    workdir: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    cpu: str | None = None
-    memory: str | None = None
-    gpu: int = Field(default=0, ge=0)
-    data: list[DataMount] = Field(default_factory=list)
-    source: str = ""

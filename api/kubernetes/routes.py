@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import ValidationError
 
 from envyard.api.auth.principals import Action
 from envyard.api.auth.scope import readable_namespaces
@@ -18,14 +16,14 @@ from envyard.api.kubernetes import generate, service
 from envyard.api.kubernetes.model import (
     EnvironmentImage,
     Resources,
-    RunSpec,
     SessionOptions,
     Variant,
     parse_quantity,
 )
 from envyard.api.models import Namespace
 from envyard.api.resources import EnvironmentRef, environment_for, namespace_for
-from envyard.builder.errors import SpecError
+from envyard.builder.errors import ConflictError, ManifestError
+from envyard.builder.run_manifest import RunManifest
 
 __all__ = ["parse_run", "router"]
 
@@ -35,31 +33,12 @@ ADMIN_NAMESPACE = Depends(namespace_for(Action.ADMIN))
 MANIFEST_LIMIT = 64 * 1024
 
 
-def parse_run(text: str, source: str = "manifest") -> RunSpec:
-    """A run manifest's text (YAML or JSON) as the generators' :class:`RunSpec`, or an error naming the field."""
+def parse_run(text: str, source: str = "manifest") -> RunManifest:
+    """A run manifest's JSON text, validated (:class:`RunManifest`); its errors name the field."""
     if len(text) > MANIFEST_LIMIT:
-        raise SpecError(f"the {source} has {len(text)} characters, more than {MANIFEST_LIMIT}", field="manifest",
-                        hint="keep data and code out of the manifest: it names them")
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{source}{line}: not YAML: {getattr(err, 'problem', err)}", field="manifest",
-                        hint="a run manifest is a YAML mapping") from None
-    if not isinstance(document, dict):
-        raise SpecError(f"{source}: a run manifest is a mapping, not {type(document).__name__}", field="manifest",
-                        hint="write e.g. name: train / command: [python, train.py]")
-    run = document.get("run", document) if isinstance(document.get("run"), dict) else document
-    try:
-        spec = RunSpec.model_validate({**run, **{k: document[k] for k in ("name", "environment", "data")
-                                                  if k in document and k not in run}})
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise SpecError(f"{source}: {where}: {first['msg']}", field=f"manifest.{where}",
-                        hint="see docs/kubernetes.md for the fields a run manifest gives a Pod or Job") from None
-    return spec.model_copy(update={"source": text})
+        raise ManifestError(f"the {source} has {len(text)} characters, more than {MANIFEST_LIMIT}", field="manifest",
+                            hint="a run manifest names its data and code; it does not carry them")
+    return RunManifest.parse(text, source=source)
 
 
 def _options(request: Request, settings: Any, image: EnvironmentImage, variant: Variant, cpu: str | None,
@@ -91,12 +70,23 @@ class SessionQuery:
 
 
 def _prepare(request: Request, session: Any, store: Any, settings: Any, ref: EnvironmentRef,
-             query: SessionQuery) -> tuple[EnvironmentImage, SessionOptions, RunSpec | None]:
-    image = service.environment_image(session, store, ref.namespace, ref.environment, query.build,
+             query: SessionQuery) -> tuple[EnvironmentImage, SessionOptions, RunManifest | None]:
+    run = parse_run(query.manifest) if query.manifest else None
+    build = query.build
+    if run is not None:
+        named = run.environment
+        if (named.namespace, named.name) not in ((None, None), (ref.namespace, ref.name)):
+            raise ConflictError(f"the run manifest is for {named.namespace}/{named.name}, not "
+                                f"{ref.namespace}/{ref.name}",
+                                field="manifest.environment", hint="generate it for the manifest's environment")
+        if build is not None and named.build_id is not None and build != named.build_id:
+            raise ConflictError(f"the run manifest pins build {named.build_id}, not {build}", field="build",
+                                hint="drop ?build= to use the manifest's build")
+        build = build if build is not None else named.build_id
+    image = service.environment_image(session, store, ref.namespace, ref.environment, build,
                                       request.url.netloc, str(request.base_url).rstrip("/"), query.target)
     options = _options(request, settings, image, query.variant, query.cpu, query.memory, query.gpu,
                        query.pull_secret, query.base_image, query.platform, query.kube_namespace)
-    run = parse_run(query.manifest) if query.manifest else None
     return image, options, run
 
 
@@ -113,7 +103,7 @@ def kubernetes_job(request: Request, session: SessionDep, store: StoreDep, setti
     """A Job running a run manifest (``?manifest=``, required) in the environment."""
     image, options, run = _prepare(request, session, store, settings, ref, query)
     if run is None:
-        raise SpecError("a Job runs a run manifest: none given", field="manifest",
+        raise ManifestError("a Job runs a run manifest: none given", field="manifest",
                         hint="pass the manifest's text as ?manifest= (envyard k8s job RUN_MANIFEST does)")
     return generate.job(image, options, run)
 

@@ -17,7 +17,8 @@ from typing import Any
 import click
 import yaml
 
-from envyard.builder.errors import EnvyardError, SpecError, UsageError
+from envyard.builder.errors import EnvyardError, ManifestError, SpecError, UsageError
+from envyard.builder.run_manifest import load_manifest
 from envyard.cli.context import api_client, check_name, environment_name
 
 __all__ = ["k8s_group"]
@@ -129,7 +130,8 @@ def _generate(ctx: click.Context, kind: str, environment: str, manifest: str | N
 @k8s_group.command("pod")
 @click.argument("environment")
 @click.option("--manifest", "manifest_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A run manifest: its command, data (fetched and verified by an init container), resources.")
+              help="A run manifest (JSON): its command, data (fetched and verified by an init container), "
+                   "resources.")
 @_session_options
 @click.pass_context
 def k8s_pod(ctx: click.Context, environment: str, manifest_file: Path | None, **options: Any) -> None:
@@ -147,16 +149,11 @@ def k8s_job(ctx: click.Context, run_manifest: Path, environment: str | None, **o
     """A Job running RUN_MANIFEST in its environment."""
     text = run_manifest.read_text(encoding="utf-8")
     if environment is None:
-        try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise SpecError(f"{run_manifest}: not YAML: {err}", field="RUN_MANIFEST",
-                            hint="a run manifest is a YAML mapping") from None
-        run = document.get("run") if isinstance(document, dict) and isinstance(document.get("run"), dict) else {}
-        environment = (document.get("environment") if isinstance(document, dict) else None) or run.get("environment")
-        if not isinstance(environment, str):
-            raise SpecError(f"{run_manifest}: names no environment", field="environment",
-                            hint="add environment: NS/NAME@BUILD to the manifest, or pass --environment")
+        named = load_manifest(run_manifest).environment
+        if not (named.namespace and named.name):
+            raise ManifestError(f"{run_manifest}: names no environment (environment.namespace and .name)",
+                                field="environment", hint="pass --environment NS/NAME[@BUILD]")
+        environment = f"{named.namespace}/{named.name}" + (f"@{named.build_id}" if named.build_id else "")
     _generate(ctx, "job", environment, text, **options)
 
 

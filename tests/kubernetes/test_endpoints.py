@@ -14,12 +14,26 @@ import httpx
 import kubernetes_validate
 import yaml
 
+from envyard.builder.data import DataPath, DataSnapshot
+from envyard.builder.run_manifest import DataMount, EnvironmentRef, LockRef, RunManifest
 from tests.commands import ENVYARD
 from tests.kubernetes.conftest import Cluster
 from tests.kubernetes.recording import recording_api_server
 
 K8S_VERSION = "1.34.0"
-RUN = "name: train\ncommand: [python, -c, 'print(1)']\nworkdir: /work\ndata:\n  - {name: train, mount: /data/train}\n"
+
+
+def run_manifest(served: Cluster, environment: str, build: bool = True) -> str:
+    """A run manifest (canonical JSON) for ``environment``'s build, with one data snapshot."""
+    done = served.builds[environment]
+    namespace, name = environment.split("/")
+    snapshot = DataSnapshot(repo="https://git.example.org/team/data.git", commit="1" * 40, rev="v1",
+                            paths=[DataPath(path="train", hash_name="md5", hash="2" * 32 + ".dir", is_dir=True)])
+    return RunManifest(
+        environment=EnvironmentRef(namespace=namespace, name=name, build_id=done["id"] if build else None,
+                                   lock=LockRef(sha256=done["lock_sha256"] or "0" * 64)),
+        data=[DataMount(snapshot=snapshot, mount="/data/train")], command=["python", "-c", "print(1)"],
+    ).canonical_bytes().decode()
 
 
 def pod_url(environment: str, kind: str = "pod") -> str:
@@ -69,17 +83,23 @@ def test_gpu_only_for_the_cuda_build(served: Cluster) -> None:
 
 
 def test_job_from_a_run_manifest_and_its_errors(served: Cluster) -> None:
+    run = run_manifest(served, "team/app")
     with served.service.client() as http:
-        job = http.get(pod_url("team/app", "job"), params={"manifest": RUN}).json()
+        job = http.get(pod_url("team/app", "job"), params={"manifest": run}).json()
         missing = http.get(pod_url("team/app", "job"))
-        bad = http.get(pod_url("team/app", "job"), params={"manifest": "data:\n  - {name: x, mount: rel}\n"})
+        bad = http.get(pod_url("team/app", "job"), params={"manifest": run.replace('"/data/train"', '"rel"')})
+        other = http.get(pod_url("team/gpu", "job"), params={"manifest": run})
+        pinned = http.get(pod_url("team/app", "job"), params={"manifest": run, "build": 99999})
         unknown = http.get(pod_url("team/app"), params={"build": 99999})
     kubernetes_validate.validate(job, K8S_VERSION, strict=True)
     spec = job["spec"]["template"]["spec"]
     assert spec["initContainers"][0]["name"] == "fetch-data"
     assert spec["containers"][0]["command"] == ["python", "-c", "print(1)"]
+    assert job["metadata"]["labels"]["envyard.dev/build"] == str(served.builds["team/app"]["id"])
     assert missing.status_code == 422 and "none given" in missing.json()["detail"]
-    assert bad.status_code == 422 and bad.json()["field"] == "manifest.data.0.mount"
+    assert bad.status_code == 422 and bad.json()["field"] == "data.0.mount"
+    assert other.status_code == 409 and "is for team/app, not team/gpu" in other.json()["detail"]
+    assert pinned.status_code == 409 and pinned.json()["field"] == "build"
     assert unknown.status_code == 404 and "has no build 99999" in unknown.json()["detail"]
 
 
@@ -138,8 +158,8 @@ def test_archive_variant_init_command_unpacks_for_real(served: Cluster, tmp_path
 
 
 def test_cli_prints_and_applies_the_same_objects(served: Cluster, tmp_path: Path) -> None:
-    manifest = tmp_path / "run.yaml"
-    manifest.write_text("environment: team/gpu\n" + RUN)
+    manifest = tmp_path / "run.json"
+    manifest.write_text(run_manifest(served, "team/gpu"))
     base = [*ENVYARD, "--api", served.service.url, "--token", served.service.token, "k8s"]
     with served.service.client() as http:
         expected_pod = http.get(pod_url("team/gpu"), params={"gpu": 1, "kube_namespace": "lab"}).json()

@@ -10,25 +10,30 @@ import kubernetes_validate
 import pytest
 
 from envyard.api.kubernetes import generate
-from envyard.api.kubernetes.model import Archive, EnvironmentImage, Resources, RunSpec, SessionOptions
+from envyard.api.kubernetes.model import Archive, EnvironmentImage, Resources, SessionOptions
 from envyard.api.kubernetes.routes import parse_run
-from envyard.builder.errors import EnvyardError, SpecError, UsageError
+from envyard.builder.data import DataPath, DataSnapshot
+from envyard.builder.errors import EnvyardError, ManifestError, SpecError, UsageError
+from envyard.builder.run_manifest import DataMount, EnvironmentRef, LockRef, RunManifest
+from envyard.builder.run_manifest import Resources as RunResources
 
 K8S_VERSION = "1.34.0"  # image volumes: beta since 1.33
 DIGEST = "sha256:" + "ab" * 32
 ARCHIVE_SHA = "cd" * 32
-RUN = """\
-name: train
-environment: team/app@7
-command: [python, train.py, --epochs, "3"]
-workdir: /work
-env: {SEED: "42"}
-cpu: "2"
-memory: 4Gi
-data:
-  - {name: train, mount: /data/train}
-  - {name: labels, mount: /data/labels}
-"""
+
+
+def manifest(data: bool = True, **resources: object) -> RunManifest:
+    snapshot = DataSnapshot(repo="https://git.example.org/team/data.git", commit="1" * 40, rev="v1",
+                            paths=[DataPath(path="train", hash_name="md5", hash="2" * 32 + ".dir", is_dir=True)],
+                            remote="storage", remote_url="s3://bucket/dvc")
+    mounts = [DataMount(snapshot=snapshot, mount="/data/train"), DataMount(snapshot=snapshot, mount="/data/labels")]
+    return RunManifest(environment=EnvironmentRef(namespace="team", name="app", build_id=7,
+                                                  lock=LockRef(sha256="3" * 64)),
+                       data=mounts if data else [], command=["python", "train.py", "--epochs", "3"], workdir="/work",
+                       env={"SEED": "42"}, resources=RunResources(**resources))
+
+
+RUN = manifest(cpu="2", memory="4Gi")
 
 
 def image(cuda: bool = False, uid: int = 1000, gid: int = 100) -> EnvironmentImage:
@@ -67,7 +72,7 @@ def check_security(spec: dict, uid: int = 1000, gid: int = 100) -> None:
 @pytest.mark.parametrize("variant", ["image", "image-volume", "archive"])
 @pytest.mark.parametrize("with_run", [False, True])
 def test_pods_of_every_variant_are_valid_and_pinned(variant: str, with_run: bool) -> None:
-    run = parse_run(RUN) if with_run else None
+    run = RUN if with_run else None
     pod = valid(generate.pod(image(), options(variant), run))
     spec = pod["spec"]
     container = main_container(spec)
@@ -102,12 +107,16 @@ def test_pods_of_every_variant_are_valid_and_pinned(variant: str, with_run: bool
     if with_run:
         fetch = inits["fetch-data"]
         assert fetch["command"][:2] == ["sh", "-c"]
-        assert "envyard data fetch /envyard-data/.run-manifest.yaml --dest /envyard-data" in fetch["command"][2]
-        assert {"name": "ENVYARD_RUN_MANIFEST", "value": RUN} in fetch["env"]
+        assert "envyard data fetch /envyard-run/run-manifest.json --dest /" in fetch["command"][2]
+        assert {"name": "ENVYARD_RUN_MANIFEST", "value": RUN.canonical_bytes().decode()} in fetch["env"]
+        assert RunManifest.parse(fetch["env"][0]["value"]).digest == RUN.digest
         assert {"name": generate.DATA_VOLUME, "emptyDir": {}} in spec["volumes"]
-        for name, mount in (("train", "/data/train"), ("labels", "/data/labels")):
-            assert {"name": generate.DATA_VOLUME, "mountPath": mount, "subPath": name, "readOnly": True} \
+        for index, mount in enumerate(("/data/train", "/data/labels")):
+            subpath = f"data-{index}"
+            assert {"name": generate.DATA_VOLUME, "mountPath": mount, "subPath": subpath, "readOnly": True} \
                 in container["volumeMounts"]
+            assert {"name": generate.DATA_VOLUME, "mountPath": mount, "subPath": subpath} in fetch["volumeMounts"]
+        assert {"name": "ENVYARD_RUN_MANIFEST_DIGEST", "value": RUN.digest} in container["env"]
         assert container["command"] == ["python", "train.py", "--epochs", "3"]
         assert container["workingDir"] == "/work"
         assert {"name": "SEED", "value": "42"} in container["env"]
@@ -117,7 +126,7 @@ def test_pods_of_every_variant_are_valid_and_pinned(variant: str, with_run: bool
 
 
 def test_run_resources_apply_unless_the_caller_overrides_them() -> None:
-    run = parse_run(RUN)
+    run = RUN
     bare = SessionOptions(pull_secret=None)
     container = main_container(valid(generate.pod(image(), bare, run))["spec"])
     assert container["resources"] == {"limits": {"cpu": "2", "memory": "4Gi"}, "requests": {"cpu": "2",
@@ -137,12 +146,12 @@ def test_gpu_limits_for_cuda_builds_and_a_clear_refusal_otherwise() -> None:
 
 @pytest.mark.parametrize("variant", ["image", "image-volume", "archive"])
 def test_jobs_are_valid(variant: str) -> None:
-    job = valid(generate.job(image(cuda=True), options(variant, gpu=1), parse_run(RUN)))
+    job = valid(generate.job(image(cuda=True), options(variant, gpu=1), RUN))
     assert job["kind"] == "Job" and job["spec"]["backoffLimit"] == 0 and job["spec"]["ttlSecondsAfterFinished"]
     spec = job["spec"]["template"]["spec"]
     check_security(spec)
     assert spec["restartPolicy"] == "Never"
-    assert job["metadata"]["name"] == "team-app-7-train"
+    assert job["metadata"]["name"] == f"team-app-7-run-{RUN.digest[7:19]}"
     assert main_container(spec)["resources"]["limits"][generate.GPU_RESOURCE] == "1"
     assert "fetch-data" in {c["name"] for c in spec["initContainers"]}
 
@@ -186,14 +195,23 @@ def test_profiles_group_by_namespace_and_pin_digests() -> None:
         generate.profile_list([image()], SessionOptions(variant="archive"))
 
 
+def test_a_job_without_data_has_no_fetch_container_and_gpus_come_from_the_run() -> None:
+    run = manifest(data=False, gpus=1)
+    spec = valid(generate.job(image(cuda=True), SessionOptions(), run))["spec"]["template"]["spec"]
+    assert "initContainers" not in spec
+    assert spec["containers"][0]["resources"] == {"limits": {generate.GPU_RESOURCE: "1"}}
+    with pytest.raises(UsageError, match="not a CUDA build"):
+        generate.job(image(cuda=False), SessionOptions(), run)
+
+
 @pytest.mark.parametrize(("text", "message"), [
-    ("name: [unclosed", "manifest line 1: not YAML"),
-    ("- a\n- b\n", "a run manifest is a mapping"),
-    ("name: Train_Run\n", "manifest: name: String should match pattern"),
-    ("data:\n  - {name: train, mount: relative/path}\n", "manifest: data.0.mount: Value error, a mount path must be"),
+    ("{not json", "Invalid JSON"),
+    ('{"command": ["x"]}', "Field required"),
+    (RUN.canonical_bytes().decode().replace('"SEED"', '"AWS_SECRET"'), "looks like a secret"),
+    (RUN.canonical_bytes().decode().replace('"/data/train"', '"data/train"'), "must be an absolute path"),
 ])
-def test_bad_manifests_name_the_field(text: str, message: str) -> None:
-    with pytest.raises(SpecError, match=message.replace(".", r"\.").replace("[", r"\[")):
+def test_bad_manifests_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
         parse_run(text)
 
 
@@ -204,5 +222,5 @@ def test_quantities_are_checked() -> None:
         parse_quantity("two", "cpu")
 
 
-def test_run_spec_defaults() -> None:
-    assert RunSpec().name == "run"
+def test_run_names_come_from_the_manifest_digest() -> None:
+    assert generate.run_name(RUN) == "run-" + RUN.digest[7:19]
