@@ -4,9 +4,10 @@ role on the namespace."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 
 from envyard.api.auth.principals import Action
 from envyard.api.auth.scope import readable_namespaces
@@ -31,6 +32,8 @@ router = APIRouter(prefix="/api/v1", tags=["kubernetes"])
 READ_ENVIRONMENT = Depends(environment_for(Action.READ))
 ADMIN_NAMESPACE = Depends(namespace_for(Action.ADMIN))
 MANIFEST_LIMIT = 64 * 1024
+MANIFEST_BODY = Body(description="A run manifest (envyard.dev/run-manifest/v1).")
+QUERY_MANIFEST_LIMIT = 4096  # a URL stays well below the server's request-line limit
 
 
 def parse_run(text: str, source: str = "manifest") -> RunManifest:
@@ -62,16 +65,23 @@ class SessionQuery:
                  pull_secret: str | None = Query(default=None, description="The Secret's name; empty: none."),
                  base_image: str | None = None, platform: str = Query(default="linux-64", pattern=r"^linux-"),
                  target: str | None = Query(default=None, description="A registry target the build was pushed to."),
-                 kube_namespace: str | None = None, manifest: str | None = Query(default=None,
-                                                                                 max_length=MANIFEST_LIMIT)) -> None:
+                 kube_namespace: str | None = None,
+                 manifest: str | None = Query(default=None, max_length=QUERY_MANIFEST_LIMIT,
+                                              description="A run manifest (JSON); longer ones: POST it as the body.")
+                 ) -> None:
         self.build, self.variant, self.cpu, self.memory, self.gpu = build, variant, cpu, memory, gpu
         self.pull_secret, self.base_image, self.platform, self.target = pull_secret, base_image, platform, target
         self.kube_namespace, self.manifest = kube_namespace, manifest
 
 
 def _prepare(request: Request, session: Any, store: Any, settings: Any, ref: EnvironmentRef,
-             query: SessionQuery) -> tuple[EnvironmentImage, SessionOptions, RunManifest | None]:
-    run = parse_run(query.manifest) if query.manifest else None
+             query: SessionQuery, body: dict[str, Any] | None = None
+             ) -> tuple[EnvironmentImage, SessionOptions, RunManifest | None]:
+    if body is not None and query.manifest:
+        raise ManifestError("a run manifest both in the body and in ?manifest=", field="manifest",
+                            hint="send it once: POST it as the body")
+    text = json.dumps(body) if body is not None else query.manifest
+    run = parse_run(text) if text else None
     build = query.build
     if run is not None:
         named = run.environment
@@ -97,15 +107,35 @@ def kubernetes_pod(request: Request, session: SessionDep, store: StoreDep, setti
     return generate.pod(*_prepare(request, session, store, settings, ref, query))
 
 
+@router.post("/namespaces/{namespace}/environments/{name}/kubernetes/pod")
+def kubernetes_pod_for_run(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
+                           manifest: dict[str, Any] = MANIFEST_BODY, query: SessionQuery = Depends(),
+                           ref: EnvironmentRef = READ_ENVIRONMENT) -> dict[str, Any]:
+    """A Pod running the run manifest of the body in the environment (readers may ask: nothing is stored)."""
+    return generate.pod(*_prepare(request, session, store, settings, ref, query, manifest))
+
+
+def _job(prepared: tuple[EnvironmentImage, SessionOptions, RunManifest | None]) -> dict[str, Any]:
+    image, options, run = prepared
+    if run is None:
+        raise ManifestError("a Job runs a run manifest: none given", field="manifest",
+                            hint="POST the manifest as the body (envyard k8s job RUN_MANIFEST does), or ?manifest=")
+    return generate.job(image, options, run)
+
+
 @router.get("/namespaces/{namespace}/environments/{name}/kubernetes/job")
 def kubernetes_job(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
                    query: SessionQuery = Depends(), ref: EnvironmentRef = READ_ENVIRONMENT) -> dict[str, Any]:
     """A Job running a run manifest (``?manifest=``, required) in the environment."""
-    image, options, run = _prepare(request, session, store, settings, ref, query)
-    if run is None:
-        raise ManifestError("a Job runs a run manifest: none given", field="manifest",
-                        hint="pass the manifest's text as ?manifest= (envyard k8s job RUN_MANIFEST does)")
-    return generate.job(image, options, run)
+    return _job(_prepare(request, session, store, settings, ref, query))
+
+
+@router.post("/namespaces/{namespace}/environments/{name}/kubernetes/job")
+def kubernetes_job_for_run(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
+                           manifest: dict[str, Any] = MANIFEST_BODY, query: SessionQuery = Depends(),
+                           ref: EnvironmentRef = READ_ENVIRONMENT) -> dict[str, Any]:
+    """A Job running the run manifest of the body in the environment (readers may ask: nothing is stored)."""
+    return _job(_prepare(request, session, store, settings, ref, query, manifest))
 
 
 @router.post("/namespaces/{namespace}/kubernetes/pull-secret", status_code=201)

@@ -17,7 +17,7 @@ from typing import Any
 import click
 import yaml
 
-from envyard.builder.errors import EnvyardError, ManifestError, SpecError, UsageError
+from envyard.builder.errors import EnvyardError, ManifestError, PackageIntegrityError, SpecError, UsageError
 from envyard.builder.run_manifest import load_manifest
 from envyard.cli.context import api_client, check_name, environment_name
 
@@ -28,9 +28,12 @@ OUTPUT = click.Choice(["yaml", "json"])
 
 
 class KubernetesError(EnvyardError):
+    """The Kubernetes API server refused an object, or could not be reached."""
+
     code = "kubernetes-api"
     title = "Kubernetes API error"
     status = 502
+    exit_code = 9  # like an unreachable envyard server
 
 
 def _target(value: str) -> tuple[str, str, int | None]:
@@ -120,8 +123,16 @@ def k8s_group() -> None:
 def _generate(ctx: click.Context, kind: str, environment: str, manifest: str | None, output: str, apply: bool,
               kubeconfig: Path | None, kube_context: str | None, **options: Any) -> None:
     namespace, name, build = _target(environment)
-    obj = api_client(ctx).json("GET", f"/api/v1/namespaces/{namespace}/environments/{name}/kubernetes/{kind}",
-                               params=_query(build, manifest, **options))
+    path = f"/api/v1/namespaces/{namespace}/environments/{name}/kubernetes/{kind}"
+    if manifest is None:
+        obj = api_client(ctx).json("GET", path, params=_query(build, None, **options))
+    else:
+        try:
+            body = json.loads(manifest)
+        except ValueError as err:
+            raise ManifestError(f"the run manifest is not JSON: {err}", field="manifest",
+                                hint="give a manifest written by envyard (canonical JSON)") from None
+        obj = api_client(ctx).json("POST", path, params=_query(build, None, **options), json=body)
     _print(obj, output)
     if apply:
         _apply(obj, kubeconfig, kube_context)
@@ -199,7 +210,7 @@ def k8s_unpack(ctx: click.Context, url: str, expected: str, dest: Path) -> None:
             digest.update(chunk)
             buffer.write(chunk)
     if digest.hexdigest() != expected.removeprefix("sha256:"):
-        raise SpecError(f"{url}: sha256 {digest.hexdigest()}, expected {expected}", field="sha256",
+        raise PackageIntegrityError(f"{url}: sha256 {digest.hexdigest()}, expected {expected}", field="sha256",
                         hint="the archive changed or was corrupted in transit; nothing was unpacked")
     buffer.seek(0)
     dest.mkdir(parents=True, exist_ok=True)

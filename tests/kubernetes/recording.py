@@ -1,5 +1,6 @@
 """A recording Kubernetes API server on loopback (the cluster side of ``--apply``): it answers object creation
-with the object it received (201) and records each request."""
+with the object it received (201), or with a Kubernetes ``Status`` failure of ``status``, and records each
+request."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 
 @contextmanager
-def recording_api_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def recording_api_server(status: int = 201) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     received: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -20,8 +21,10 @@ def recording_api_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             received.append({"method": "POST", "path": self.path.split("?")[0], "body": body,
                              "authorization": self.headers.get("Authorization")})
-            reply = json.dumps(body).encode()
-            self.send_response(201)
+            reply = json.dumps(body if status == 201 else {
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": status,
+                "message": f"pods \"{body['metadata']['name']}\" already exists"}).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()

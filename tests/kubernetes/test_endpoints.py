@@ -154,7 +154,7 @@ def test_archive_variant_init_command_unpacks_for_real(served: Cluster, tmp_path
     tampered = [*command[:4], "0" * 64, *command[5:]]
     refused = subprocess.run([*ENVYARD, "--api", env["ENVYARD_API_URL"], "--token", token, *tampered],
                              capture_output=True, text=True, timeout=120)
-    assert refused.returncode != 0 and "expected 000000" in refused.stderr
+    assert refused.returncode == 3 and "expected 000000" in refused.stderr  # a hash mismatch
 
 
 def test_cli_prints_and_applies_the_same_objects(served: Cluster, tmp_path: Path) -> None:
@@ -186,3 +186,38 @@ def test_cli_prints_and_applies_the_same_objects(served: Cluster, tmp_path: Path
     assert all(r["authorization"] == "Bearer cluster-token" for r in received)
     assert "created pod/team-gpu-" in pod.stderr and "in namespace lab" in pod.stderr
     assert refused.returncode != 0 and "is not a CUDA build" in refused.stderr
+
+
+def test_apply_failures_are_clear(served: Cluster, tmp_path: Path) -> None:
+    base = [*ENVYARD, "--api", served.service.url, "--token", served.service.token, "k8s", "pod", "team/app"]
+    with recording_api_server(status=409) as (url, received):
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "c", "cluster": {"server": url}}], "users": [{"name": "u", "user": {}}],
+            "contexts": [{"name": "test", "context": {"cluster": "c", "user": "u"}}]}))
+        exists = subprocess.run([*base, "--apply", "--kubeconfig", str(kubeconfig)], capture_output=True, text=True,
+                                timeout=60)
+    assert exists.returncode == 9 and "HTTP 409" in exists.stderr and "already exists" in exists.stderr
+    assert received[0]["path"] == "/api/v1/namespaces/default/pods"
+    missing = subprocess.run([*base, "--apply", "--kubeconfig", str(tmp_path / "absent")], capture_output=True,
+                             text=True, timeout=60)
+    assert missing.returncode != 0, missing.stderr
+    assert "cannot load the kubeconfig" in missing.stderr
+
+
+def test_long_manifests_are_posted(served: Cluster) -> None:
+    run = json.loads(run_manifest(served, "team/app"))
+    run["env"] = {f"SETTING_{i}": "x" * 40 for i in range(120)}  # ~6 KB: too long for a URL
+    with served.service.client(served.reader_token) as http:  # readers may ask: nothing is stored
+        job = http.post(pod_url("team/app", "job"), json=run)
+        pod = http.post(pod_url("team/app"), json=run, params={"cpu": "1"})
+        in_url = http.get(pod_url("team/app", "job"), params={"manifest": json.dumps(run)})
+        both = http.post(pod_url("team/app", "job"), json=run, params={"manifest": "{}"})
+    assert job.status_code == 200, job.text
+    kubernetes_validate.validate(job.json(), K8S_VERSION, strict=True)
+    env = job.json()["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "SETTING_119", "value": "x" * 40} in env
+    assert pod.status_code == 200 and pod.json()["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "1"}
+    assert in_url.status_code == 422
+    assert both.status_code == 422 and "both in the body and in ?manifest=" in both.json()["detail"]
