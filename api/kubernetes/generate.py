@@ -278,16 +278,16 @@ def pull_secret(name: str, registry: str, token: str, *, kube_namespace: str | N
 
 def _profile_override(image: EnvironmentImage, options: SessionOptions) -> dict[str, Any]:
     """The KubeSpawner traits a profile choice sets (``image`` or ``volumes``/``volume_mounts``)."""
-    override: dict[str, Any] = {"environment": {"CONDA_PREFIX": image.env_prefix},
-                                "uid": _user(image)[0], "gid": _user(image)[1]}
+    override: dict[str, Any] = {"environment": {"CONDA_PREFIX": image.env_prefix}}
     if options.pull_secret:
         override["image_pull_secrets"] = [options.pull_secret]
-    if options.variant == "image":
-        override["image"] = image.reference
+    if options.variant == "image":  # the environment's image runs: as its config's user (never root)
+        override.update(image=image.reference, uid=_user(image)[0], gid=_user(image)[1])
     elif options.variant == "image-volume":
         override["volumes"] = [{"name": ENV_VOLUME, "image": {"reference": image.reference,
                                                               "pullPolicy": "IfNotPresent"}}]
         override["volume_mounts"] = [{"name": ENV_VOLUME, "mountPath": image.env_prefix, "readOnly": True}]
+        # the hub's own image runs, as the user the hub configures for it
     else:
         raise UsageError(f"JupyterHub profiles come in the image and image-volume variants, not '{options.variant}'",
                          field="variant", hint="?variant=image or ?variant=image-volume")

@@ -183,9 +183,10 @@ def test_profiles_group_by_namespace_and_pin_digests() -> None:
     assert [p["slug"] for p in profiles] == ["team", "zoo"]
     choice = profiles[0]["profile_options"]["environment"]["choices"]["app"]
     assert choice["kubespawner_override"]["image"] == f"envyard.example.org:8443/team/app@{DIGEST}"
+    assert (choice["kubespawner_override"]["uid"], choice["kubespawner_override"]["gid"]) == (1000, 100)
     volumes = generate.profile_list([image()], SessionOptions(variant="image-volume"))
     override = volumes[0]["profile_options"]["environment"]["choices"]["app"]["kubespawner_override"]
-    assert "image" not in override
+    assert "image" not in override and "uid" not in override  # the hub's image, as the hub's user
     assert override["volumes"][0]["image"]["reference"].endswith(DIGEST)
     # a Pod with the override's volumes, as KubeSpawner would make it, is valid for the API server
     valid({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "jupyter-someone"},
