@@ -43,6 +43,8 @@ __all__ = [
     "DataPath",
     "DataSnapshot",
     "fetch_data",
+    "load_snapshot",
+    "quiet_dvc_logging",
     "snapshot_data",
     "verify_data",
 ]
@@ -93,6 +95,24 @@ class DataSnapshot(CanonicalModel):
             if entry.path == name:
                 return entry
         raise KeyError(name)
+
+
+def quiet_dvc_logging() -> None:
+    """Importing ``dvc`` installs log handlers on **stdout** for its INFO lines ("Creating 'dvc.yaml'"); a command
+    whose stdout is a JSON document calls this (once, at its start) to keep DVC's lines to warnings on stderr."""
+    import dvc  # noqa: F401  (its import sets the handlers up)
+
+    logging.getLogger("dvc").setLevel(logging.WARNING)
+
+
+def load_snapshot(path: str | os.PathLike[str]) -> DataSnapshot:
+    """Read a snapshot file (``envyard data snapshot -o``); DataError naming the file and field when invalid."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the snapshot: {exc.strerror}", file=path,
+                        hint="give a file written by `envyard data snapshot -o FILE`") from None
+    return DataSnapshot.parse(data, source=os.fspath(path), error=DataError)
 
 
 def _without_credentials(url: str) -> str:
