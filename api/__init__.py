@@ -12,6 +12,7 @@ __all__ = [
     "distribution",
     "files",
     "ids",
+    "kubernetes",
     "limits",
     "models",
     "openapi",

@@ -16,6 +16,7 @@ from envyard.api.auth.secret_key import load_or_create_secret_key
 from envyard.api.auth.tokens import ensure_admin_token
 from envyard.api.db import make_engine, migrate
 from envyard.api.deps import AppState, install_state, lease_policy
+from envyard.api.kubernetes import routes as kubernetes
 from envyard.api.limits import LoadControls
 from envyard.api.openapi import install_docs
 from envyard.api.problems import install_problem_handlers
@@ -90,7 +91,7 @@ def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
                   openapi_url=None, description="Environment builder and reproducibility service.")
     install_state(app, AppState(settings, engine, store, load, admin_token, secret_key))
     install_problem_handlers(app)
-    for module in (health, catalog, builds, jobs, tokens, registry_targets, admin, distribution):
+    for module in (health, catalog, builds, jobs, tokens, registry_targets, admin, distribution, kubernetes):
         app.include_router(module.router)
     install_docs(app, public=settings.docs_are_public(host))
     return app

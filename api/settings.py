@@ -70,6 +70,14 @@ class ServiceSettings(WorkerSettings):
         default=None, description="Serve /docs, /redoc and /openapi.json without a token (false: any valid token "
         "needed); default: open only for an embedded server (SQLite and a local artifact store, on loopback).",
     )
+    kubernetes_tools_image: str = Field(
+        default="ghcr.io/envyard/envyard:0.1.0", description="envyard's own image, run by the init containers of "
+        "generated Pods and Jobs (`envyard data fetch`, `envyard k8s unpack`); pin it by digest in production.",
+    )
+    kubernetes_base_image: str = Field(
+        default="quay.io/jupyter/minimal-notebook:latest", description="The session image of the image-volume and "
+        "archive variants of generated Pods and Jobs when the request names none (?base_image=).",
+    )
 
     # --- where builds run (docs/kubernetes-builds.md) ---------------------------------------------------------------
     build_backend: Literal["inprocess", "external", "kubernetes"] = Field(

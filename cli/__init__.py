@@ -26,6 +26,7 @@ from envyard.cli.commands.env import env_group
 from envyard.cli.commands.gc import gc_command
 from envyard.cli.commands.image import image_command
 from envyard.cli.commands.install import install_command
+from envyard.cli.commands.k8s import k8s_group
 from envyard.cli.commands.lock import lock_group
 from envyard.cli.commands.manifest import manifest_group
 from envyard.cli.commands.namespace import namespace_group
@@ -122,6 +123,7 @@ cli.add_command(build_group)
 cli.add_command(gc_command)
 cli.add_command(namespace_group)
 cli.add_command(target_group)
+cli.add_command(k8s_group)
 cli.add_command(data_group)
 cli.add_command(manifest_group)
 cli.add_command(run_command)
