@@ -71,7 +71,7 @@ class ServiceSettings(WorkerSettings):
         "needed); default: open only for an embedded server (SQLite and a local artifact store, on loopback).",
     )
     kubernetes_tools_image: str = Field(
-        default="ghcr.io/envyard/envyard:0.1.0", description="envyard's own image, run by the init containers of "
+        default="envyard/envyard:0.1.0", description="envyard's own image, run by the init containers of "
         "generated Pods and Jobs (`envyard data fetch`, `envyard k8s unpack`); pin it by digest in production.",
     )
     kubernetes_base_image: str = Field(

@@ -92,7 +92,7 @@ class SessionOptions:
     resources: Resources = field(default_factory=Resources)
     pull_secret: str | None = None  # a kubernetes.io/dockerconfigjson Secret (envyard k8s pull-secret)
     base_image: str = "quay.io/jupyter/minimal-notebook:latest"  # image-volume and archive: the session's image
-    tools_image: str = "ghcr.io/envyard/envyard:0.1.0"  # runs `envyard data fetch` and `envyard k8s unpack`
+    tools_image: str = "envyard/envyard:0.1.0"  # runs `envyard data fetch` and `envyard k8s unpack`
     api_url: str = ""  # where the archive init container downloads from
     platform: str = "linux-64"
     kube_namespace: str | None = None
