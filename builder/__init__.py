@@ -6,6 +6,7 @@ Pure library code: no database, no HTTP server, no process-global state.
 # the public names of this package: its modules
 __all__ = [
     "channels",
+    "ci",
     "condapkg",
     "errors",
     "export",

@@ -20,6 +20,7 @@ import click
 from envyard.builder.errors import EXIT_CODES, EnvyardError, UsageError
 from envyard.cli.commands.build import build_group
 from envyard.cli.commands.channel import channel_group
+from envyard.cli.commands.ci import ci_command
 from envyard.cli.commands.env import env_group
 from envyard.cli.commands.gc import gc_command
 from envyard.cli.commands.image import image_command
@@ -117,6 +118,7 @@ cli.add_command(build_group)
 cli.add_command(gc_command)
 cli.add_command(namespace_group)
 cli.add_command(target_group)
+cli.add_command(ci_command)
 
 
 def main() -> None:
