@@ -12,7 +12,6 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, Field
-from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from envyard.api.auth.principals import Action
@@ -20,7 +19,6 @@ from envyard.api.deps import Admin, EngineDep, SessionDep, SettingsDep, StoreDep
 from envyard.api.models import Build
 from envyard.api.resources import EnvironmentRef, build_for, environment_for
 from envyard.api.services import hooks, relock
-from envyard.api.settings import ServiceSettings
 from envyard.builder.errors import NotFoundError, SpecError
 from envyard.builder.url_policy import UrlPolicy
 
@@ -69,14 +67,21 @@ class LockDiffRead(BaseModel):
     created_at: datetime
 
 
-async def _hook(provider: str, request: Request, session: Session, settings: ServiceSettings) -> dict[str, Any]:
+async def _delivery(request: Request) -> tuple[dict[str, str], bytes]:
     body = await request.body()
     if len(body) > MAX_HOOK_BODY:
         raise SpecError(f"the webhook body is larger than {MAX_HOOK_BODY} bytes", hint="send push events only")
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    return {k.lower(): v for k, v in request.headers.items()}, body
+
+
+@router.post("/hooks/github")
+async def github_hook(request: Request, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """A GitHub push webhook (signed with X-Hub-Signature-256; no token): rebuild the environments whose source
+    spec the push changed, from the pushed commit."""
+    headers, body = await _delivery(request)
 
     def handle() -> dict[str, Any]:
-        outcome = hooks.handle_push(session, provider, headers, body, settings)
+        outcome = hooks.handle_push(session, "github", headers, body, settings)
         session.commit()
         result: dict[str, Any] = outcome.to_json()
         return result
@@ -85,17 +90,19 @@ async def _hook(provider: str, request: Request, session: Session, settings: Ser
     return found
 
 
-@router.post("/hooks/github")
-async def github_hook(request: Request, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
-    """A GitHub push webhook (signed with X-Hub-Signature-256; no token): rebuild the environments whose source
-    spec the push changed, from the pushed commit."""
-    return await _hook("github", request, session, settings)
-
-
 @router.post("/hooks/gitlab")
 async def gitlab_hook(request: Request, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """A GitLab push webhook (X-Gitlab-Token; no token): as the GitHub hook."""
-    return await _hook("gitlab", request, session, settings)
+    headers, body = await _delivery(request)
+
+    def handle() -> dict[str, Any]:
+        outcome = hooks.handle_push(session, "gitlab", headers, body, settings)
+        session.commit()
+        result: dict[str, Any] = outcome.to_json()
+        return result
+
+    found: dict[str, Any] = await run_in_threadpool(handle)
+    return found
 
 
 def _source_view(ref: EnvironmentRef, source: Any) -> SourceRead:

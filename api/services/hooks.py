@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 PROVIDERS = ("github", "gitlab")
 MAX_SPEC_BYTES = 1024 * 1024
+GIT = shutil.which("git") or "/usr/bin/git"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +171,11 @@ def check_repo_url(url: str, policy: UrlPolicy) -> None:
 def fetch_spec(repo_url: str, commit: str, path: str, branch: str | None, timeout: float) -> str:
     """The text of ``path`` at ``commit`` in the repository at ``repo_url``, fetched with ``git`` into a temporary
     bare repository (never a checkout: no hooks, no filters run)."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_TERMINAL_PROMPT": "0", "HOME": "/nonexistent",
+    env = {"PATH": os.defpath, "GIT_TERMINAL_PROMPT": "0", "HOME": "/nonexistent",
            "GIT_CONFIG_NOSYSTEM": "1", "GIT_ALLOW_PROTOCOL": "file:http:https"}
     with tempfile.TemporaryDirectory(prefix="envyard-hook-") as tmp:
         def git(*args: str) -> subprocess.CompletedProcess[bytes]:
-            return subprocess.run(["git", "-C", tmp, *args], capture_output=True, timeout=timeout, env=env,
+            return subprocess.run([GIT, "-C", tmp, *args], capture_output=True, timeout=timeout, env=env,
                                   check=False)
 
         try:
@@ -232,14 +234,12 @@ def get_source(session: Session, environment: Environment) -> EnvironmentSource 
 
 def _record_delivery(session: Session, provider: str, delivery: str) -> bool:
     """Store the delivery id; False when it was stored before (a replay), decided by the unique constraint."""
-    savepoint = session.begin_nested()
     try:
-        session.add(HookDelivery(provider=provider, delivery_id=delivery[:200]))
-        session.flush()
+        with session.begin_nested():  # a savepoint: a replay rolls back only its own insert
+            session.add(HookDelivery(provider=provider, delivery_id=delivery[:200]))
+            session.flush()
     except IntegrityError:
-        savepoint.rollback()
         return False
-    savepoint.commit()
     return True
 
 
