@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,6 @@ from envyard.cli.context import api_client, builder_settings, install_options, s
 from envyard.cli.output import emit, error_document, json_mode
 
 __all__ = ["ci_command"]
-
-LOCK_ARTIFACTS = ("conda-lock", "explicit", "pixi-lock")
-
 
 def _lock_options(settings: Any, channel_alias: str | None) -> Any:
     from envyard.builder.channels import ChannelOptions, S3Options
@@ -93,9 +91,9 @@ def _remote(ctx: click.Context, planned: list[Any], build: bool) -> list[Any]:
     from envyard.builder.ci import previous_lock
     from envyard.builder.errors import EnvyardError
     from envyard.builder.lockdiff import diff_locks
-    from envyard.builder.lockfiles import read_lockfile
+    from envyard.builder.lockfiles import read_lockfile, write_lock_files
     from envyard.builder.model import EnvironmentLock
-    from envyard.builder.pipeline import CONDA_LOCK_FILE
+    from envyard.builder.pipeline import CONDA_LOCK_FILE, remove_leftover_platform_files
     from envyard.cli.follow import BuildFollower, download_artifact
 
     client = api_client(ctx)
@@ -122,11 +120,16 @@ def _remote(ctx: click.Context, planned: list[Any], build: bool) -> list[Any]:
                                                  error=f"build {final['id']} {final['status']}: {error}")
             continue
         before = previous_lock(result.target.lock_dir)
-        result.target.lock_dir.mkdir(parents=True, exist_ok=True)
-        for artifact in client.json("GET", f"/api/v1/builds/{final['id']}/artifacts"):
-            if artifact["kind"] in LOCK_ARTIFACTS and "/" not in artifact["name"]:
-                download_artifact(client, final["id"], artifact, result.target.lock_dir / artifact["name"])
-        after = read_lockfile(result.target.lock_dir / CONDA_LOCK_FILE)
+        lock_dir = result.target.lock_dir
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        artifact = next(a for a in client.json("GET", f"/api/v1/builds/{final['id']}/artifacts")
+                        if a["kind"] == "conda-lock")
+        with tempfile.TemporaryDirectory(prefix="envyard-ci-") as tmp:
+            download_artifact(client, final["id"], artifact, Path(tmp) / CONDA_LOCK_FILE)
+            after = read_lockfile(Path(tmp) / CONDA_LOCK_FILE)
+        # every lock format, written here as `envyard lock` writes them (the build's own names differ)
+        write_lock_files(after, lock_dir)
+        remove_leftover_platform_files(lock_dir, after, before)
         results[index] = dataclasses.replace(
             result, status="rebuilt" if build else "relocked", solves=1, build_id=final["id"],
             diff=diff_locks(before or EnvironmentLock({}), after),

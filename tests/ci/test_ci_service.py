@@ -214,3 +214,31 @@ def test_scheduled_relock_builds_only_on_change_with_diff_and_signed_notificatio
         assert [r["result"] for r in again] == ["unchanged"]  # compared with the new current build now
         shown = http.get("/api/v1/environments/ci/gamma/schedule").json()
         assert shown["last_result"] == "unchanged" and shown["next_run_at"]
+
+
+def test_envyard_ci_with_api_builds_on_the_workers(service: Service, ci_repo: Path, ci_env: dict[str, str],
+                                                  channel_root: Path):
+    from tests.ci.conftest import run_envyard
+
+    publish(channel_root, "alpha-pkg", "1.5", depends=("common",))
+    spec = ci_repo / "envs" / "alpha" / "environment.yml"
+    spec.write_text(spec.read_text().replace("alpha-pkg", "alpha-pkg >=1.5"))
+    git(ci_repo, "commit", "-qam", "alpha 1.5")
+    done = run_envyard(ci_repo, ci_env, "--token", service.token, "ci", "--api", service.url, "--build", "--json",
+                       "--markdown", "report.md")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    by_name = {e["name"]: e for e in doc["environments"]}
+    assert doc["counts"] == {"fresh": 2, "rebuilt": 1}
+    alpha = by_name["alpha"]
+    assert alpha["build_id"] and alpha["image_digest"].startswith("sha256:")
+    assert alpha["changes"]["linux-64"]["changed"] == [
+        {"name": "alpha-pkg", "manager": "conda", "old": "1.0=0", "new": "1.5=0"}]
+    with service.client() as http:
+        builds = _builds(http)
+        assert [b["environment"] for b in builds] == ["ci/alpha"]  # only the changed one reached the server
+    assert f"| alpha | rebuilt | alpha-pkg 1.0=0 → 1.5=0 | `{alpha['image_digest']}`" in \
+        (ci_repo / "report.md").read_text()
+    # the lock files the build made are now the repository's: fresh
+    fresh = run_envyard(ci_repo, ci_env, "ci", "--check", "--json")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
