@@ -16,7 +16,7 @@ Three steps, each usable alone:
 >>> r.exit_code, r.counts
 (0, {'fresh': 1})
 >>> print(render_markdown(r).splitlines()[2])
-| web | fresh | | |
+| web | fresh |  |  |
 """
 
 from __future__ import annotations
@@ -385,8 +385,8 @@ def render_markdown(report: CiReport, title: str = "envyard") -> str:
         image = f"`{r.image_digest}`" if r.image_digest else ""
         if r.image_reference:
             image = f"{image}<br>{r.image_reference}" if image else r.image_reference
-        lines.append(f"| {_cell(r.target.name)} | {r.status} | {'<br>'.join(_cell(c) for c in changes)} | "
-                     f"{_cell(image)} |".replace("|  |", "| |"))
+        cells = [_cell(r.target.name), r.status, "<br>".join(_cell(c) for c in changes), _cell(image)]
+        lines.append("| " + " | ".join(cells) + " |")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(report.counts.items()))
     return "\n".join([*lines, "", f"{title}: {counts}; {report.solves} solve(s)", ""])
 

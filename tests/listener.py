@@ -18,9 +18,10 @@ class Listener:
 
     port: int
     requests: list[str] = field(default_factory=list)
-    #: POSTs as (path, headers with lower-case names, body), in order; each answered ``post_status``
+    #: POSTs as (path, headers with lower-case names, body), in order; answered with the statuses of
+    #: ``post_statuses`` in turn, then 200
     posts: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-    post_status: int = 200
+    post_statuses: list[int] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -48,7 +49,7 @@ def recording_listener(directory: Path | None = None) -> Iterator[Listener]:
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             listener.posts.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(listener.post_status)
+            self.send_response(listener.post_statuses.pop(0) if listener.post_statuses else 200)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
