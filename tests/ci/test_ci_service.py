@@ -18,7 +18,9 @@ import pytest
 
 from tests.ci.conftest import ENVIRONMENTS, git, publish, spec_text
 from tests.listener import Listener, recording_listener
-from tests.service.conftest import Service, start_service
+from tests.service.conftest import Service, database, postgres_url, start_service
+
+__all__ = ["database", "postgres_url"]  # the service tests' database fixtures: SQLite and PostgreSQL
 
 SECRET = "github-hook-secret"
 GITLAB_TOKEN = "gitlab-hook-token"
@@ -52,7 +54,8 @@ def origin(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture()
-def service(tmp_path: Path, channel_root: Path, ci_env: dict[str, str], listener: Listener) -> Iterator[Service]:
+def service(tmp_path: Path, channel_root: Path, ci_env: dict[str, str], listener: Listener,
+            database: str) -> Iterator[Service]:
     from tests.service.conftest import REPO
 
     env = {**ci_env, "PYTHONPATH": str(REPO), "ENVYARD_GITHUB_HOOK_SECRET": SECRET,
@@ -61,7 +64,7 @@ def service(tmp_path: Path, channel_root: Path, ci_env: dict[str, str], listener
            "ENVYARD_ALLOWED_FILE_ROOTS": json.dumps([str(tmp_path / "git")]),
            "ENVYARD_ALLOWED_URL_PREFIXES": json.dumps([listener.url + "/"]),
            "ENVYARD_LEASE_SECONDS": "6", "ENVYARD_HEARTBEAT_SECONDS": "1"}
-    started = start_service(tmp_path / "svc", env, "--workers", "1")
+    started = start_service(tmp_path / "svc", env, "--workers", "1", *(("--database", database) if database else ()))
     try:
         yield started
     finally:
@@ -164,6 +167,15 @@ def test_push_hooks_rebuild_exactly_the_changed_environments(service: Service, o
         body = _push_payload(bare, commit, ["README.md"])
         other = anonymous.post("/api/v1/hooks/github", content=body, headers=_github_headers(body, "d-3"))
         assert other.json()["ignored"] == "no environment's spec changed"
+        # one delivery sent five times at once: the unique constraint lets exactly one through
+        from concurrent.futures import ThreadPoolExecutor
+
+        headers = _github_headers(body, "concurrent-delivery")
+        with ThreadPoolExecutor(5) as pool:
+            answers = list(pool.map(lambda _: anonymous.post("/api/v1/hooks/github", content=body, headers=headers),
+                                    range(5)))
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        assert sorted(a.json()["ignored"] for a in answers) == ["no environment's spec changed"] + ["replay"] * 4
         assert len(_builds(http)) == before + 2
         # a source outside the allowed file roots is refused when set
         outside = http.put("/api/v1/environments/ci/gamma/source", json={"repo_url": "/etc", "path": "x.yml"})
