@@ -18,6 +18,7 @@ from envyard.api.auth.principals import Action
 from envyard.api.deps import Admin, EngineDep, SessionDep, SettingsDep, StoreDep
 from envyard.api.models import Build
 from envyard.api.resources import EnvironmentRef, build_for, environment_for
+from envyard.api.schemas import RequestModel
 from envyard.api.services import hooks, relock
 from envyard.builder.errors import NotFoundError, SpecError
 from envyard.builder.url_policy import UrlPolicy
@@ -29,7 +30,7 @@ READ_BUILD = Depends(build_for(Action.READ))
 MAX_HOOK_BODY = 5 * 1024 * 1024
 
 
-class SourceSet(BaseModel):
+class SourceSet(RequestModel):
     repo_url: str = Field(min_length=1, max_length=500, description="Absolute path or http(s) URL of a git repo.")
     path: str = Field(min_length=1, max_length=500, description="The spec's path in the repository.")
     branch: str | None = Field(default=None, max_length=200, description="Only pushes to this branch (None: any).")
@@ -42,7 +43,7 @@ class SourceRead(BaseModel):
     branch: str | None
 
 
-class ScheduleSet(BaseModel):
+class ScheduleSet(RequestModel):
     cron: str = Field(min_length=1, max_length=100, description="When to relock, e.g. '0 6 * * 1' (UTC).")
     notify_url: str | None = Field(default=None, max_length=500, description="POSTed a signed JSON on a change.")
 
@@ -56,7 +57,7 @@ class ScheduleRead(BaseModel):
     last_result: str | None
 
 
-class RelockRun(BaseModel):
+class RelockRun(RequestModel):
     force: bool = Field(default=False, description="Relock every scheduled environment, due or not.")
 
 
@@ -74,7 +75,13 @@ async def _delivery(request: Request) -> tuple[dict[str, str], bytes]:
     return {k.lower(): v for k, v in request.headers.items()}, body
 
 
-@router.post("/hooks/github")
+HOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Bad or missing signature (or the hook is not enabled): nothing was read or built"},
+    422: {"description": "A signed body that is not a push event (no JSON, no repository or commit)"},
+}
+
+
+@router.post("/hooks/github", responses=HOOK_RESPONSES)
 async def github_hook(request: Request, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """A GitHub push webhook (signed with X-Hub-Signature-256; no token): rebuild the environments whose source
     spec the push changed, from the pushed commit."""
@@ -90,7 +97,7 @@ async def github_hook(request: Request, session: SessionDep, settings: SettingsD
     return found
 
 
-@router.post("/hooks/gitlab")
+@router.post("/hooks/gitlab", responses=HOOK_RESPONSES)
 async def gitlab_hook(request: Request, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """A GitLab push webhook (X-Gitlab-Token; no token): as the GitHub hook."""
     headers, body = await _delivery(request)
