@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from tests.ci.conftest import ENVIRONMENTS, git, publish, run_envyard
 
@@ -103,3 +106,42 @@ def test_paths_and_globs_and_bad_config(ci_repo: Path, ci_env: dict[str, str]):
     (ci_repo / "bad.toml").write_text('[[environment]]\nspec = "envs/alpha/environment.yml"\nlockdir = "x"\n')
     bad = run_envyard(ci_repo, ci_env, "ci", "--config", "bad.toml", "--check")
     assert bad.returncode == 1 and "bad.toml: environment[0]: unknown key lockdir" in bad.stderr
+
+
+def test_run_in_process_counts_solves_and_leaves_fresh_locks_untouched(ci_repo: Path, ci_env: dict[str, str],
+                                                                      channel_root: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    """builder.ci.run with a solve hook: one solve for the one changed spec; the other locks keep their bytes and
+    their modification times (nothing was rewritten)."""
+    from envyard.builder import ci
+    from envyard.builder.channels import ChannelOptions
+    from envyard.builder.lock import INHERITABLE, LockOptions
+
+    monkeypatch.chdir(ci_repo)
+    publish(channel_root, "gamma-pkg", "1.1", depends=("common",))
+    spec = ci_repo / "envs" / "gamma" / "environment.yml"
+    spec.write_text(spec.read_text().replace("gamma-pkg", "gamma-pkg >=1.1"))
+    locks = {n: ci_repo / "envs" / n / "locks" / "conda-lock.yml" for n in ENVIRONMENTS}
+    before = {n: (p.read_bytes(), p.stat().st_mtime_ns) for n, p in locks.items()}
+    targets, _ = ci.read_config(Path("envyard.toml"))
+    counter = ci.SolveCounter()
+    options = ci.CiOptions(
+        lock=LockOptions(channels=ChannelOptions(channel_alias=channel_root.as_uri() + "/"),
+                         inherit=INHERITABLE - {"channel_alias"}),
+        cache_dir=Path(ci_env["ENVYARD_CACHE_DIR"]), environ={}, on_solve=counter)
+    report = ci.run(targets, options)
+    assert counter.calls == {"gamma": 1}
+    assert [r.status for r in report.results] == ["fresh", "fresh", "relocked"]
+    for name in ("alpha", "beta"):
+        assert (locks[name].read_bytes(), locks[name].stat().st_mtime_ns) == before[name]
+    assert locks["gamma"].read_bytes() != before["gamma"][0]
+    assert ci.change_lines(report.results[2].diff) == ["gamma-pkg 1.0=0 → 1.1=0"]
+    again = ci.SolveCounter()
+    assert ci.run(targets, replace(options, on_solve=again)).counts == {"fresh": 3} and again.calls == {}
+
+
+def test_human_output(ci_repo: Path, ci_env: dict[str, str]):
+    shown = run_envyard(ci_repo, ci_env, "ci", "--check")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == ["alpha: fresh", "beta: fresh", "gamma: fresh",
+                                         "envyard: 3 fresh; 0 solve(s)"]

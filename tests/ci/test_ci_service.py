@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ci.conftest import ENVIRONMENTS, git, publish, spec_text
+from tests.ci.conftest import ENVIRONMENTS, git, publish, run_envyard, spec_text
 from tests.listener import Listener, recording_listener
 from tests.service.conftest import Service, database, postgres_url, start_service
 
@@ -112,9 +112,12 @@ def test_push_hooks_rebuild_exactly_the_changed_environments(service: Service, o
     with service.client() as http:
         for name in ENVIRONMENTS:
             assert _create(service, http, name)["status"] == "completed"
-            source = http.put(f"/api/v1/environments/ci/{name}/source",
-                              json={"repo_url": str(bare), "path": f"envs/{name}/environment.yml", "branch": "main"})
-            assert source.status_code == 200, source.text
+            set_source = run_envyard(work, service.env, "--api", service.url, "--token", service.token, "env",
+                                     "source", f"ci/{name}", "--repo", str(bare), "--path",
+                                     f"envs/{name}/environment.yml", "--branch", "main")
+            assert set_source.returncode == 0, set_source.stderr
+            assert set_source.stdout.strip() == f"ci/{name} follows envs/{name}/environment.yml in {bare} (branch main)"
+        assert http.get("/api/v1/environments/ci/beta/source").json()["path"] == "envs/beta/environment.yml"
         before = len(_builds(http))
 
         publish(channel_root, "alpha-pkg", "1.5", depends=("common",))
@@ -183,14 +186,16 @@ def test_push_hooks_rebuild_exactly_the_changed_environments(service: Service, o
 
 
 def test_scheduled_relock_builds_only_on_change_with_diff_and_signed_notification(
-        service: Service, channel_root: Path, listener: Listener):
+        service: Service, channel_root: Path, listener: Listener, tmp_path: Path):
     with service.client() as http:
         current = _create(service, http, "gamma")
         bad = http.put("/api/v1/environments/ci/gamma/schedule", json={"cron": "every monday"})
         assert bad.status_code == 422 and bad.json()["field"] == "cron"
-        schedule = http.put("/api/v1/environments/ci/gamma/schedule",
-                            json={"cron": "0 6 * * 1", "notify_url": listener.url + "/hook"})
-        assert schedule.status_code == 200, schedule.text
+        schedule = run_envyard(tmp_path, service.env, "--api", service.url, "--token", service.token, "env",
+                               "schedule", "ci/gamma", "--cron", "0 6 * * 1", "--notify-url", listener.url + "/hook",
+                               "--json")
+        assert schedule.returncode == 0, schedule.stderr
+        assert json.loads(schedule.stdout)["cron"] == "0 6 * * 1"
         before = len(_builds(http))
         not_due = http.post("/api/v1/admin/relocks/run", json={})
         assert not_due.json() == {"relocks": []}  # next Monday 06:00 is not now
@@ -230,8 +235,6 @@ def test_scheduled_relock_builds_only_on_change_with_diff_and_signed_notificatio
 
 def test_envyard_ci_with_api_builds_on_the_workers(service: Service, ci_repo: Path, ci_env: dict[str, str],
                                                   channel_root: Path):
-    from tests.ci.conftest import run_envyard
-
     publish(channel_root, "alpha-pkg", "1.5", depends=("common",))
     spec = ci_repo / "envs" / "alpha" / "environment.yml"
     spec.write_text(spec.read_text().replace("alpha-pkg", "alpha-pkg >=1.5"))
