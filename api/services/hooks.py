@@ -243,7 +243,24 @@ def _record_delivery(session: Session, provider: str, delivery: str) -> bool:
     return True
 
 
-def _matching(session: Session, event: PushEvent) -> list[tuple[EnvironmentSource, Environment, str]]:
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """An environment a push concerns, copied out of the database before any git fetch."""
+
+    namespace: str
+    name: str
+    repo_url: str
+    spec_path: str
+    branch: str | None
+    platforms: list[str]
+    options: dict[str, Any] | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def _matching(session: Session, event: PushEvent) -> list[_Target]:
     wanted = {normalize_repo(u) for u in event.repository_urls}
     rows = session.exec(
         select(EnvironmentSource, Environment, Namespace)
@@ -251,45 +268,67 @@ def _matching(session: Session, event: PushEvent) -> list[tuple[EnvironmentSourc
         .join(Namespace, col(Namespace.id) == Environment.namespace_id)
         .order_by(col(EnvironmentSource.id))
     ).all()
-    return [(source, env, ns.name) for source, env, ns in rows
-            if normalize_repo(source.repo_url) in wanted
-            and (source.branch is None or source.branch == event.branch)
-            and source.spec_path in event.changed]
+    found = []
+    for source, env, ns in rows:
+        if (normalize_repo(source.repo_url) in wanted and (source.branch is None or source.branch == event.branch)
+                and source.spec_path in event.changed):
+            current = session.get(Build, env.current_build_id) if env.current_build_id else None
+            found.append(_Target(ns.name, env.name, source.repo_url, source.spec_path, source.branch,
+                                 list(current.platforms) if current else [],
+                                 dict(current.options) if current else None))
+    return found
+
+
+def _seen(session: Session, provider: str, delivery: str) -> bool:
+    return session.exec(select(HookDelivery.id).where(HookDelivery.provider == provider,
+                                                      HookDelivery.delivery_id == delivery[:200])).first() is not None
 
 
 def handle_push(session: Session, provider: str, headers: Mapping[str, str], body: bytes,
                 settings: ServiceSettings) -> HookOutcome:
-    """Verify, de-duplicate and act on one webhook delivery (the caller commits)."""
+    """Verify, de-duplicate and act on one webhook delivery (the caller commits).
+
+    The specs are fetched while no database transaction is open (a slow repository holds no lock); the delivery
+    id is then recorded, and a concurrent copy of the same delivery that recorded it first makes this one a
+    replay (the unique constraint decides), before any build is queued.
+    """
     verify(provider, headers, body, settings)
     delivery = delivery_id(provider, headers)
     if not delivery:
         raise SpecError("the webhook carries no delivery id", hint="send X-GitHub-Delivery / X-Gitlab-Event-UUID")
-    if not _record_delivery(session, provider, delivery):
+    if _seen(session, provider, delivery):
         return HookOutcome("ignored", "replay")
-    if not is_push(provider, headers):
-        return HookOutcome("ignored", "not a push event")
-    event = parse_push(provider, body)
+    event = parse_push(provider, body) if is_push(provider, headers) else None
+    targets = _matching(session, event) if event is not None else []
+    session.rollback()  # end the read transaction: the fetches below hold none
     outcome = HookOutcome("built")
     policy = UrlPolicy.from_settings(settings)
-    for source, environment, namespace in _matching(session, event):
-        label = f"{namespace}/{environment.name}"
+    fetched: list[tuple[_Target, Any]] = []
+    for target in targets:
+        assert event is not None
         try:
-            check_repo_url(source.repo_url, policy)
-            text = fetch_spec(source.repo_url, event.commit, source.spec_path, source.branch,
+            check_repo_url(target.repo_url, policy)
+            text = fetch_spec(target.repo_url, event.commit, target.spec_path, target.branch,
                               settings.hook_git_timeout_seconds)
-            current = session.get(Build, environment.current_build_id) if environment.current_build_id else None
-            filename = PurePosixPath(source.spec_path).name
-            spec = builds.check_submission(filename, text, list(current.platforms) if current else [],
-                                           submission_policy(settings))
-            options = BuildOptions(**current.options) if current else BuildOptions()
-            submitted = builds.submit_build(session, namespace, environment.name, spec=spec, options=options,
+            fetched.append((target, builds.check_submission(PurePosixPath(target.spec_path).name, text,
+                                                            target.platforms, submission_policy(settings))))
+        except EnvyardError as err:
+            log.warning("%s hook: %s not rebuilt: %s", provider, target.label, err.one_line())
+            outcome.errors.append({"environment": target.label, "error": err.one_line()})
+    if not _record_delivery(session, provider, delivery):
+        return HookOutcome("ignored", "replay")
+    if event is None:
+        return HookOutcome("ignored", "not a push event")
+    for target, spec in fetched:
+        try:
+            options = BuildOptions(**target.options) if target.options is not None else BuildOptions()
+            submitted = builds.submit_build(session, target.namespace, target.name, spec=spec, options=options,
                                             requested_by=f"hook:{provider}")
         except EnvyardError as err:
-            log.warning("%s hook: %s not rebuilt: %s", provider, label, err.one_line())
-            outcome.errors.append({"environment": label, "error": err.one_line()})
+            outcome.errors.append({"environment": target.label, "error": err.one_line()})
             continue
-        outcome.builds.append({"environment": label, "build_id": submitted.build.id, "reused": submitted.reused,
-                               "commit": event.commit})
+        outcome.builds.append({"environment": target.label, "build_id": submitted.build.id,
+                               "reused": submitted.reused, "commit": event.commit})
     if not outcome.builds and not outcome.errors:
         return HookOutcome("ignored", "no environment's spec changed")
     return outcome

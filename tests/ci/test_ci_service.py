@@ -170,6 +170,11 @@ def test_push_hooks_rebuild_exactly_the_changed_environments(service: Service, o
         body = _push_payload(bare, commit, ["README.md"])
         other = anonymous.post("/api/v1/hooks/github", content=body, headers=_github_headers(body, "d-3"))
         assert other.json()["ignored"] == "no environment's spec changed"
+        ping = anonymous.post("/api/v1/hooks/github", content=b'{"zen": "hi"}',
+                              headers={**_github_headers(b'{"zen": "hi"}', "ping-1"), "X-GitHub-Event": "ping"})
+        assert ping.status_code == 200 and ping.json()["ignored"] == "not a push event"
+        garbage = anonymous.post("/api/v1/hooks/github", content=b"[1]", headers=_github_headers(b"[1]", "bad-1"))
+        assert garbage.status_code == 422 and "not a JSON object" in garbage.json()["detail"]
         # one delivery sent five times at once: the unique constraint lets exactly one through
         from concurrent.futures import ThreadPoolExecutor
 
