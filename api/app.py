@@ -20,9 +20,9 @@ from envyard.api.kubernetes import routes as kubernetes
 from envyard.api.limits import LoadControls
 from envyard.api.openapi import install_docs
 from envyard.api.problems import install_problem_handlers
-from envyard.api.routers import admin, builds, catalog, health, jobs, tokens
+from envyard.api.routers import admin, builds, catalog, ci, health, jobs, tokens
 from envyard.api.routers import targets as registry_targets
-from envyard.api.services import gc, publish
+from envyard.api.services import gc, publish, relock
 from envyard.api.services.jobs import reap
 from envyard.api.settings import ServiceSettings
 from envyard.api.storage import ArtifactStore, open_artifact_store
@@ -74,6 +74,8 @@ def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
         if settings.gc_interval_seconds > 0:
             loops.append(("gc", gc.run_periodically,
                          (engine, store, settings.gc_interval_seconds, settings.gc_grace_seconds, stop)))
+        if settings.relock_interval_seconds > 0:
+            loops.append(("relock", relock.run_periodically, (engine, store, settings, stop)))
         threads = [threading.Thread(target=target, args=args, name=f"envyard-{name}", daemon=True)
                    for name, target, args in loops]
         for thread in threads:
@@ -91,7 +93,7 @@ def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
                   openapi_url=None, description="Environment builder and reproducibility service.")
     install_state(app, AppState(settings, engine, store, load, admin_token, secret_key))
     install_problem_handlers(app)
-    for module in (health, catalog, builds, jobs, tokens, registry_targets, admin, distribution, kubernetes):
+    for module in (health, catalog, builds, jobs, tokens, registry_targets, admin, ci, distribution, kubernetes):
         app.include_router(module.router)
     install_docs(app, public=settings.docs_are_public(host))
     return app

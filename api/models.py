@@ -277,3 +277,61 @@ class BlobTombstone(SQLModel, table=True):
 
     sha256: str = Field(max_length=64, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class EnvironmentSource(SQLModel, table=True):
+    """Where an environment's spec lives in a git repository: push hooks rebuild it from the pushed commit."""
+
+    __table_args__ = (UniqueConstraint("environment_id", name="uq_environment_source"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    environment_id: int = Field(sa_column=Column(Integer, ForeignKey("environment.id"), nullable=False))
+    repo_url: str = Field(max_length=500, index=True)
+    branch: str | None = Field(default=None, max_length=200)  # None: any branch (the repository's default)
+    spec_path: str = Field(max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class RelockSchedule(SQLModel, table=True):
+    """An environment's scheduled relock: a cron expression, when it is next due, and who to tell of a change."""
+
+    __table_args__ = (UniqueConstraint("environment_id", name="uq_relock_schedule"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    environment_id: int = Field(sa_column=Column(Integer, ForeignKey("environment.id"), nullable=False))
+    cron: str = Field(max_length=100)
+    notify_url: str | None = Field(default=None, max_length=500)
+    next_run_at: datetime | None = _ts(index=True)
+    last_run_at: datetime | None = _ts()
+    last_result: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class HookDelivery(SQLModel, table=True):
+    """A webhook delivery already handled (GitHub X-GitHub-Delivery, GitLab X-Gitlab-Event-UUID): a replay of it
+    is ignored. The unique constraint decides between concurrent copies of one delivery."""
+
+    __table_args__ = (UniqueConstraint("provider", "delivery_id", name="uq_hook_delivery"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=20)
+    delivery_id: str = Field(max_length=200)
+    received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class BuildLockDiff(SQLModel, table=True):
+    """Why a scheduled relock queued a build: the lock diff against the build that was current."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    build_id: int = Field(sa_column=Column(Integer, ForeignKey("build.id"), nullable=False, unique=True))
+    previous_build_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("build.id")))
+    diff: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ServiceLease(SQLModel, table=True):
+    """A named lease on periodic work (the relock scheduler): only the replica holding it runs that work."""
+
+    name: str = Field(max_length=50, primary_key=True)
+    holder: str = Field(max_length=100)
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -119,6 +119,30 @@ class ServiceSettings(WorkerSettings):
     )
     kubernetes_poll_seconds: float = Field(default=2.0, gt=0, description="How often the Job launcher looks.")
 
+    github_hook_secret: str | None = Field(
+        default=None, description="Secret of GitHub push webhooks (POST /api/v1/hooks/github, checked against "
+        "X-Hub-Signature-256); unset: that hook answers 401 to everything.",
+    )
+    gitlab_hook_token: str | None = Field(
+        default=None, description="Token of GitLab push webhooks (POST /api/v1/hooks/gitlab, compared with "
+        "X-Gitlab-Token); unset: that hook answers 401 to everything.",
+    )
+    hook_git_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="How long fetching a spec from an environment's git repository may take.",
+    )
+    relock_interval_seconds: float = Field(
+        default=60.0, ge=0, description="How often the server looks for due scheduled relocks (0: only on request, "
+        "POST /api/v1/admin/relocks/run).",
+    )
+    relock_notify_secret: str | None = Field(
+        default=None, description="Key of the HMAC-SHA256 signature (X-Envyard-Signature-256) of relock "
+        "notifications; unset: notifications are sent unsigned.",
+    )
+    relock_notify_attempts: int = Field(default=5, ge=1, description="Tries of one relock notification.")
+    relock_notify_backoff_seconds: float = Field(
+        default=1.0, ge=0, description="Wait before the second try of a notification; doubled for each further one.",
+    )
+
     def embedded(self, host: str) -> bool:
         """Whether ``envyard serve`` on ``host`` is the one-machine setup: SQLite, a local artifact store, and
         listening on a loopback address only."""

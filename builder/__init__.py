@@ -7,6 +7,7 @@ Pure library code: no database, no HTTP server, no process-global state.
 __all__ = [
     "canonical",
     "channels",
+    "ci",
     "condapkg",
     "data",
     "errors",

@@ -212,6 +212,15 @@ class MissingLockError(StaleLockError):
     title = "Lock is missing"
 
 
+class CiFailedError(EnvyardError):
+    """``envyard ci``: a relock or an image build of one of the environments failed (the report names which)."""
+
+    code = "ci-failed"
+    title = "CI run failed"
+    status = 422
+    exit_code = 1
+
+
 class UsageError(EnvyardError):
     """A command line that cannot be run as given (options that exclude each other, an unknown name)."""
 
@@ -537,8 +546,9 @@ class DiskFullError(EnvyardError):
 #: Every exit code of the ``envyard`` command, in the order ``envyard --help`` and the README list them.
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success; `lock --check`: the lock is fresh; `lock diff --exit-code`: no differences"),
-    (1, "an error in the input: spec, lockfile, channel, solve, pip; `lock diff --exit-code`: differences"),
-    (2, "`lock --check`: the lock is stale or missing; `verify`: a run manifest drifted"),
+    (1, "an error in the input: spec, lockfile, channel, solve, pip; `lock diff --exit-code`: differences; "
+        "`ci`: a solve or build of an environment failed"),
+    (2, "`lock --check`, `ci --check`: a lock is stale or missing; `verify`: a run manifest drifted"),
     (3, "a package, artifact, lock, image or data file does not match its hash, or writes outside its prefix"),
     (4, "an install, image, build or run failed, or ran past its time limit"),
     (5, "a registry refused or could not be reached"),

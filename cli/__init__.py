@@ -22,6 +22,7 @@ from envyard.cli.commands.build import build_group
 from envyard.cli.commands.channel import channel_group
 from envyard.cli.commands.data import data_group
 from envyard.cli.commands.dvc import dvc_group
+from envyard.cli.commands.ci import ci_command
 from envyard.cli.commands.env import env_group
 from envyard.cli.commands.gc import gc_command
 from envyard.cli.commands.image import image_command
@@ -129,6 +130,7 @@ cli.add_command(manifest_group)
 cli.add_command(run_command)
 cli.add_command(verify_command)
 cli.add_command(dvc_group)
+cli.add_command(ci_command)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""A real HTTP listener on loopback that records every request (the target of the SSRF regression tests)."""
+"""A real HTTP listener on loopback that records every request (the target of the SSRF regression tests, and the
+receiver of webhook notifications)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ class Listener:
 
     port: int
     requests: list[str] = field(default_factory=list)
+    #: POSTs as (path, headers with lower-case names, body), in order; answered with the statuses of
+    #: ``post_statuses`` in turn, then 200
+    posts: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    post_statuses: list[int] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -40,6 +45,13 @@ def recording_listener(directory: Path | None = None) -> Iterator[Listener]:
         def do_HEAD(self) -> None:  # noqa: N802
             listener.requests.append(self.path)
             super().do_HEAD()
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            listener.posts.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(listener.post_statuses.pop(0) if listener.post_statuses else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass

@@ -26,6 +26,8 @@ ENVIRONMENT_READS = {
     "builder/pip_resolve.py:*": "pip runs as a subprocess with the caller's environment (or the one given), cleaned",
     "cli/commands/lock.py:*": "envyard lock expands ${VAR} in the user's own spec from the user's environment (the "
     "service never does: environ={})",
+    "cli/commands/ci.py:*": "envyard ci expands ${VAR} in the user's own specs from the user's environment (as "
+    "envyard lock does)",
     "SSL_CERT_FILE": "the standard variable naming TLS roots, honoured as every TLS client does (S3 store)",
     "SOURCE_DATE_EPOCH": "the reproducible-builds convention (reproducible-builds.org), not an envyard setting",
     "DOCKER_HOST": "docker's own variable for its daemon's address (image load)",

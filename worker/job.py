@@ -204,7 +204,7 @@ class _Build:
                  blob_dir / root.hex, root.media_type, None if image.root.is_index else imaged[0])
         blobs: dict[str, tuple[Descriptor, set[str]]] = {}
         for manifest, platform in [*zip(image.manifests, imaged, strict=True),
-                                   *zip(image.referrers, imaged, strict=True)]:
+                                   *(zip(image.referrers, imaged, strict=True) if image.referrers else ())]:
             for descriptor in [manifest.descriptor, *manifest.children()]:
                 if descriptor.digest != root.digest:
                     blobs.setdefault(descriptor.digest, (descriptor, set()))[1].add(platform)

@@ -9,7 +9,10 @@ A token has a global role, and user and reader tokens also have a role per names
   a reader token never writes, whatever its grant). A user token that creates a namespace is its editor;
 * a namespace an admin made public is readable by everyone, requests without credentials included.
   ``/healthz`` and ``/readyz`` are the only other routes served without a token, with the documentation
-  (``/docs``, ``/redoc``, ``/openapi.json``) where ``ServiceSettings.public_docs`` opens it (see api/openapi.py).
+  (``/docs``, ``/redoc``, ``/openapi.json``) where ``ServiceSettings.public_docs`` opens it (see api/openapi.py),
+  and the push webhooks ``/api/v1/hooks/github`` and ``/api/v1/hooks/gitlab``: they take no principal (so neither
+  :func:`check` nor :func:`permit` is asked) and authenticate the request by its signature instead (HMAC-SHA256 /
+  the GitLab token, :mod:`envyard.api.services.hooks`); a bad one is a 401 before anything is read.
 
 :func:`check` decides, on the resource a request names *as the route will use it*: each kind of resource has a
 dependency in :mod:`envyard.api.resources` (builds, environments, namespaces, blobs, tokens; the registry's

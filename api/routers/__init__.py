@@ -7,6 +7,7 @@ __all__ = [
     "admin",
     "builds",
     "catalog",
+    "ci",
     "health",
     "jobs",
     "targets",

@@ -175,3 +175,43 @@ def env_delete(ctx: click.Context, environment: str, yes: bool) -> None:
         click.confirm(f"Delete {namespace}/{name} and the records of all its builds?", abort=True, err=True)
     api_client(ctx).request("DELETE", f"/api/v1/environments/{namespace}/{name}")
     click.echo(f"deleted {namespace}/{name}")
+
+
+@env_group.command("source")
+@click.argument("environment", metavar="NAMESPACE/NAME")
+@click.option("--repo", "repo_url", required=True, metavar="URL",
+              help="The git repository holding the spec: an absolute path on the server or an http(s) URL.")
+@click.option("--path", "spec_path", required=True, metavar="PATH", help="The spec's path in the repository.")
+@click.option("--branch", metavar="BRANCH", help="Only pushes to this branch rebuild (default: any).")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def env_source(ctx: click.Context, environment: str, repo_url: str, spec_path: str, branch: str | None,
+               json_output: bool) -> None:
+    """Rebuild NAMESPACE/NAME when a push to REPO changes PATH (the server's /api/v1/hooks/github|gitlab)."""
+    json_mode(ctx, json_output)
+    namespace, name = environment_name(environment)
+    source = api_client(ctx).json("PUT", f"/api/v1/environments/{namespace}/{name}/source",
+                                  json={"repo_url": repo_url, "path": spec_path, "branch": branch})
+    if json_output:
+        emit(source)
+    else:
+        click.echo(f"{namespace}/{name} follows {source['path']} in {source['repo_url']}"
+                   + (f" (branch {source['branch']})" if source["branch"] else ""))
+
+
+@env_group.command("schedule")
+@click.argument("environment", metavar="NAMESPACE/NAME")
+@click.option("--cron", required=True, metavar="EXPR", help="When to relock, e.g. '0 6 * * 1' (UTC).")
+@click.option("--notify-url", metavar="URL", help="POST a signed JSON notification here when the solve changes.")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def env_schedule(ctx: click.Context, environment: str, cron: str, notify_url: str | None, json_output: bool) -> None:
+    """Relock NAMESPACE/NAME on a schedule; a build is queued only when the solve result changes."""
+    json_mode(ctx, json_output)
+    namespace, name = environment_name(environment)
+    schedule = api_client(ctx).json("PUT", f"/api/v1/environments/{namespace}/{name}/schedule",
+                                    json={"cron": cron, "notify_url": notify_url})
+    if json_output:
+        emit(schedule)
+    else:
+        click.echo(f"{namespace}/{name} relocks on '{schedule['cron']}', next at {schedule['next_run_at']}")
