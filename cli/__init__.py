@@ -20,9 +20,9 @@ import click
 from envyard.builder.errors import EXIT_CODES, EnvyardError, UsageError
 from envyard.cli.commands.build import build_group
 from envyard.cli.commands.channel import channel_group
+from envyard.cli.commands.ci import ci_command
 from envyard.cli.commands.data import data_group
 from envyard.cli.commands.dvc import dvc_group
-from envyard.cli.commands.ci import ci_command
 from envyard.cli.commands.env import env_group
 from envyard.cli.commands.gc import gc_command
 from envyard.cli.commands.image import image_command
