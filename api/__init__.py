@@ -17,6 +17,7 @@ __all__ = [
     "problems",
     "resources",
     "routers",
+    "run_schemas",
     "schemas",
     "services",
     "settings",

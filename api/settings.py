@@ -69,6 +69,10 @@ class ServiceSettings(WorkerSettings):
         default=None, description="Serve /docs, /redoc and /openapi.json without a token (false: any valid token "
         "needed); default: open only for an embedded server (SQLite and a local artifact store, on loopback).",
     )
+    snapshot_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="How long POST /namespaces/{ns}/data-snapshots may take to resolve a DVC "
+        "project (clone, read its .dvc files) before it answers 503.",
+    )
 
     def embedded(self, host: str) -> bool:
         """Whether ``envyard serve`` on ``host`` is the one-machine setup: SQLite, a local artifact store, and

@@ -9,6 +9,7 @@ __all__ = [
     "catalog",
     "health",
     "jobs",
+    "runs",
     "targets",
     "tokens",
 ]

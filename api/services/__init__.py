@@ -8,9 +8,12 @@ __all__ = [
     "jobs",
     "logs",
     "lookups",
+    "manifests",
     "pagination",
     "publish",
     "referrers",
+    "secrets",
+    "snapshots",
     "specs",
     "targets",
 ]
