@@ -5,8 +5,10 @@ Pure library code: no database, no HTTP server, no process-global state.
 
 # the public names of this package: its modules
 __all__ = [
+    "canonical",
     "channels",
     "condapkg",
+    "data",
     "errors",
     "export",
     "fetch",
@@ -24,6 +26,7 @@ __all__ = [
     "progress",
     "records",
     "relocate",
+    "run_manifest",
     "settings",
     "solve",
     "spec",

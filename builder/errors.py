@@ -394,6 +394,92 @@ class TooManyRequestsError(EnvyardError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class DataError(EnvyardError):
+    """A DVC data repository, revision, path or remote that cannot be used as given."""
+
+    code = "data-error"
+    title = "Data cannot be resolved"
+    status = 422
+
+
+class UnknownRevisionError(DataError):
+    """A git revision (tag, branch, commit) that the data repository does not have."""
+
+    code = "unknown-revision"
+    title = "Unknown revision"
+    status = 404
+    exit_code = 6
+
+
+class UntrackedPathError(DataError):
+    """A path that DVC does not track at the given revision (absent, or a plain git file)."""
+
+    code = "path-not-tracked"
+    title = "Path is not tracked by DVC"
+
+
+class UnknownRemoteError(DataError):
+    """A DVC remote name the repository does not configure (or no default remote at all)."""
+
+    code = "unknown-remote"
+    title = "Unknown DVC remote"
+    status = 404
+    exit_code = 6
+
+
+class DataUnavailableError(DataError):
+    """Data that cannot be fetched: the object is missing from the remote and the cache, or the remote refuses."""
+
+    code = "data-unavailable"
+    title = "Data cannot be fetched"
+    status = 424
+    exit_code = 6
+
+
+class DataIntegrityError(EnvyardError):
+    """A data file whose bytes do not hash to what the snapshot pins (tampered cache, changed file)."""
+
+    code = "data-integrity"
+    title = "Data does not match the snapshot"
+    status = 422
+    exit_code = 3
+
+
+class ManifestError(EnvyardError):
+    """A run manifest that cannot be read or is refused (schema, secret-looking variables)."""
+
+    code = "invalid-run-manifest"
+    title = "Invalid run manifest"
+    status = 422
+
+
+class RunIntegrityError(EnvyardError):
+    """A lock or image whose bytes do not match the digest a run manifest pins: the command is not started."""
+
+    code = "run-integrity"
+    title = "Run input does not match the manifest"
+    status = 422
+    exit_code = 3
+
+
+class RunFailedError(EnvyardError):
+    """A run whose command could not start or exited with a non-zero status."""
+
+    code = "run-failed"
+    title = "Run failed"
+    status = 500
+    exit_code = 4
+
+
+class DriftError(EnvyardError):
+    """``envyard verify``: something a run manifest pins re-derives to a different digest."""
+
+    code = "drift"
+    title = "Run manifest drifted"
+    status = 409
+    exit_code = 2
+
+
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "(os error 28)", "(os error 122)")
 
@@ -452,11 +538,11 @@ class DiskFullError(EnvyardError):
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success; `lock --check`: the lock is fresh; `lock diff --exit-code`: no differences"),
     (1, "an error in the input: spec, lockfile, channel, solve, pip; `lock diff --exit-code`: differences"),
-    (2, "`lock --check`: the lock is stale or missing"),
-    (3, "a package or artifact does not match its hash, or writes outside its prefix"),
-    (4, "an install, image or build failed, or ran past its time limit"),
+    (2, "`lock --check`: the lock is stale or missing; `verify`: a run manifest drifted"),
+    (3, "a package, artifact, lock, image or data file does not match its hash, or writes outside its prefix"),
+    (4, "an install, image, build or run failed, or ran past its time limit"),
     (5, "a registry refused or could not be reached"),
-    (6, "not found: namespace, environment, build or artifact"),
+    (6, "not found: namespace, environment, build, artifact, git revision, DVC remote or data object"),
     (7, "conflict with the current state"),
     (8, "authentication or permission"),
     (9, "the envyard server or its artifact store is unavailable, or a per-token limit was reached (retry)"),
