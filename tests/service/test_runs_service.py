@@ -197,3 +197,138 @@ def test_snapshot_repositories_and_endpoints_pass_the_url_policy(start: Any, tmp
                                json={"repo": "", "rev": "main", "paths": ["data"], **extra})
             assert answer.status_code == 422, answer.text
             assert reason in answer.json()["detail"], (extra, answer.text)
+
+
+MANIFEST_TYPE = "application/vnd.envyard.run-manifest.v1+json"
+
+
+def _built(service: Service, http: httpx.Client, namespace: str, name: str) -> dict[str, Any]:
+    submitted = create_environment(http, namespace, name, ["e2e-env"])
+    build = service.wait_for(submitted["id"], timeout=300)
+    assert build["status"] == "completed" and build["image_digest"], build
+    return build
+
+
+def test_manifests_are_stored_by_digest_attached_as_referrers_and_keep_their_build(
+        start: Any, tmp_path: Path, database: str, project: tuple[Path, str, str], s3_endpoint: str) -> None:
+    from envyard.builder.run_manifest import OutputFile, RunManifest
+
+    repo, v1, _ = project
+    service = start("--workers", "1", "--allow-url", f"{s3_endpoint}/",
+                    env={"ENVYARD_ALLOWED_FILE_ROOTS": json.dumps([str(tmp_path / "repos")])})
+    with service.client() as http:
+        _namespace(http, "team")
+        build = _built(service, http, "team", "app")
+        _remote_secret(http, "team", s3_endpoint)
+        snapshot = http.post("/api/v1/namespaces/team/data-snapshots", json={
+            "repo": repo.as_uri(), "rev": "v1", "paths": ["data"], "remote_secret": "minio"}).json()
+        body = {"build": "team/app", "data": [{"snapshot_id": snapshot["id"], "mount": "/data/in"}],
+                "command": ["python", "-c", "print(1)"], "workdir": "/work", "env": {"OMP_NUM_THREADS": "1"},
+                "resources": {"cpu": "1", "memory": "1Gi"}}
+
+        unknown = http.post("/api/v1/namespaces/team/manifests",
+                            json={**body, "data": [{"snapshot_id": 424242, "mount": "/data/in"}]})
+        assert unknown.status_code == 404 and "data snapshot 424242 does not exist" in unknown.json()["detail"]
+        assert http.get("/api/v1/namespaces/team/manifests").json() == []
+
+        created = http.post("/api/v1/namespaces/team/manifests", json=body)
+        assert created.status_code == 201, created.text
+        record = created.json()
+        assert record["build_id"] == build["id"] and record["referrer"]
+        fetched = http.get(f"/api/v1/namespaces/team/manifests/{record['digest']}")
+        assert fetched.status_code == 200 and fetched.headers["content-type"] == MANIFEST_TYPE
+        assert "sha256:" + __import__("hashlib").sha256(fetched.content).hexdigest() == record["digest"]
+        manifest = RunManifest.parse(fetched.content)
+        assert manifest.digest == record["digest"] and manifest.canonical_bytes() == fetched.content
+        artifacts = {a["name"]: a for a in http.get(f"/api/v1/builds/{build['id']}/artifacts").json()}
+        environment = manifest.environment
+        assert (environment.namespace, environment.name, environment.build_id) == ("team", "app", build["id"])
+        assert "sha256:" + environment.lock.sha256 == artifacts["conda-lock.yml"]["digest"]
+        assert set(environment.images) == set(build["platforms"]) and environment.prefix
+        assert environment.image_refs == [f"{service.url.removeprefix('http://')}/team/app@{build['image_digest']}"]
+        assert manifest.data[0].snapshot.commit == v1 and manifest.data[0].mount == "/data/in"
+        again = http.post("/api/v1/namespaces/team/manifests", json=body)  # the same manifest: the same record
+        assert again.status_code == 201 and again.json() == record
+        assert [m["digest"] for m in http.get("/api/v1/namespaces/team/manifests").json()] == [record["digest"]]
+
+        # an OCI referrer of the image, next to the SBOMs
+        listed = http.get(f"/v2/team/app/referrers/{build['image_digest']}").json()["manifests"]
+        ours = [m for m in listed if m.get("artifactType") == MANIFEST_TYPE]
+        assert [m["digest"] for m in ours] == [record["referrer"]] and len(listed) > 1
+        filtered = http.get(f"/v2/team/app/referrers/{build['image_digest']}", params={"artifactType": MANIFEST_TYPE})
+        assert filtered.json()["manifests"] == ours
+        host = service.url.removeprefix("http://")
+        inspected = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--creds",
+                                    f"anyone:{service.token}", f"docker://{host}/team/app@{record['referrer']}"],
+                                   capture_output=True, text=True, timeout=120)
+        assert inspected.returncode == 0, inspected.stderr
+        referrer = json.loads(inspected.stdout)
+        assert referrer["subject"]["digest"] == build["image_digest"]
+        assert referrer["artifactType"] == MANIFEST_TYPE
+        (layer,) = referrer["layers"]
+        assert layer["digest"] == record["digest"] and layer["mediaType"] == MANIFEST_TYPE
+        assert http.get(f"/v2/team/app/blobs/{layer['digest']}").content == fetched.content
+
+        # a complete document: a run's result with outputs, checked and stored as it is
+        result = manifest.result([OutputFile(path="out/a.txt", sha256="0" * 64, size=1)])
+        document = json.loads(result.canonical_bytes())
+        stored = http.post("/api/v1/namespaces/team/manifests", json={"manifest": document, "digest": result.digest})
+        assert stored.status_code == 201 and stored.json()["digest"] == result.digest, stored.text
+        wrong = http.post("/api/v1/namespaces/team/manifests", json={"manifest": document, "digest": record["digest"]})
+        assert wrong.status_code == 422 and "not " + record["digest"] in wrong.json()["detail"]
+        foreign = json.loads(result.canonical_bytes())
+        foreign["environment"]["build_id"] = 999999
+        missing = http.post("/api/v1/namespaces/team/manifests", json={"manifest": foreign})
+        assert missing.status_code == 404 and "build 999999 does not exist" in missing.json()["detail"]
+        relocked = json.loads(result.canonical_bytes())
+        relocked["environment"]["lock"]["sha256"] = "1" * 64
+        assert http.post("/api/v1/namespaces/team/manifests", json={"manifest": relocked}).status_code == 422
+        padded = {**document, "extra": 1}
+        assert http.post("/api/v1/namespaces/team/manifests", json={"manifest": padded}).status_code == 422
+        assert http.get("/api/v1/namespaces/team/manifests/sha256:" + "0" * 64).status_code == 404
+        assert http.get("/api/v1/namespaces/other/manifests/" + record["digest"]).status_code == 404
+
+        # the build stays: its environment cannot be deleted; replacing its current build and collecting keeps it
+        refused = http.delete("/api/v1/environments/team/app")
+        assert refused.status_code == 409 and "run manifests name builds" in refused.json()["detail"]
+        newer = http.post("/api/v1/environments/team/app/builds", json={"spec": "name: app\nchannels:\n  - e2e\n"
+                          "dependencies:\n  - e2e-env\n  - busybox\n"})
+        assert newer.status_code in (200, 201, 202), newer.text
+        assert service.wait_for(newer.json()["id"], timeout=300)["status"] == "completed"
+        report = http.post("/api/v1/admin/gc", json={"grace_seconds": 0}).json()
+        assert report["referenced"] > 0
+        assert http.get(f"/api/v1/namespaces/team/manifests/{record['digest']}").content == fetched.content
+        assert http.get(f"/v2/team/app/manifests/{record['referrer']}").status_code == 200
+        assert http.get(f"/v2/team/app/manifests/{build['image_digest']}").status_code == 200
+        for blob in ("conda-lock.yml",):
+            assert http.get(f"/api/v1/blobs/{artifacts[blob]['digest']}").status_code == 200
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_collection_keeps_the_manifest_of_a_build_without_an_image(start: Any, tmp_path: Path) -> None:
+    """Without an image the manifest is no artifact of its build: the collector's mark counts the manifest row."""
+    service = start("--workers", "1")
+    with service.client() as http:
+        response = http.post("/api/v1/environments", json={
+            "namespace": "team", "name": "plain", "spec": "name: plain\nchannels:\n  - e2e\ndependencies:\n"
+            "  - e2e-env\n", "options": {"image": False, "archive": False, "sbom": None}})
+        assert response.status_code == 201, response.text
+        build = service.wait_for(response.json()["id"], timeout=300)
+        assert build["status"] == "completed" and not build["image_digest"]
+        created = http.post("/api/v1/namespaces/team/manifests", json={"build": build["id"], "command": ["true"]})
+        assert created.status_code == 201, created.text
+        record = created.json()
+        assert record["referrer"] is None
+        names = [a["name"] for a in http.get(f"/api/v1/builds/{build['id']}/artifacts").json()]
+        assert not [n for n in names if n.startswith("run-manifests/")]
+        from envyard.api.storage import open_artifact_store
+
+        store = open_artifact_store((service.data_dir / "artifacts").as_uri(), s3_endpoint=None, s3_access_key=None,
+                                    s3_secret_key=None)
+        orphan = store.put_bytes(b"nobody references this blob")
+        report = http.post("/api/v1/admin/gc", json={"grace_seconds": 0}).json()
+        assert report["deleted"] >= 1 and not store.exists(orphan.sha256)  # the collection did collect
+        assert store.exists(record["digest"].removeprefix("sha256:"))
+        fetched = http.get(f"/api/v1/namespaces/team/manifests/{record['digest']}")
+        assert fetched.status_code == 200, fetched.text
+        assert "sha256:" + __import__("hashlib").sha256(fetched.content).hexdigest() == record["digest"]
