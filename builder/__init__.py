@@ -26,7 +26,9 @@ __all__ = [
     "progress",
     "records",
     "relocate",
+    "run",
     "run_manifest",
+    "sandbox",
     "settings",
     "solve",
     "spec",
@@ -36,6 +38,7 @@ __all__ = [
     "spec_yaml",
     "tarstream",
     "url_policy",
+    "verify",
     "virtual_packages",
     "why",
 ]

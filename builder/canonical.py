@@ -1,7 +1,8 @@
 """Canonical JSON for content-addressed documents (run manifests, data snapshots).
 
-One rule, written once: keys sorted, compact separators, UTF-8 (no ``\\u`` escapes), field aliases
-(``apiVersion``), ``null`` kept for unset optional fields. The digest is the sha256 of those bytes.
+The serialization of OCI manifests (:func:`envyard.builder.oci.model.canonical_json`: keys sorted, compact
+separators, UTF-8), applied to pydantic models with their field aliases (``apiVersion``) and ``null`` kept for unset
+optional fields. The digest is the sha256 of those bytes.
 
 >>> class Point(CanonicalModel):
 ...     y: int
@@ -14,30 +15,14 @@ b'{"x":1,"y":2}'
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Any, Self
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict
 
 from envyard.builder.errors import EnvyardError
+from envyard.builder.oci.model import canonical_json, sha256_digest
 
-__all__ = ["CanonicalModel", "canonical_json", "sha256_digest"]
-
-
-def canonical_json(value: Any) -> bytes:
-    """``value`` (JSON-compatible) as canonical bytes: sorted keys, ``,``/``:`` separators, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
-
-
-def sha256_digest(data: bytes) -> str:
-    """``sha256:<hex>`` of ``data``.
-
-    >>> sha256_digest(b"")
-    'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
-    """
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+__all__ = ["CanonicalModel"]
 
 
 class CanonicalModel(BaseModel):

@@ -8,4 +8,5 @@ __all__ = [
     "model",
     "sbom",
     "store",
+    "unpack",
 ]
