@@ -202,8 +202,9 @@ def test_snapshot_repositories_and_endpoints_pass_the_url_policy(start: Any, tmp
 MANIFEST_TYPE = "application/vnd.envyard.run-manifest.v1+json"
 
 
-def _built(service: Service, http: httpx.Client, namespace: str, name: str) -> dict[str, Any]:
-    submitted = create_environment(http, namespace, name, ["e2e-env"])
+def _built(service: Service, http: httpx.Client, namespace: str, name: str,
+           deps: tuple[str, ...] = ("e2e-env",)) -> dict[str, Any]:
+    submitted = create_environment(http, namespace, name, list(deps))
     build = service.wait_for(submitted["id"], timeout=300)
     assert build["status"] == "completed" and build["image_digest"], build
     return build
@@ -332,3 +333,83 @@ def test_collection_keeps_the_manifest_of_a_build_without_an_image(start: Any, t
         fetched = http.get(f"/api/v1/namespaces/team/manifests/{record['digest']}")
         assert fetched.status_code == 200, fetched.text
         assert "sha256:" + __import__("hashlib").sha256(fetched.content).hexdigest() == record["digest"]
+
+
+def _fetch_for_run(service: Service, http: httpx.Client, digest: str, work: Path, platform: str) -> dict[str, Any]:
+    """What `envyard run --api` gathers: the manifest by digest, the build's lock, the image from /v2/ by digest."""
+    from envyard.builder.run_manifest import RunManifest
+    from envyard.registry.client import RegistryClient
+    from envyard.registry.layout import pull_to_layout
+    from envyard.registry.reference import parse_reference
+
+    manifest = RunManifest.parse(http.get(f"/api/v1/namespaces/team/manifests/{digest}").content)
+    lock = work / manifest.environment.lock.filename
+    lock.write_bytes(http.get(f"/api/v1/builds/{manifest.environment.build_id}/artifacts/"
+                              f"{manifest.environment.lock.filename}").content)
+    ref = parse_reference(manifest.environment.image_refs[0])
+    with RegistryClient(ref.registry, username="anyone", password=service.token) as client:
+        pulled = pull_to_layout(ref, client, work / "layout", platform)
+    return {"manifest": manifest, "lock": lock, "layout": work / "layout", "pulled": pulled}
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_manifest_made_through_the_service_runs_in_both_runtimes(start: Any, tmp_path: Path,
+                                                                   project: tuple[Path, str, str],
+                                                                   s3_endpoint: str) -> None:
+    from envyard.builder.errors import RunIntegrityError
+    from envyard.builder.install import InstallOptions, host_platform
+    from envyard.builder.run import RunOptions, run_manifest
+
+    repo, v1, v2 = project
+    service = start("--workers", "1", "--allow-url", f"{s3_endpoint}/",
+                    env={"ENVYARD_ALLOWED_FILE_ROOTS": json.dumps([str(tmp_path / "repos")])})
+    platform = host_platform()
+    remote = {"endpointurl": s3_endpoint, "access_key_id": KEY_ID, "secret_access_key": SECRET_VALUE}
+    with service.client() as http:
+        _namespace(http, "team")
+        build = _built(service, http, "team", "app")
+        _remote_secret(http, "team", s3_endpoint)
+        snapshot = http.post("/api/v1/namespaces/team/data-snapshots", json={
+            "repo": repo.as_uri(), "rev": "v1", "paths": ["data"], "remote_secret": "minio"}).json()
+        _git(repo, "tag", "-f", "v1", v2)  # the manifest stays on the commit it was made at
+        command = ["sh", "-c", "mkdir -p out && wc -l < data/data/numbers.txt > out/count.txt && "
+                   "cp data/data/version.txt out/version.txt"]
+        record = http.post("/api/v1/namespaces/team/manifests", json={
+            "build": f"team/app@{build['id']}", "data": [{"snapshot_id": snapshot["id"], "mount": "/work/data"}],
+            "command": command, "workdir": "/work"}).json()
+        fetched = _fetch_for_run(service, http, record["digest"], tmp_path, platform)
+        manifest = fetched["manifest"]
+        assert fetched["pulled"] == manifest.environment.images[platform]
+
+        results = {}
+        for runtime in ("runc", "prefix"):
+            options = RunOptions(workdir=tmp_path / f"work-{runtime}", runtime=runtime,  # type: ignore[arg-type]
+                                 image_layout=fetched["layout"], lock_path=fetched["lock"],
+                                 install=InstallOptions(cache_layers=[tmp_path / "pkgs"]), outputs=["out"],
+                                 remote_config=remote, state_dir=tmp_path / f"state-{runtime}")
+            result = run_manifest(manifest, options)
+            assert (options.workdir / "out" / "version.txt").read_text() == "v1\n"
+            assert (options.workdir / "out" / "count.txt").read_text().strip() == "10"
+            results[runtime] = result.manifest
+            stored = http.post("/api/v1/namespaces/team/manifests", json={
+                "manifest": json.loads(result.manifest.canonical_bytes()), "digest": result.manifest.digest})
+            assert stored.status_code == 201, stored.text
+        assert results["runc"].outputs == results["prefix"].outputs and results["runc"].parent == record["digest"]
+
+        # an image that no longer matches the digest fails before anything runs
+        index = json.loads((fetched["layout"] / "index.json").read_text())
+        other = _built(service, http, "team", "other", ("e2e-env", "pyhello"))
+        other_ref = f"{service.url.removeprefix('http://')}/team/other@{other['image_digest']}"
+        from envyard.registry.client import RegistryClient
+        from envyard.registry.layout import pull_to_layout
+        from envyard.registry.reference import parse_reference
+
+        swapped = tmp_path / "swapped"
+        with RegistryClient(parse_reference(other_ref).registry, username="anyone", password=service.token) as c:
+            pull_to_layout(parse_reference(other_ref), c, swapped, platform)
+        assert index["manifests"][0]["digest"] == manifest.environment.images[platform]
+        marker = tmp_path / "work-swapped" / "out"
+        with pytest.raises(RunIntegrityError, match="the manifest pins"):
+            run_manifest(manifest, RunOptions(workdir=tmp_path / "work-swapped", runtime="runc",
+                                              image_layout=swapped, outputs=["out"], remote_config=remote))
+        assert not marker.exists()
