@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from envyard.builder.oci.model import OCI_PLATFORMS, canonical_json
 from envyard.builder.oci.store import BlobStore
@@ -30,10 +31,11 @@ def pull_to_layout(ref: ImageReference, client: RegistryClient, layout: Path, pl
         store.put_bytes(manifest.data, manifest.descriptor.media_type)
     (layout / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
     index_path = layout / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.is_file() else {"schemaVersion": 2, "manifests": []}
-    entry = {"mediaType": manifest.descriptor.media_type, "digest": manifest.descriptor.digest,
+    index: dict[str, Any] = (json.loads(index_path.read_text()) if index_path.is_file()
+                             else {"schemaVersion": 2, "manifests": []})
+    entry: dict[str, Any] = {"mediaType": manifest.descriptor.media_type, "digest": manifest.descriptor.digest,
              "size": manifest.descriptor.size, "platform": dict(OCI_PLATFORMS[platform]),
              "annotations": dict(annotations or {})}
     index["manifests"] = [m for m in index.get("manifests", []) if m.get("digest") != entry["digest"]] + [entry]
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    return manifest.descriptor.digest
+    return str(manifest.descriptor.digest)

@@ -295,7 +295,7 @@ def list_manifests(session: Session, namespace: str) -> list[RunManifestRecord]:
 
 def read_manifest(store: ArtifactStore, record: RunManifestRecord) -> bytes:
     """The manifest's canonical bytes, checked against its digest."""
-    data = b"".join(store.read(record.sha256))
+    data: bytes = b"".join(store.read(record.sha256))
     if _sha(data) != record.sha256:
         raise ConflictError(f"the stored bytes of run manifest sha256:{record.sha256} do not match its digest",
                             hint="the artifact store was modified; restore it from a backup")
