@@ -20,6 +20,7 @@ __all__ = [
     "lockfiles",
     "model",
     "oci",
+    "outputs",
     "pack",
     "pip_resolve",
     "pipeline",

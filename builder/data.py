@@ -43,6 +43,7 @@ __all__ = [
     "DataPath",
     "DataSnapshot",
     "fetch_data",
+    "load_snapshot",
     "snapshot_data",
     "verify_data",
 ]
@@ -95,6 +96,16 @@ class DataSnapshot(CanonicalModel):
         raise KeyError(name)
 
 
+def load_snapshot(path: str | os.PathLike[str]) -> DataSnapshot:
+    """Read a snapshot file (``envyard data snapshot -o``); DataError naming the file and field when invalid."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the snapshot: {exc.strerror}", file=path,
+                        hint="give a file written by `envyard data snapshot -o FILE`") from None
+    return DataSnapshot.parse(data, source=os.fspath(path), error=DataError)
+
+
 def _without_credentials(url: str) -> str:
     """``url`` without a ``user:password@`` part.
 
@@ -140,13 +151,12 @@ def _remote_of(repo: Repo, remote: str | None) -> tuple[str | None, str | None]:
     name = remote or repo.config.get("core", {}).get("remote")
     if name is None:
         return None, None
-    if name not in remotes:
-        known = ", ".join(sorted(remotes)) or "none"
+    if not remotes.get(name, {}).get("url"):  # remote_config alone makes an entry without a URL
+        known = ", ".join(sorted(key for key, value in remotes.items() if value.get("url"))) or "none"
         raise UnknownRemoteError(f"DVC remote {name!r} is not configured (configured: {known})", field="remote",
                                  hint="give one of the configured remotes with --remote, or add it with "
                                  "`dvc remote add`")
-    url = remotes[name].get("url")
-    return name, _without_credentials(str(url)) if url else None
+    return name, _without_credentials(str(remotes[name]["url"]))
 
 
 def snapshot_data(repo: str, rev: str, paths: Sequence[str], remote: str | None = None,
@@ -159,7 +169,8 @@ def snapshot_data(repo: str, rev: str, paths: Sequence[str], remote: str | None 
     try:
         cleaned = [_clean_path(path) for path in paths]
     except ValueError as exc:
-        raise UntrackedPathError(str(exc), field="paths") from None
+        raise UntrackedPathError(str(exc), field="paths",
+                                 hint="give paths as the repository lists them, e.g. data/train") from None
     with _open_repo(repo, rev, remote, remote_config) as opened:
         commit = opened.get_rev()
         remote_name, remote_url = _remote_of(opened, remote)

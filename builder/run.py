@@ -10,6 +10,10 @@ The order is fixed and nothing of the command runs before the last check passed:
 4. the command; then the declared outputs are hashed and a new manifest is returned whose ``parent`` is the input's
    digest.
 
+``repin_lock`` is for DVC pipelines, where the lockfile is a stage dependency and a relock must re-run the stage:
+the given lock's bytes become the environment (the image digests, built from the old lock, are dropped) and the
+result manifest records the new lock's sha256, its ``parent`` still the manifest given.
+
 Where data appears: in the container runtimes each snapshot is bound read-only at its mount path, and the host
 working directory at the manifest's ``workdir``. The ``prefix`` runtime has no mount namespace: a mount path must lie
 under the manifest's ``workdir`` and the data is placed at the same relative path under the host working directory
@@ -65,6 +69,7 @@ class RunOptions:
     outputs: Sequence[str] = ()
     remote_config: Mapping[str, str] | None = None  # DVC remote credentials/endpoint, never recorded
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables at run time (secrets), never recorded
+    repin_lock: bool = False  # DVC pipelines: take lock_path's bytes as the environment (recorded in the result)
     stdout: IO[Any] | int | None = None
     stderr: IO[Any] | int | None = None
 
@@ -162,6 +167,13 @@ def run_manifest(manifest: RunManifest, options: RunOptions) -> RunResult:
     """Verify, materialize and run ``manifest``; the result manifest carries the outputs and ``parent``."""
     workdir = options.workdir.absolute()
     workdir.mkdir(parents=True, exist_ok=True)
+    given = manifest
+    if options.repin_lock and options.lock_path is not None:
+        from envyard.builder.run_manifest import lock_ref
+
+        lock = lock_ref(options.lock_path).model_copy(update={"filename": manifest.environment.lock.filename})
+        manifest = manifest.model_copy(update={"environment": manifest.environment.model_copy(
+            update={"lock": lock, "images": {}, "image_refs": []})})
     platform = options.platform or host_platform()
     with tempfile.TemporaryDirectory(prefix="envyard-run-") as tmp:
         state = options.state_dir.absolute() if options.state_dir is not None else Path(tmp)
@@ -173,7 +185,7 @@ def run_manifest(manifest: RunManifest, options: RunOptions) -> RunResult:
     if returncode != 0:
         raise RunFailedError(f"the command exited with status {returncode}", field="command",
                              details={"returncode": returncode}, hint="see its output above")
-    result = manifest.result(hash_outputs(workdir, options.outputs))
+    result = manifest.model_copy(update={"outputs": hash_outputs(workdir, options.outputs), "parent": given.digest})
     return RunResult(result, verified, returncode)
 
 

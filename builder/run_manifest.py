@@ -39,6 +39,7 @@ __all__ = [
     "RunManifest",
     "check_env_name",
     "load_manifest",
+    "lock_ref",
     "manifest_schema",
     "schema_text",
 ]
@@ -196,6 +197,31 @@ def load_manifest(path: str | Path) -> RunManifest:
         raise ManifestError(f"cannot read the run manifest: {exc.strerror}", file=path,
                             hint="give the path of a manifest written by `envyard manifest create`") from None
     return RunManifest.parse(data, source=str(path))
+
+
+def lock_ref(path: Path, relative_to: Path | None = None) -> LockRef:
+    """The :class:`LockRef` of the lockfile at ``path``: sha256 of its bytes, its format, and its name (relative to
+    ``relative_to``, the manifest's folder, when it lies below it)."""
+    import hashlib
+
+    from envyard.builder.lockfiles import detect_format
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(f"cannot read the lockfile: {exc.strerror}", file=path,
+                            hint="give the lock the environment was installed or built from") from None
+    try:
+        kind: str | None = detect_format(data.decode("utf-8"))[0]
+    except Exception:  # a lock envyard cannot read is still pinned by its bytes
+        kind = None
+    name = path.name
+    if relative_to is not None:
+        try:
+            name = path.absolute().relative_to(relative_to.absolute()).as_posix()
+        except ValueError:
+            name = path.name
+    return LockRef(sha256=hashlib.sha256(data).hexdigest(), filename=name, format=kind)
 
 
 def manifest_schema() -> dict[str, Any]:

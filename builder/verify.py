@@ -17,7 +17,7 @@ from pathlib import Path
 
 from envyard.builder.canonical import CanonicalModel
 from envyard.builder.data import fetch_data, snapshot_data, verify_data
-from envyard.builder.errors import DataError, DataIntegrityError, EnvyardError
+from envyard.builder.errors import DataError, DataIntegrityError, EnvyardError, ManifestError
 from envyard.builder.image import ImageRequest, build_image
 from envyard.builder.install import InstallOptions
 from envyard.builder.oci.image import ImageOptions
@@ -25,7 +25,7 @@ from envyard.builder.oci.store import BlobStore
 from envyard.builder.run import lock_sha256
 from envyard.builder.run_manifest import CodeRef, RunManifest
 
-__all__ = ["Drift", "code_commit_exists", "rebuild_image_digest", "verify_manifest"]
+__all__ = ["Drift", "code_commit_exists", "rebuild_image_digest", "resolve_code", "verify_manifest"]
 
 
 class Drift(CanonicalModel):
@@ -52,13 +52,36 @@ def code_commit_exists(code: CodeRef) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
+def resolve_code(value: str) -> CodeRef:
+    """``REPO@REV`` (a path or git URL, a commit, tag or branch) -> a :class:`CodeRef` pinned to the commit."""
+    from scmrepo.exceptions import SCMError
+    from scmrepo.git import Git
+
+    repository, sep, rev = value.rpartition("@")
+    if not sep or not repository or not rev:
+        raise ManifestError(f"--code {value!r} is not REPO@COMMIT", field="code",
+                            hint="for example --code https://github.com/org/project@3f2a9c1 or --code .@HEAD")
+    try:
+        if Path(repository).exists():
+            with Git(repository) as git:
+                commit = git.resolve_rev(rev)
+        else:
+            with tempfile.TemporaryDirectory(prefix="envyard-code-") as tmp, Git.clone(repository, tmp) as git:
+                commit = git.resolve_rev(rev)
+    except SCMError as exc:
+        raise ManifestError(f"cannot resolve {rev!r} in {repository}: {exc}", field="code",
+                            hint="give a commit, tag or branch the repository has") from None
+    return CodeRef(repository=repository, commit=commit)
+
+
 def rebuild_image_digest(lock_path: Path, platform: str, options: ImageOptions, install: InstallOptions,
                          store_dir: Path, name: str | None = None) -> str:
     """Build the image for ``platform`` from the lock again (the pipeline of ``envyard image``); its digest."""
     from envyard.builder.lockfiles import read_lockfile
 
     lock = read_lockfile(lock_path)
-    request = ImageRequest(lock, (platform,), options, install, name=name or lock.name or "environment")
+    title = name or lock.name or lock_path.parent.name or "environment"  # what `envyard image` names it
+    request = ImageRequest(lock, (platform,), options, install, name=title)
     return build_image(request, BlobStore(store_dir)).image.digest
 
 

@@ -20,15 +20,20 @@ import click
 from envyard.builder.errors import EXIT_CODES, EnvyardError, UsageError
 from envyard.cli.commands.build import build_group
 from envyard.cli.commands.channel import channel_group
+from envyard.cli.commands.data import data_group
+from envyard.cli.commands.dvc import dvc_group
 from envyard.cli.commands.env import env_group
 from envyard.cli.commands.gc import gc_command
 from envyard.cli.commands.image import image_command
 from envyard.cli.commands.install import install_command
 from envyard.cli.commands.lock import lock_group
+from envyard.cli.commands.manifest import manifest_group
 from envyard.cli.commands.namespace import namespace_group
 from envyard.cli.commands.pack import pack_command
+from envyard.cli.commands.run import run_command
 from envyard.cli.commands.serve import serve_command
 from envyard.cli.commands.target import target_group
+from envyard.cli.commands.verify import verify_command
 from envyard.cli.commands.why import why_command
 from envyard.cli.commands.worker import worker_command
 from envyard.cli.context import DEFAULT_API_URL, ServerOptions
@@ -117,6 +122,11 @@ cli.add_command(build_group)
 cli.add_command(gc_command)
 cli.add_command(namespace_group)
 cli.add_command(target_group)
+cli.add_command(data_group)
+cli.add_command(manifest_group)
+cli.add_command(run_command)
+cli.add_command(verify_command)
+cli.add_command(dvc_group)
 
 
 def main() -> None:
