@@ -28,8 +28,8 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def make_dvc_project(root: Path, endpoint: str, bucket: str) -> tuple[Path, str, str]:
-    """A git repository holding a DVC project whose default remote is ``s3://bucket/dvc`` (its endpoint is only in
-    the uncommitted config.local, as a server would get it from a secret): ``data/`` committed in two versions,
+    """A git repository holding a DVC project whose default remote is ``s3://bucket/dvc`` on ``endpoint`` (MinIO
+    style; the credentials only in the uncommitted config.local): ``data/`` committed in two versions,
     tag ``v1`` on the first and ``v2`` on the second, both pushed to the remote. (repo, commit v1, commit v2)."""
     import boto3
     from dvc.repo import Repo
@@ -41,11 +41,10 @@ def make_dvc_project(root: Path, endpoint: str, bucket: str) -> tuple[Path, str,
     _git(repo, "init", "-q", "-b", "main")
     dvc = Repo.init(str(repo))
     with dvc.config.edit() as conf:
-        conf["remote"]["store"] = {"url": f"s3://{bucket}/dvc"}
+        conf["remote"]["store"] = {"url": f"s3://{bucket}/dvc", "endpointurl": endpoint}
         conf["core"]["remote"] = "store"
     with dvc.config.edit("local") as conf:
-        conf["remote"]["store"] = {"endpointurl": endpoint, "access_key_id": KEY_ID,
-                                   "secret_access_key": SECRET_VALUE}
+        conf["remote"]["store"] = {"access_key_id": KEY_ID, "secret_access_key": SECRET_VALUE}
     commits = []
     for version in ("v1", "v2"):
         data = repo / "data"
@@ -335,81 +334,98 @@ def test_collection_keeps_the_manifest_of_a_build_without_an_image(start: Any, t
         assert "sha256:" + __import__("hashlib").sha256(fetched.content).hexdigest() == record["digest"]
 
 
-def _fetch_for_run(service: Service, http: httpx.Client, digest: str, work: Path, platform: str) -> dict[str, Any]:
-    """What `envyard run --api` gathers: the manifest by digest, the build's lock, the image from /v2/ by digest."""
+def _cli(service: Service, *args: str, env: dict[str, str] | None = None,
+         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    from tests.commands import ENVYARD
+
+    return subprocess.run([*ENVYARD, "--api", service.url, "--token", service.token, *args], capture_output=True,
+                          text=True, timeout=600, env={**service.env, **(env or {})}, cwd=cwd)
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_snapshot_manifest_and_run_through_the_cli_and_the_service(start: Any, tmp_path: Path,
+                                                                  project: tuple[Path, str, str],
+                                                                  s3_endpoint: str) -> None:
+    from envyard.builder.errors import RunIntegrityError
+    from envyard.builder.install import host_platform
+    from envyard.builder.run import RunOptions, run_manifest
     from envyard.builder.run_manifest import RunManifest
     from envyard.registry.client import RegistryClient
     from envyard.registry.layout import pull_to_layout
     from envyard.registry.reference import parse_reference
 
-    manifest = RunManifest.parse(http.get(f"/api/v1/namespaces/team/manifests/{digest}").content)
-    lock = work / manifest.environment.lock.filename
-    lock.write_bytes(http.get(f"/api/v1/builds/{manifest.environment.build_id}/artifacts/"
-                              f"{manifest.environment.lock.filename}").content)
-    ref = parse_reference(manifest.environment.image_refs[0])
-    with RegistryClient(ref.registry, username="anyone", password=service.token) as client:
-        pulled = pull_to_layout(ref, client, work / "layout", platform)
-    return {"manifest": manifest, "lock": lock, "layout": work / "layout", "pulled": pulled}
-
-
-@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
-def test_a_manifest_made_through_the_service_runs_in_both_runtimes(start: Any, tmp_path: Path,
-                                                                   project: tuple[Path, str, str],
-                                                                   s3_endpoint: str) -> None:
-    from envyard.builder.errors import RunIntegrityError
-    from envyard.builder.install import InstallOptions, host_platform
-    from envyard.builder.run import RunOptions, run_manifest
-
     repo, v1, v2 = project
     service = start("--workers", "1", "--allow-url", f"{s3_endpoint}/",
                     env={"ENVYARD_ALLOWED_FILE_ROOTS": json.dumps([str(tmp_path / "repos")])})
-    platform = host_platform()
-    remote = {"endpointurl": s3_endpoint, "access_key_id": KEY_ID, "secret_access_key": SECRET_VALUE}
+    client_env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_VALUE,  # the runner's own credentials
+                  "AWS_DEFAULT_REGION": "us-east-1"}
     with service.client() as http:
         _namespace(http, "team")
         build = _built(service, http, "team", "app")
-        _remote_secret(http, "team", s3_endpoint)
-        snapshot = http.post("/api/v1/namespaces/team/data-snapshots", json={
-            "repo": repo.as_uri(), "rev": "v1", "paths": ["data"], "remote_secret": "minio"}).json()
-        _git(repo, "tag", "-f", "v1", v2)  # the manifest stays on the commit it was made at
-        command = ["sh", "-c", "mkdir -p out && wc -l < data/data/numbers.txt > out/count.txt && "
-                   "cp data/data/version.txt out/version.txt"]
-        record = http.post("/api/v1/namespaces/team/manifests", json={
-            "build": f"team/app@{build['id']}", "data": [{"snapshot_id": snapshot["id"], "mount": "/work/data"}],
-            "command": command, "workdir": "/work"}).json()
-        fetched = _fetch_for_run(service, http, record["digest"], tmp_path, platform)
-        manifest = fetched["manifest"]
-        assert fetched["pulled"] == manifest.environment.images[platform]
+    secret = _cli(service, "namespace", "secret", "set", "team", "minio", "--from-env", "MINIO_OPTIONS",
+                  env={"MINIO_OPTIONS": json.dumps({"access_key_id": KEY_ID, "secret_access_key": SECRET_VALUE})})
+    assert secret.returncode == 0 and SECRET_VALUE not in secret.stdout + secret.stderr, secret.stderr
+    listed = _cli(service, "namespace", "secret", "list", "team", "--json")
+    assert [s["name"] for s in json.loads(listed.stdout)] == ["minio"]
 
-        results = {}
-        for runtime in ("runc", "prefix"):
-            options = RunOptions(workdir=tmp_path / f"work-{runtime}", runtime=runtime,  # type: ignore[arg-type]
-                                 image_layout=fetched["layout"], lock_path=fetched["lock"],
-                                 install=InstallOptions(cache_layers=[tmp_path / "pkgs"]), outputs=["out"],
-                                 remote_config=remote, state_dir=tmp_path / f"state-{runtime}")
-            result = run_manifest(manifest, options)
-            assert (options.workdir / "out" / "version.txt").read_text() == "v1\n"
-            assert (options.workdir / "out" / "count.txt").read_text().strip() == "10"
-            results[runtime] = result.manifest
-            stored = http.post("/api/v1/namespaces/team/manifests", json={
-                "manifest": json.loads(result.manifest.canonical_bytes()), "digest": result.manifest.digest})
-            assert stored.status_code == 201, stored.text
-        assert results["runc"].outputs == results["prefix"].outputs and results["runc"].parent == record["digest"]
+    made = _cli(service, "data", "snapshot", repo.as_uri(), "--rev", "v1", "--path", "data", "--namespace", "team",
+                "--remote-secret", "minio", "--json")
+    assert made.returncode == 0, made.stderr
+    snapshot = json.loads(made.stdout)
+    assert snapshot["commit"] == v1
+    assert str(snapshot["id"]) in _cli(service, "data", "list", "--namespace", "team").stdout
+    _git(repo, "tag", "-f", "v1", v2)  # the manifest stays on the commit it was made at
 
-        # an image that no longer matches the digest fails before anything runs
-        index = json.loads((fetched["layout"] / "index.json").read_text())
+    command = ["sh", "-c", "mkdir -p out && wc -l < data/data/numbers.txt > out/count.txt && "
+               "cp data/data/version.txt out/version.txt"]
+    unknown = _cli(service, "manifest", "create", "--build", "team/app", "--data", "424242:/work/data", "--json",
+                   "--", *command)
+    assert unknown.returncode != 0 and "data snapshot 424242 does not exist" in unknown.stderr + unknown.stdout
+    created = _cli(service, "manifest", "create", "--build", f"team/app@{build['id']}", "--data",
+                   f"{snapshot['id']}:/work/data", "--workdir", "/work", "--env", "LC_ALL=C", "--cpu", "1",
+                   "-o", str(tmp_path / "run.json"), "--json", "--", *command)
+    assert created.returncode == 0, created.stderr
+    digest = json.loads(created.stdout)["digest"]
+    manifest = RunManifest.parse((tmp_path / "run.json").read_bytes())
+    assert manifest.digest == digest and manifest.data[0].snapshot.commit == v1
+    assert digest in _cli(service, "manifest", "list", "--namespace", "team").stdout
+    shown = _cli(service, "manifest", "show", digest, "--namespace", "team")
+    assert shown.stdout.strip().encode() == manifest.canonical_bytes()
+
+    results = {}
+    for runtime in ("runc", "prefix"):
+        work = tmp_path / f"work-{runtime}"
+        ran = _cli(service, "run", digest, "--namespace", "team", "--runtime", runtime, "--workdir", str(work),
+                   "--outputs", "out", "--fetch-dir", str(tmp_path / f"fetch-{runtime}"), "--json", env=client_env)
+        assert ran.returncode == 0, ran.stderr
+        report = json.loads(ran.stdout)
+        assert report["parent"] == digest
+        assert ("environment.lock.sha256" if runtime == "prefix" else "environment.layers") in report["verified"]
+        assert "data[0].data" in report["verified"]
+        assert (work / "out" / "version.txt").read_text() == "v1\n"
+        assert (work / "out" / "count.txt").read_text().strip() == "10"
+        results[runtime] = report
+    assert results["runc"]["outputs"] == results["prefix"]["outputs"]
+    assert results["runc"]["digest"] == results["prefix"]["digest"]  # the same result manifest
+    stored = {m["digest"] for m in json.loads(_cli(service, "manifest", "list", "--namespace", "team",
+                                                   "--json").stdout)}
+    assert stored == {digest, results["runc"]["digest"]}  # the run recorded its result on the server
+    layout = tmp_path / "fetch-runc" / "layout"
+    assert json.loads((layout / "index.json").read_text())["manifests"][0]["digest"] == \
+        manifest.environment.images[host_platform()]
+
+    # an image that does not match the manifest's digest fails before anything runs
+    with service.client() as http:
         other = _built(service, http, "team", "other", ("e2e-env", "pyhello"))
-        other_ref = f"{service.url.removeprefix('http://')}/team/other@{other['image_digest']}"
-        from envyard.registry.client import RegistryClient
-        from envyard.registry.layout import pull_to_layout
-        from envyard.registry.reference import parse_reference
-
-        swapped = tmp_path / "swapped"
-        with RegistryClient(parse_reference(other_ref).registry, username="anyone", password=service.token) as c:
-            pull_to_layout(parse_reference(other_ref), c, swapped, platform)
-        assert index["manifests"][0]["digest"] == manifest.environment.images[platform]
-        marker = tmp_path / "work-swapped" / "out"
-        with pytest.raises(RunIntegrityError, match="the manifest pins"):
-            run_manifest(manifest, RunOptions(workdir=tmp_path / "work-swapped", runtime="runc",
-                                              image_layout=swapped, outputs=["out"], remote_config=remote))
-        assert not marker.exists()
+    other_ref = parse_reference(f"{service.url.removeprefix('http://')}/team/other@{other['image_digest']}")
+    swapped = tmp_path / "swapped"
+    with RegistryClient(other_ref.registry, username="anyone", password=service.token) as registry:
+        pull_to_layout(other_ref, registry, swapped, host_platform())
+    with pytest.raises(RunIntegrityError, match="the manifest pins"):
+        run_manifest(manifest, RunOptions(workdir=tmp_path / "work-swapped", runtime="runc", image_layout=swapped,
+                                          outputs=["out"]))
+    assert not (tmp_path / "work-swapped" / "out").exists()
+    bad = _cli(service, "run", "sha256:" + "0" * 64, "--namespace", "team", "--runtime", "runc", "--workdir",
+               str(tmp_path / "work-missing"))
+    assert bad.returncode != 0 and "does not exist in namespace 'team'" in bad.stderr
+    assert not (tmp_path / "work-missing" / "out").exists()
