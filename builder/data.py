@@ -44,6 +44,7 @@ __all__ = [
     "DataSnapshot",
     "fetch_data",
     "load_snapshot",
+    "quiet_dvc_logging",
     "snapshot_data",
     "verify_data",
 ]
@@ -94,6 +95,14 @@ class DataSnapshot(CanonicalModel):
             if entry.path == name:
                 return entry
         raise KeyError(name)
+
+
+def quiet_dvc_logging() -> None:
+    """Importing ``dvc`` installs log handlers on **stdout** for its INFO lines ("Creating 'dvc.yaml'"); a command
+    whose stdout is a JSON document calls this (once, at its start) to keep DVC's lines to warnings on stderr."""
+    import dvc  # noqa: F401  (its import sets the handlers up)
+
+    logging.getLogger("dvc").setLevel(logging.WARNING)
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> DataSnapshot:

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from envyard.builder.data import quiet_dvc_logging
 from envyard.builder.errors import DataError, UsageError
 from envyard.cli.context import api_client
 from envyard.cli.output import emit, format_when, json_mode, table
@@ -45,6 +46,7 @@ def snapshot_command(ctx: click.Context, repo: str, rev: str, paths: tuple[str, 
     from envyard.builder.data import DataSnapshot, snapshot_data
 
     json_mode(ctx, json_output)
+    quiet_dvc_logging()
     if namespace is not None:
         stored = api_client(ctx).json("POST", f"/api/v1/namespaces/{namespace}/data-snapshots", json={
             "repo": repo, "rev": rev, "paths": list(paths), "remote": remote, "remote_secret": remote_secret})
@@ -109,6 +111,7 @@ def fetch_command(ctx: click.Context, file: Path, dest: Path, index: int | None,
     from envyard.builder.data import fetch_data, verify_data
 
     json_mode(ctx, json_output)
+    quiet_dvc_logging()
     fetched = []
     for snapshot, mount in _snapshots(file, index):
         target = dest / PurePosixPath(mount).relative_to("/") if mount else dest

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from envyard.builder.data import quiet_dvc_logging
 from envyard.builder.errors import DataError, UsageError
 from envyard.cli.output import emit, json_mode
 
@@ -53,6 +54,7 @@ def stage_command(ctx: click.Context, name: str, manifest_file: Path, repo: Path
     from envyard.builder.run_manifest import load_manifest
 
     json_mode(ctx, json_output)
+    quiet_dvc_logging()
     manifest = load_manifest(manifest_file)
     if lock is None and manifest.environment.lock.filename:
         lock = manifest_file.parent / manifest.environment.lock.filename

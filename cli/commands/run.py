@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from envyard.builder.data import quiet_dvc_logging
 from envyard.builder.errors import UsageError
 from envyard.cli.context import api_client, builder_settings, install_options, terminate_as_interrupt
 from envyard.cli.output import emit, json_mode
@@ -53,6 +54,7 @@ def run_command(ctx: click.Context, manifest_file: Path, workdir: Path, runtime:
     from envyard.builder.run_manifest import load_manifest
 
     json_mode(ctx, json_output)
+    quiet_dvc_logging()
     if namespace is not None:
         if lock is not None or image_layout is not None:
             raise UsageError("with --namespace the lock and the image come from the server", field="namespace",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from envyard.builder.data import quiet_dvc_logging
 from envyard.builder.errors import DriftError
 from envyard.cli.context import builder_settings, install_options, source_date_epoch, terminate_as_interrupt
 from envyard.cli.output import emit, error_document, json_mode
@@ -38,6 +39,7 @@ def verify_command(ctx: click.Context, manifest_file: Path, lock: Path | None, i
     from envyard.builder.verify import verify_manifest
 
     json_mode(ctx, json_output)
+    quiet_dvc_logging()
     manifest = load_manifest(manifest_file)
     if lock is None and manifest.environment.lock.filename:
         candidate = manifest_file.parent / manifest.environment.lock.filename
