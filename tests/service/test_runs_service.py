@@ -414,6 +414,14 @@ def test_snapshot_manifest_and_run_through_the_cli_and_the_service(start: Any, t
     assert json.loads((layout / "index.json").read_text())["manifests"][0]["digest"] == \
         manifest.environment.images[host_platform()]
 
+    # the image rebuilt locally from the build's lock has the digest the service's worker built
+    fetched = tmp_path / "fetch-runc"
+    verified = _cli(service, "verify", str(fetched / "manifest.json"), "--lock", str(fetched / "conda-lock.yml"),
+                    "--image-layout", str(fetched / "layout"), "--rebuild", "--name", "team/app", "--json",
+                    env=client_env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["ok"] is True
+
     # an image that does not match the manifest's digest fails before anything runs
     with service.client() as http:
         other = _built(service, http, "team", "other", ("e2e-env", "pyhello"))
