@@ -124,6 +124,11 @@ def test_secrets_need_an_editor(start: Any, tmp_path: Path, database: str) -> No
         assert viewer.get("/api/v1/namespaces/team/secrets").status_code == 403
     with httpx.Client(base_url=service.url) as anonymous:
         assert anonymous.get("/api/v1/namespaces/team/secrets").status_code == 401
+    with service.client() as http:  # an empty namespace goes with its secrets
+        assert http.put("/api/v1/namespaces/team/secrets/x", json={"value": SECRET_VALUE}).status_code == 200
+        assert http.delete("/api/v1/namespaces/team").status_code == 204
+        _namespace(http, "team")
+        assert http.get("/api/v1/namespaces/team/secrets").json() == []
 
 
 @pytest.fixture
