@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -214,8 +215,9 @@ def fetch_data(snapshot: DataSnapshot, destination: str | os.PathLike[str],
                remote_config: Mapping[str, str] | None = None) -> Path:
     """Materialize every path of ``snapshot`` at its commit under ``destination`` (``destination/<path>``).
 
-    Reads through DVC (its cache first, then the snapshot's remote); the files are not verified here: call
-    :func:`verify_data` (``envyard data fetch`` and ``envyard run`` always do).
+    Reads through DVC (its cache first, then the snapshot's remote); whatever was at ``destination/<path>`` before
+    is replaced. The files are not verified here: call :func:`verify_data` (``envyard data fetch`` and
+    ``envyard run`` always do).
     """
     from dvc.fs import DVCFileSystem
 
@@ -225,6 +227,10 @@ def fetch_data(snapshot: DataSnapshot, destination: str | os.PathLike[str],
         fs = DVCFileSystem(repo=opened)
         for entry in snapshot.paths:
             target = root / entry.path
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)  # a directory would be fetched *into* an existing one
+            elif target.exists() or target.is_symlink():
+                target.unlink()
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 fs.get(entry.path, os.fspath(target), recursive=entry.is_dir)

@@ -192,12 +192,6 @@ def run_manifest(manifest: RunManifest, options: RunOptions) -> RunResult:
 def _fetch_all(manifest: RunManifest, options: RunOptions, targets: Sequence[Path]) -> list[str]:
     verified = []
     for index, (mount, target) in enumerate(zip(manifest.data, targets, strict=True)):
-        for entry in mount.snapshot.paths:  # fetch materializes exactly the snapshot's paths
-            stale = target / entry.path
-            if stale.is_dir() and not stale.is_symlink():
-                shutil.rmtree(stale)
-            elif stale.exists() or stale.is_symlink():
-                stale.unlink()
         fetch_data(mount.snapshot, target, options.remote_config)
         verify_data(mount.snapshot, target, options.remote_config)
         verified += [f"data[{index}].{entry.path}" for entry in mount.snapshot.paths]

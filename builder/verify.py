@@ -63,6 +63,7 @@ def resolve_code(value: str) -> CodeRef:
                             hint="for example --code https://github.com/org/project@3f2a9c1 or --code .@HEAD")
     try:
         if Path(repository).exists():
+            repository = str(Path(repository).absolute())  # "." means nothing elsewhere
             with Git(repository) as git:
                 commit = git.resolve_rev(rev)
         else:

@@ -15,7 +15,8 @@ import pytest
 
 from tests.runs.conftest import DataProject, Environment, commit_v2, envyard, git, write_spec
 
-COMMAND = ["sh", "-c", "mkdir -p out && cat data/in/data/params.txt data/in/data/images/a.txt > out/result.txt"]
+COMMAND = ["sh", "-c", "mkdir -p out && cat data/in/data/params.txt data/in/data/images/a.txt > out/result.txt"
+           " && echo 'the command prints' && echo 'and warns' >&2"]  # --json: its stdout must not reach ours
 
 
 def _env(environment: Environment, project: DataProject) -> dict[str, str]:

@@ -123,3 +123,13 @@ def test_missing_remote_object_names_the_path(project_factory: Callable[[], Data
         fetch_data(snapshot, tmp_path / "out", project.remote_config)
     assert caught.value.field == "data/params.txt" and params.hash in caught.value.message
     assert git(project.work, "rev-parse", "release") == project.v1
+
+
+def test_fetch_replaces_what_was_there(project: DataProject, tmp_path: Path):
+    snapshot = snapshot_data(project.url, project.v1, PATHS, remote_config=project.remote_config)
+    (tmp_path / "data/images/images").mkdir(parents=True)
+    (tmp_path / "data/images/stale.txt").write_text("left over\n")
+    (tmp_path / "data/params.txt").write_text("old\n")
+    fetch_data(snapshot, tmp_path, project.remote_config)
+    verify_data(snapshot, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "data/images").iterdir()) == ["a.txt", "b.txt"]

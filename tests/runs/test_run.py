@@ -168,3 +168,18 @@ def test_failing_command_and_missing_output(project: DataProject, environment: E
     with pytest.raises(RunFailedError, match="declared output out was not written"):
         run_manifest(make_manifest(environment, snapshot, ["true"]),
                      options(environment, tmp_path / "b", remote_config=project.remote_config))
+
+
+def test_a_tampered_image_layer_stops_the_run(project: DataProject, environment: Environment, tmp_path: Path):
+    from envyard.builder.oci.unpack import find_platform_manifest
+
+    layout = tmp_path / "oci"
+    shutil.copytree(environment.layout, layout)
+    layer = find_platform_manifest(layout, "linux-64").layers()[0]
+    blob = layout / "blobs" / "sha256" / layer.hex
+    blob.write_bytes(blob.read_bytes()[:-1] + bytes([blob.read_bytes()[-1] ^ 1]))
+    snapshot = snapshot_data(project.url, project.v1, PATHS, remote_config=project.remote_config)
+    error = _refused(make_manifest(environment, snapshot, MARKER),
+                     options(environment, tmp_path / "w", "bwrap", image_layout=layout, platform="linux-64",
+                             remote_config=project.remote_config), RunIntegrityError)
+    assert layer.digest in error.message and "hashes to" in error.message  # type: ignore[attr-defined]
