@@ -398,7 +398,7 @@ def test_snapshot_manifest_and_run_through_the_cli_and_the_service(start: Any, t
     assert shown.stdout.strip().encode() == manifest.canonical_bytes()
 
     results = {}
-    for runtime in ("runc", "prefix"):
+    for runtime in ("runc", "bwrap", "prefix"):
         work = tmp_path / f"work-{runtime}"
         ran = _cli(service, "run", digest, "--namespace", "team", "--runtime", runtime, "--workdir", str(work),
                    "--outputs", "out", "--fetch-dir", str(tmp_path / f"fetch-{runtime}"), "--json", env=client_env)
@@ -410,8 +410,8 @@ def test_snapshot_manifest_and_run_through_the_cli_and_the_service(start: Any, t
         assert (work / "out" / "version.txt").read_text() == "v1\n"
         assert (work / "out" / "count.txt").read_text().strip() == "10"
         results[runtime] = report
-    assert results["runc"]["outputs"] == results["prefix"]["outputs"]
-    assert results["runc"]["digest"] == results["prefix"]["digest"]  # the same result manifest
+    assert results["runc"]["outputs"] == results["bwrap"]["outputs"] == results["prefix"]["outputs"]
+    assert results["runc"]["digest"] == results["bwrap"]["digest"] == results["prefix"]["digest"]  # one result
     stored = {m["digest"] for m in json.loads(_cli(service, "manifest", "list", "--namespace", "team",
                                                    "--json").stdout)}
     assert stored == {digest, results["runc"]["digest"]}  # the run recorded its result on the server
@@ -442,3 +442,18 @@ def test_snapshot_manifest_and_run_through_the_cli_and_the_service(start: Any, t
                str(tmp_path / "work-missing"))
     assert bad.returncode != 0 and "does not exist in namespace 'team'" in bad.stderr
     assert not (tmp_path / "work-missing" / "out").exists()
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_snapshot_past_the_timeout_is_a_503_and_stores_nothing(start: Any, tmp_path: Path,
+                                                                 project: tuple[Path, str, str]) -> None:
+    service = start("--workers", "0", env={"ENVYARD_ALLOWED_FILE_ROOTS": json.dumps([str(tmp_path / "repos")]),
+                                           "ENVYARD_SNAPSHOT_TIMEOUT_SECONDS": "0.001"})
+    with service.client() as http:
+        _namespace(http, "team")
+        answer = http.post("/api/v1/namespaces/team/data-snapshots",
+                           json={"repo": project[0].as_uri(), "rev": "v1", "paths": ["data"]})
+        assert answer.status_code == 503, answer.text
+        assert "took more than 0.001 s" in answer.json()["detail"]
+        assert "ENVYARD_SNAPSHOT_TIMEOUT_SECONDS" in answer.json()["hint"]
+        assert http.get("/api/v1/namespaces/team/data-snapshots").json() == []
