@@ -19,6 +19,7 @@ __all__ = [
     "problems",
     "resources",
     "routers",
+    "run_schemas",
     "schemas",
     "services",
     "settings",

@@ -335,3 +335,48 @@ class ServiceLease(SQLModel, table=True):
     name: str = Field(max_length=50, primary_key=True)
     holder: str = Field(max_length=100)
     expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class NamespaceSecret(SQLModel, table=True):
+    """A named secret of a namespace (e.g. DVC remote credentials), encrypted like registry target passwords."""
+
+    __table_args__ = (UniqueConstraint("namespace_id", "name", name="uq_namespace_secret_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    namespace_id: int = Field(sa_column=Column(Integer, ForeignKey("namespace.id"), nullable=False, index=True))
+    name: str = Field(max_length=100)
+    ciphertext: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class DataSnapshotRecord(SQLModel, table=True):
+    """A DVC data snapshot resolved by the server: immutable once stored (``document`` is the builder's snapshot)."""
+
+    __table_args__ = (NEVER_REUSED_IDS,)
+
+    id: int | None = Field(default=None, primary_key=True)
+    namespace_id: int = Field(sa_column=Column(Integer, ForeignKey("namespace.id"), nullable=False, index=True))
+    repo: str = Field(max_length=1000)
+    rev: str = Field(max_length=255)
+    commit: str = Field(max_length=64)
+    remote: str | None = Field(default=None, max_length=200)
+    document: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_by: str | None = Field(default=None, max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class RunManifestRecord(SQLModel, table=True):
+    """A run manifest stored by digest (its canonical bytes are a blob of the store) for a build it names; the
+    build is kept (its environment cannot be deleted) and its blobs are never garbage-collected."""
+
+    __table_args__ = (UniqueConstraint("namespace_id", "sha256", name="uq_run_manifest_digest"), NEVER_REUSED_IDS)
+
+    id: int | None = Field(default=None, primary_key=True)
+    namespace_id: int = Field(sa_column=Column(Integer, ForeignKey("namespace.id"), nullable=False, index=True))
+    build_id: int = Field(sa_column=Column(Integer, ForeignKey("build.id"), nullable=False, index=True))
+    sha256: str = Field(max_length=64, index=True)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    referrer_sha256: str | None = Field(default=None, max_length=64)
+    created_by: str | None = Field(default=None, max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

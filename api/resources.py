@@ -29,7 +29,15 @@ from envyard.api.auth.principals import Action, Principal, public_namespaces
 from envyard.api.db import session_scope
 from envyard.api.deps import EngineDep, current_principal
 from envyard.api.ids import Id
-from envyard.api.models import ApiToken, Build, BuildArtifact, Environment, Namespace
+from envyard.api.models import (
+    ApiToken,
+    Build,
+    BuildArtifact,
+    DataSnapshotRecord,
+    Environment,
+    Namespace,
+    RunManifestRecord,
+)
 from envyard.builder.errors import NotFoundError, PermissionDeniedError
 
 __all__ = [
@@ -41,7 +49,9 @@ __all__ = [
     "build_pair_for",
     "environment_for",
     "grant_for",
+    "manifest_for",
     "namespace_for",
+    "snapshot_for",
     "token_for",
     "visible_environment",
 ]
@@ -237,4 +247,52 @@ def grant_for(action: Action) -> Callable[..., GrantRef]:
         return GrantRef(found, _token(request, engine, principal, action, token_id))
 
     _named(dependency, "grant", action)
+    return dependency
+
+
+# --- data snapshots and run manifests of a namespace -----------------------------------------------------------------
+
+
+def snapshot_for(action: Action) -> Callable[..., DataSnapshotRecord]:
+    """The data snapshot of path parameters ``namespace`` and ``snapshot_id``, if the caller may ``action`` the
+    namespace; an unknown snapshot (or one of another namespace) is the snapshot's 404."""
+
+    def dependency(request: Request, engine: EngineDep, namespace: str, snapshot_id: Id,
+                   principal: Principal = PRINCIPAL) -> DataSnapshotRecord:
+        with session_scope(engine) as session:
+            found = session.exec(select(DataSnapshotRecord).join(
+                Namespace, col(Namespace.id) == DataSnapshotRecord.namespace_id)
+                .where(Namespace.name == namespace, col(DataSnapshotRecord.id) == snapshot_id)).first()
+        check(request, principal, action, frozenset({namespace}) if found else frozenset(), label="this snapshot",
+              hidden=lambda: NotFoundError(f"data snapshot {snapshot_id} does not exist in namespace '{namespace}'",
+                                           field="snapshot_id", hint=f"list them: envyard data list --namespace "
+                                           f"{namespace} (GET /api/v1/namespaces/{namespace}/data-snapshots)"))
+        assert found is not None
+        return found
+
+    _named(dependency, "snapshot", action)
+    return dependency
+
+
+def manifest_for(action: Action) -> Callable[..., RunManifestRecord]:
+    """The run manifest of path parameters ``namespace`` and ``digest`` (``sha256:<hex>``), if the caller may
+    ``action`` the namespace."""
+
+    def dependency(request: Request, engine: EngineDep, namespace: str, digest: str,
+                   principal: Principal = PRINCIPAL) -> RunManifestRecord:
+        found = None
+        if SHA256.fullmatch(digest):
+            with session_scope(engine) as session:
+                found = session.exec(select(RunManifestRecord).join(
+                    Namespace, col(Namespace.id) == RunManifestRecord.namespace_id)
+                    .where(Namespace.name == namespace,
+                           RunManifestRecord.sha256 == digest.removeprefix("sha256:"))).first()
+        check(request, principal, action, frozenset({namespace}) if found else frozenset(), label="this manifest",
+              hidden=lambda: NotFoundError(f"run manifest {digest!r} does not exist in namespace '{namespace}'",
+                                           field="digest", hint=f"digests look like sha256:<64 hex digits>; list "
+                                           f"them: envyard manifest list --namespace {namespace}"))
+        assert found is not None
+        return found
+
+    _named(dependency, "manifest", action)
     return dependency

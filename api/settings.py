@@ -142,6 +142,10 @@ class ServiceSettings(WorkerSettings):
     relock_notify_backoff_seconds: float = Field(
         default=1.0, ge=0, description="Wait before the second try of a notification; doubled for each further one.",
     )
+    snapshot_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="How long POST /namespaces/{ns}/data-snapshots may take to resolve a DVC "
+        "project (clone, read its .dvc files) before it answers 503.",
+    )
 
     def embedded(self, host: str) -> bool:
         """Whether ``envyard serve`` on ``host`` is the one-machine setup: SQLite, a local artifact store, and

@@ -24,6 +24,8 @@ ENVIRONMENT_READS = {
     "worker/runner.py:*": "the worker passes its environment to the child environment builder and the sandbox, which "
     "keep an allow-list of it (worker.sandbox.child_environment) and bind PYTHONPATH and certificate paths",
     "builder/pip_resolve.py:*": "pip runs as a subprocess with the caller's environment (or the one given), cleaned",
+    "cli/commands/namespace.py:*": "envyard namespace secret set --from-env VAR reads the one variable the user "
+    "names (so the value is not on the command line)",
     "cli/commands/lock.py:*": "envyard lock expands ${VAR} in the user's own spec from the user's environment (the "
     "service never does: environ={})",
     "cli/commands/ci.py:*": "envyard ci expands ${VAR} in the user's own specs from the user's environment (as "

@@ -125,7 +125,7 @@ class _Build:
     def solve(self) -> None:
         from envyard.builder.errors import SpecError
         from envyard.builder.export import pinned_environment_yaml
-        from envyard.builder.lockfiles import CONDA_LOCK_FILE, PIXI_LOCK_FILE, explicit_file_name
+        from envyard.builder.lockfiles import CONDA_LOCK_FILE, PIXI_LOCK_FILE, explicit_file_name, read_lockfile
         from envyard.builder.pipeline import lock_to_directory
 
         spec_path = self.job_dir / "input" / self.job.spec_filename
@@ -136,7 +136,11 @@ class _Build:
         result = lock_to_directory(spec_path, self.out / "lock", _lock_options(self.job, self.settings),
                                    cache_dir=self.settings.cache_dir, environ={}, reporter=self.reporter,
                                    allow_includes=False)
-        self.lock, files = result.lock, result.files
+        files = result.files
+        # everything after the lock is made from the lockfile's bytes, as a rebuild from that file is (`envyard
+        # verify --rebuild`, `envyard image`): the solver's in-memory records carry more (license, timestamp, the
+        # order of depends) and would give the image another digest
+        self.lock = read_lockfile(files[CONDA_LOCK_FILE])
         missing = [p for p in self.job.platforms if p not in self.lock.platforms]
         if missing:  # a re-exported lock keeps its own platforms
             raise SpecError(f"the lock has no {', '.join(missing)} (it has {', '.join(self.lock.platform_names)})",

@@ -10,6 +10,7 @@ __all__ = [
     "ci",
     "health",
     "jobs",
+    "runs",
     "targets",
     "tokens",
 ]

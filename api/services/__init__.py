@@ -9,10 +9,13 @@ __all__ = [
     "jobs",
     "logs",
     "lookups",
+    "manifests",
     "pagination",
     "publish",
     "referrers",
     "relock",
+    "secrets",
+    "snapshots",
     "specs",
     "targets",
 ]

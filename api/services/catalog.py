@@ -19,12 +19,15 @@ from envyard.api.models import (
     Build,
     BuildArtifact,
     BuildPackage,
+    DataSnapshotRecord,
     Environment,
     LogChunk,
     Namespace,
     NamespaceGrant,
     NamespaceRole,
+    NamespaceSecret,
     Role,
+    RunManifestRecord,
     utcnow,
 )
 from envyard.api.services.lookups import get_namespace
@@ -121,6 +124,10 @@ def delete_namespace(session: Session, name: str) -> None:
     from envyard.api.services import targets  # (targets imports this module)
 
     targets.delete_targets_of_namespace(session, namespace.id)
+    for model in (NamespaceSecret, DataSnapshotRecord):
+        for row in session.exec(select(model).where(model.namespace_id == namespace.id)).all():
+            session.delete(row)
+    session.flush()
     session.delete(namespace)
 
 
@@ -242,6 +249,12 @@ def delete_environment(session: Session, namespace: str, name: str) -> None:
         raise ConflictError(
             f"environment '{namespace}/{name}' has builds in progress: {running}", hint="cancel them first"
         )
+    kept = sorted(set(session.exec(select(RunManifestRecord.build_id).where(
+        col(RunManifestRecord.build_id).in_([b.id for b in builds]))).all()))
+    if kept:
+        raise ConflictError(
+            f"run manifests name builds {kept} of environment '{namespace}/{name}'; they are kept so that the "
+            "runs stay reproducible", hint="keep the environment (submit a new build to replace its current one)")
     environment.current_build_id = None
     session.flush()
     ids = [b.id for b in builds]

@@ -64,7 +64,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
 from envyard.api.db import session_scope
-from envyard.api.models import TERMINAL, BlobHold, BlobTombstone, Build, BuildArtifact, utcnow
+from envyard.api.models import TERMINAL, BlobHold, BlobTombstone, Build, BuildArtifact, RunManifestRecord, utcnow
 from envyard.api.schemas import GcReport
 from envyard.api.storage import ArtifactStore, ListedBlob
 from envyard.builder.errors import ConflictError, StorageError
@@ -266,9 +266,20 @@ class _Tally:
     deletable: list[ListedBlob] = field(default_factory=list)
 
 
-def referenced_blobs(session: Session) -> set[str]:
-    """Digests an artifact of a build in the database references."""
-    return set(session.exec(select(BuildArtifact.sha256).distinct()).all())
+def referenced_blobs(session: Session, sha256s: Sequence[str] | None = None) -> set[str]:
+    """Digests an artifact of a build in the database, or a run manifest (its bytes and its OCI referrer),
+    references (of ``sha256s``, or all). Builds that run manifests name are never deleted
+    (:func:`api.services.catalog.delete_environment` refuses), so their artifacts stay referenced."""
+    artifacts = select(BuildArtifact.sha256).distinct()
+    manifests = select(RunManifestRecord.sha256).distinct()
+    referrers = select(RunManifestRecord.referrer_sha256).distinct().where(
+        col(RunManifestRecord.referrer_sha256).is_not(None))
+    if sha256s is not None:
+        artifacts = artifacts.where(col(BuildArtifact.sha256).in_(sha256s))
+        manifests = manifests.where(col(RunManifestRecord.sha256).in_(sha256s))
+        referrers = referrers.where(col(RunManifestRecord.referrer_sha256).in_(sha256s))
+    found = set(session.exec(artifacts).all()) | set(session.exec(manifests).all())
+    return found | {sha for sha in session.exec(referrers).all() if sha}
 
 
 def held_blobs(session: Session, sha256s: Sequence[str] | None = None) -> set[str]:
@@ -376,7 +387,7 @@ def sweep(engine: Engine, store: ArtifactStore, batch: Sequence[ListedBlob], tal
                                                                      col(BlobTombstone.created_at) == token)).all())
     try:
         with session_scope(engine) as session:  # G4, after the tombstones are committed
-            taken = set(session.exec(select(BuildArtifact.sha256).where(col(BuildArtifact.sha256).in_(mine))).all())
+            taken = referenced_blobs(session, sorted(mine))
             taken |= held_blobs(session, sorted(mine))
         deadline = time.monotonic() + BATCH_SECONDS
         for blob in batch:

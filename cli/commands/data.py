@@ -13,8 +13,9 @@ from typing import Any
 import click
 
 from envyard.builder.data import quiet_dvc_logging
-from envyard.builder.errors import DataError
-from envyard.cli.output import emit, json_mode
+from envyard.builder.errors import DataError, UsageError
+from envyard.cli.context import api_client
+from envyard.cli.output import emit, format_when, json_mode, table
 
 __all__ = ["data_group"]
 
@@ -30,15 +31,35 @@ def data_group() -> None:
 @click.option("--path", "paths", multiple=True, required=True, help="A DVC-tracked path (repeatable).")
 @click.option("--remote", help="DVC remote name (default: the repository's default remote).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the snapshot to FILE.")
+@click.option("--namespace", help="Let the server (root option --api) resolve and store it in NAMESPACE.")
+@click.option("--remote-secret", metavar="NAME", help="With --namespace: the namespace secret holding the remote's "
+              "options (JSON: access_key_id, secret_access_key, endpointurl ...).")
 @click.option("--json", "json_output", is_flag=True, help="Print the snapshot document.")
 @click.pass_context
 def snapshot_command(ctx: click.Context, repo: str, rev: str, paths: tuple[str, ...], remote: str | None,
-                     output: Path | None, json_output: bool) -> None:
-    """Pin DVC-tracked PATHs of REPO (a URL or a local path) at REV to a commit and DVC hashes."""
-    from envyard.builder.data import snapshot_data
+                     output: Path | None, namespace: str | None, remote_secret: str | None,
+                     json_output: bool) -> None:
+    """Pin DVC-tracked PATHs of REPO (a URL or a local path) at REV to a commit and DVC hashes.
+
+    With --namespace the server does it (REPO as the server reaches it) and stores the snapshot; its id is what
+    `envyard manifest create --build ... --data ID:/mount` takes."""
+    from envyard.builder.data import DataSnapshot, snapshot_data
 
     json_mode(ctx, json_output)
     quiet_dvc_logging()
+    if namespace is not None:
+        stored = api_client(ctx).json("POST", f"/api/v1/namespaces/{namespace}/data-snapshots", json={
+            "repo": repo, "rev": rev, "paths": list(paths), "remote": remote, "remote_secret": remote_secret})
+        if output is not None:
+            output.write_bytes(DataSnapshot.model_validate(stored["snapshot"]).canonical_bytes())
+        if json_output:
+            emit(stored)
+        else:
+            click.echo(f"snapshot {stored['id']} of {namespace}: {repo} at {rev} = {stored['commit']}")
+        return
+    if remote_secret is not None:
+        raise UsageError("--remote-secret needs --namespace (a secret lives on the server)", field="remote-secret",
+                         hint="locally DVC reads the AWS variables or .dvc/config.local")
     snapshot = snapshot_data(repo, rev, paths, remote)
     if output is not None:
         output.write_bytes(snapshot.canonical_bytes())
@@ -103,3 +124,19 @@ def fetch_command(ctx: click.Context, file: Path, dest: Path, index: int | None,
         return
     for item in fetched:
         click.echo(f"fetched and verified {len(item['paths'])} path(s) at {item['commit'][:12]} into {item['dest']}")
+
+
+@data_group.command("list")
+@click.option("--namespace", required=True, help="The namespace whose snapshots to list (root option --api).")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def list_command(ctx: click.Context, namespace: str, json_output: bool) -> None:
+    """The data snapshots stored in NAMESPACE on the server."""
+    json_mode(ctx, json_output)
+    found: list[dict[str, Any]] = api_client(ctx).json("GET", f"/api/v1/namespaces/{namespace}/data-snapshots")
+    if json_output:
+        emit(found)
+        return
+    table("id", "repo", "rev", "commit", "paths", "created", rows=[
+        [s["id"], s["repo"], s["rev"], s["commit"][:12], ", ".join(p["path"] for p in s["snapshot"]["paths"]),
+         format_when(s["created_at"])] for s in found])

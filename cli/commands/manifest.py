@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from envyard.builder.errors import ManifestError, UsageError
-from envyard.cli.output import emit, json_mode
+from envyard.cli.context import api_client
+from envyard.cli.output import emit, format_when, json_mode, table
 
 __all__ = ["manifest_group"]
 
@@ -97,8 +98,9 @@ def create_command(ctx: click.Context, lock: Path | None, image_layout: Path | N
 
     json_mode(ctx, json_output)
     if build is not None:
-        raise UsageError("--build NS/NAME[@BUILD] needs the envyard service (--api URL), which this command does "
-                         "not reach yet", field="build", hint="pass --lock FILE and --image-layout DIR instead")
+        _create_on_server(ctx, build, data, code, code_subdirectory, workdir, env, cpu, memory, gpus, output,
+                          json_output, command, local=(lock, image_layout, image_digest))
+        return
     relative_to = output.parent if output is not None else None
     try:
         code_ref = None
@@ -125,3 +127,76 @@ def create_command(ctx: click.Context, lock: Path | None, image_layout: Path | N
         click.echo(f"wrote {output} ({manifest.digest})")
     else:
         click.echo(manifest.canonical_bytes().decode())
+
+
+def _create_on_server(ctx: click.Context, build: str, data: tuple[str, ...], code: str | None,
+                      code_subdirectory: str | None, workdir: str, env: tuple[str, ...], cpu: str | None,
+                      memory: str | None, gpus: int, output: Path | None, json_output: bool,
+                      command: tuple[str, ...], local: tuple[Any, ...]) -> None:
+    """``--build NS/NAME[@BUILD]``: the server fills the environment from its build and stores the manifest."""
+    if any(value is not None for value in local):
+        raise UsageError("--build takes the environment from the server; --lock, --image-layout and --image-digest "
+                         "are for local manifests", field="build")
+    namespace, sep, _ = build.partition("/")
+    if not sep or not namespace:
+        raise UsageError(f"--build {build!r} is not NS/NAME[@BUILD]", field="build", hint="e.g. --build team/app@12")
+    mounts = []
+    for value in data:
+        source, sep, mount = value.rpartition(":")
+        if not sep or not source.isascii() or not source.isdigit() or not mount.startswith("/"):
+            raise UsageError(f"--data {value!r} is not SNAPSHOT_ID:/mount/path", field="data",
+                             hint="with --build, data are snapshots stored on the server: envyard data list "
+                             f"--namespace {namespace}")
+        mounts.append({"snapshot_id": int(source), "mount": mount})
+    code_body = None
+    if code is not None:
+        from envyard.builder.verify import resolve_code
+
+        resolved = resolve_code(code)
+        code_body = {"repo": resolved.repository, "commit": resolved.commit,
+                     **({"subdir": code_subdirectory} if code_subdirectory else {})}
+    resources: dict[str, Any] = {"gpus": gpus, **({"cpu": cpu} if cpu else {}), **({"memory": memory} if memory
+                                                                                  else {})}
+    client = api_client(ctx)
+    record = client.json("POST", f"/api/v1/namespaces/{namespace}/manifests", json={
+        "build": build, "data": mounts, "code": code_body, "command": list(command), "workdir": workdir,
+        "env": _env(env), "resources": resources})
+    if output is not None:
+        output.write_bytes(client.request("GET", f"/api/v1/namespaces/{namespace}/manifests/{record['digest']}")
+                           .content)
+    if json_output:
+        emit({**record, "file": str(output) if output else None})
+    else:
+        click.echo(f"manifest {record['digest']} of build {record['build_id']} stored in {namespace}"
+                   + (f"; wrote {output}" if output else ""))
+
+
+@manifest_group.command("list")
+@click.option("--namespace", required=True, help="The namespace on the server (root option --api).")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def list_command(ctx: click.Context, namespace: str, json_output: bool) -> None:
+    """The run manifests stored in NAMESPACE."""
+    json_mode(ctx, json_output)
+    found: list[dict[str, Any]] = api_client(ctx).json("GET", f"/api/v1/namespaces/{namespace}/manifests")
+    if json_output:
+        emit(found)
+        return
+    table("digest", "build", "size", "created by", "created", rows=[
+        [m["digest"], m["build_id"], m["size"], m["created_by"] or "-", format_when(m["created_at"])]
+        for m in found])
+
+
+@manifest_group.command("show")
+@click.argument("digest")
+@click.option("--namespace", required=True, help="The namespace on the server (root option --api).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the manifest's bytes to FILE.")
+@click.pass_context
+def show_command(ctx: click.Context, digest: str, namespace: str, output: Path | None) -> None:
+    """The exact canonical bytes of manifest DIGEST (sha256:...) of NAMESPACE."""
+    data = api_client(ctx).request("GET", f"/api/v1/namespaces/{namespace}/manifests/{digest}").content
+    if output is not None:
+        output.write_bytes(data)
+        click.echo(f"wrote {output} ({digest})")
+    else:
+        click.echo(data.decode())

@@ -7,11 +7,13 @@ seconds on every server replica (principals are cached that long).
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import click
 
-from envyard.builder.errors import SpecError
+from envyard.builder.errors import SpecError, UsageError
 from envyard.cli.context import NAME, api_client
 from envyard.cli.output import emit, format_when, json_mode, table
 
@@ -123,3 +125,66 @@ def namespace_grants(ctx: click.Context, namespace: str, json_output: bool) -> N
         return
     table("token", "name", "token role", "role", "since", rows=[
         [g["token_id"], g["token_name"], g["token_role"], g["role"], format_when(g["created_at"])] for g in grants])
+
+
+@namespace_group.group("secret")
+def namespace_secret() -> None:
+    """Secrets of a namespace (e.g. DVC remote credentials as JSON), stored encrypted; values are never shown."""
+
+
+@namespace_secret.command("set")
+@click.argument("namespace")
+@click.argument("name")
+@click.option("--from-env", "from_env", metavar="VAR", help="Take the value from environment variable VAR.")
+@click.option("--value-stdin", is_flag=True, help="Read the value from standard input.")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def namespace_secret_set(ctx: click.Context, namespace: str, name: str, from_env: str | None, value_stdin: bool,
+                         json_output: bool) -> None:
+    """Create or replace secret NAME of NAMESPACE (editor). The value never goes on the command line: give
+    --from-env VAR or --value-stdin. For a DVC remote, store a JSON object such as
+    {"access_key_id": "...", "secret_access_key": "...", "endpointurl": "https://minio.example.com"}."""
+    json_mode(ctx, json_output)
+    if bool(from_env) == value_stdin:
+        raise UsageError("give exactly one of --from-env VAR and --value-stdin", field="value",
+                         hint="e.g. envyard namespace secret set team dvc-minio --value-stdin < creds.json")
+    if from_env:
+        value = os.environ.get(from_env)
+        if not value:
+            raise UsageError(f"environment variable {from_env} is not set or empty", field="--from-env",
+                             hint=f"export {from_env}=... first, or use --value-stdin")
+    else:
+        value = sys.stdin.read().rstrip("\n")
+        if not value:
+            raise UsageError("standard input is empty", field="--value-stdin", hint="pipe the value in")
+    found = api_client(ctx).json("PUT", f"/api/v1/namespaces/{_namespace(namespace)}/secrets/{name}",
+                                 json={"value": value})
+    if json_output:
+        emit(found)
+    else:
+        click.echo(f"secret {name} of {namespace} is set")
+
+
+@namespace_secret.command("list")
+@click.argument("namespace")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def namespace_secret_list(ctx: click.Context, namespace: str, json_output: bool) -> None:
+    """The secrets of NAMESPACE: names and dates (values are never shown)."""
+    json_mode(ctx, json_output)
+    found: list[dict[str, Any]] = api_client(ctx).json("GET", f"/api/v1/namespaces/{_namespace(namespace)}/secrets")
+    if json_output:
+        emit(found)
+        return
+    table("name", "created", "updated", rows=[
+        [s["name"], format_when(s["created_at"]), format_when(s["updated_at"])] for s in found])
+
+
+@namespace_secret.command("delete")
+@click.argument("namespace")
+@click.argument("name")
+@click.pass_context
+def namespace_secret_delete(ctx: click.Context, namespace: str, name: str) -> None:
+    """Delete secret NAME of NAMESPACE."""
+    api_client(ctx).request("DELETE", f"/api/v1/namespaces/{_namespace(namespace)}/secrets/{name}")
+    click.echo(f"secret {name} of {namespace} is deleted")

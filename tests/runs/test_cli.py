@@ -86,8 +86,9 @@ def test_failures_exit_with_their_code_before_the_command(project: DataProject, 
     secret = envyard("manifest", "create", "--lock", "conda-lock.yml", "--env", "AWS_SECRET_ACCESS_KEY=x", "--",
                      "true", cwd=tmp_path, env=env, check=False)
     assert secret.returncode == 1 and "looks like a secret" in secret.stderr
-    build = envyard("manifest", "create", "--build", "ns/env", "--", "true", cwd=tmp_path, env=env, check=False)
-    assert build.returncode == 64 and "--api" in build.stderr
+    build = envyard("--api", "http://127.0.0.1:9", "--token", "t", "manifest", "create", "--build", "ns/env", "--",
+                    "true", cwd=tmp_path, env=env, check=False)  # --build asks the server: none is running there
+    assert build.returncode == 9 and "--api" in build.stderr
     unknown = envyard("data", "snapshot", project.url, "--rev", "nope", "--path", "data/params.txt", "--json",
                       cwd=tmp_path, env=env, check=False)
     assert unknown.returncode == 6 and json.loads(unknown.stdout)["error"]["type"].endswith("/unknown-revision")
