@@ -277,3 +277,22 @@ class BlobTombstone(SQLModel, table=True):
 
     sha256: str = Field(max_length=64, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class AuditEvent(SQLModel, table=True):
+    """One change of access, policy, quota, token, promotion or deletion: who (the principal), what (an action such
+    as ``token.create``, ``binding.delete``, ``policy.update`` and its target), when, and the state before and
+    after (JSON; None where there was none). Rows are only ever added."""
+
+    __table_args__ = (Index("ix_auditevent_action", "action"), NEVER_REUSED_IDS)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    actor_kind: str = Field(max_length=20)  # token, user, service, anonymous, system
+    actor_name: str = Field(max_length=200, index=True)
+    actor_id: int | None = None  # the token's id
+    action: str = Field(max_length=100)
+    target: str = Field(max_length=500)
+    before: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    after: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    request_id: str | None = Field(default=None, max_length=100)

@@ -19,6 +19,7 @@ from envyard.worker.protocol import BuildOptions
 
 __all__ = [
     "ArtifactRead",
+    "AuditRead",
     "BuildDiff",
     "BuildError",
     "BuildRead",
@@ -295,3 +296,18 @@ class PublicationRead(BaseModel):
     error: str | None
     created_at: datetime
     finished_at: datetime | None
+
+
+class AuditRead(BaseModel):
+    """One audit event: who did what to which target when, and the state before and after."""
+
+    id: int
+    at: datetime
+    actor_kind: str
+    actor_name: str
+    actor_id: int | None
+    action: str
+    target: str
+    before: Any
+    after: Any
+    request_id: str | None

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from envyard.builder.errors import EXIT_CODES, EnvyardError, UsageError
+from envyard.cli.commands.audit import audit_command
 from envyard.cli.commands.build import build_group
 from envyard.cli.commands.channel import channel_group
 from envyard.cli.commands.env import env_group
@@ -117,6 +118,7 @@ cli.add_command(build_group)
 cli.add_command(gc_command)
 cli.add_command(namespace_group)
 cli.add_command(target_group)
+cli.add_command(audit_command)
 
 
 def main() -> None:

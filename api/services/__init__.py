@@ -2,6 +2,7 @@
 
 # the public names of this package: its modules
 __all__ = [
+    "audit",
     "builds",
     "catalog",
     "gc",
