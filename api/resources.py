@@ -24,24 +24,27 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
+from envyard.api.auth.bindings import qualified
 from envyard.api.auth.policy import allows, check
 from envyard.api.auth.principals import Action, Principal, public_namespaces
 from envyard.api.db import session_scope
 from envyard.api.deps import EngineDep, current_principal
 from envyard.api.ids import Id
-from envyard.api.models import ApiToken, Build, BuildArtifact, Environment, Namespace
+from envyard.api.models import ApiToken, Build, BuildArtifact, Environment, Namespace, RoleBinding
 from envyard.builder.errors import NotFoundError
 
 __all__ = [
     "BuildPair",
     "EnvironmentRef",
     "GrantRef",
+    "binding_for",
     "blob_for",
     "build_for",
     "build_pair_for",
     "environment_for",
     "grant_for",
     "namespace_for",
+    "own_token_for",
     "token_for",
     "visible_environment",
 ]
@@ -60,10 +63,12 @@ def _named(dependency: Callable[..., object], kind: str, action: Action) -> None
 def _build(request: Request, engine: Engine, principal: Principal, action: Action, build_id: int) -> Build:
     with session_scope(engine) as session:
         found = session.exec(
-            select(Build, Namespace.name).join(Environment, col(Environment.id) == Build.environment_id)
+            select(Build, Namespace.name, Environment.name)
+            .join(Environment, col(Environment.id) == Build.environment_id)
             .join(Namespace, col(Namespace.id) == Environment.namespace_id).where(col(Build.id) == build_id)
         ).first()
-    check(request, principal, action, frozenset({found[1]}) if found else frozenset(), label="this build",
+    check(request, principal, action, frozenset({qualified(found[1], found[2])}) if found else frozenset(),
+          label="this build",
           hidden=lambda: NotFoundError(f"build {build_id} does not exist", hint="list builds with GET /api/v1/builds"))
     assert found is not None  # check() denies what was not found
     return found[0]
@@ -143,7 +148,8 @@ def visible_environment(request: Request, engine: Engine, principal: Principal, 
             select(Environment).join(Namespace, col(Namespace.id) == Environment.namespace_id)
             .where(Namespace.name == namespace, Environment.name == name)
         ).first()
-    check(request, principal, action, frozenset({namespace}) if found else frozenset(), label="this environment",
+    check(request, principal, action, frozenset({qualified(namespace, name)}) if found else frozenset(),
+          label="this environment",
           hidden=lambda: NotFoundError(
               f"environment '{namespace}/{name}' does not exist",
               hint="list environments with GET /api/v1/environments or create it with POST /api/v1/environments"))
@@ -234,4 +240,41 @@ def grant_for(action: Action) -> Callable[..., GrantRef]:
         return GrantRef(found, _token(request, engine, principal, action, token_id))
 
     _named(dependency, "grant", action)
+    return dependency
+
+
+def own_token_for() -> Callable[..., ApiToken]:
+    """The token of path parameter ``token_id`` if the caller is an admin, the token itself or its owner's
+    user; others get the same 404 as for a token that does not exist."""
+
+    def dependency(request: Request, engine: EngineDep, token_id: Id, principal: Principal = PRINCIPAL) -> ApiToken:
+        check(request, principal, Action.READ, None)  # a token at all
+        with session_scope(engine) as session:
+            found = session.get(ApiToken, token_id)
+        mine = found is not None and (not principal.restricted or found.id == principal.token_id
+                                      or (principal.user_id is not None and found.user_id == principal.user_id))
+        if found is None or not mine:
+            raise NotFoundError(f"token {token_id} does not exist", field="token_id",
+                                hint="list your tokens: envyard token list")
+        return found
+
+    dependency.__name__ = "own_token_for"
+    return dependency
+
+
+def binding_for(action: Action) -> Callable[..., RoleBinding]:
+    """The role binding of path parameter ``binding_id``, for callers whose role allows ``action`` (bindings
+    belong to no namespace: the role decides, before any lookup)."""
+
+    def dependency(request: Request, engine: EngineDep, binding_id: Id,
+                   principal: Principal = PRINCIPAL) -> RoleBinding:
+        check(request, principal, action, None)
+        with session_scope(engine) as session:
+            found = session.get(RoleBinding, binding_id)
+        if found is None:
+            raise NotFoundError(f"binding {binding_id} does not exist", field="binding_id",
+                                hint="list them: envyard access list")
+        return found
+
+    _named(dependency, "binding", action)
     return dependency

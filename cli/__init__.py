@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from envyard.builder.errors import EXIT_CODES, EnvyardError, UsageError
+from envyard.cli.commands.access import access_group
 from envyard.cli.commands.audit import audit_command
 from envyard.cli.commands.build import build_group
 from envyard.cli.commands.channel import channel_group
@@ -30,6 +31,7 @@ from envyard.cli.commands.namespace import namespace_group
 from envyard.cli.commands.pack import pack_command
 from envyard.cli.commands.serve import serve_command
 from envyard.cli.commands.target import target_group
+from envyard.cli.commands.token import token_group
 from envyard.cli.commands.why import why_command
 from envyard.cli.commands.worker import worker_command
 from envyard.cli.context import DEFAULT_API_URL, ServerOptions
@@ -119,6 +121,8 @@ cli.add_command(gc_command)
 cli.add_command(namespace_group)
 cli.add_command(target_group)
 cli.add_command(audit_command)
+cli.add_command(token_group)
+cli.add_command(access_group)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from dataclasses import replace
 from fastapi import Request
 from sqlmodel import col
 
+from envyard.api.auth.decision import ALLOWED, NEEDS, Verdict, decide, role_forbids
 from envyard.api.auth.principals import (
     TOKEN_HINT,
     Action,
@@ -40,33 +41,20 @@ from envyard.api.auth.principals import (
     unauthenticated,
 )
 from envyard.api.auth.scope import denied_details, in_registry_scope, out_of_scope, unresolved
-from envyard.api.models import ApiToken, NamespaceRole, Role
+from envyard.api.models import ApiToken
 from envyard.builder.errors import EnvyardError, NotFoundError, PermissionDeniedError
 
-__all__ = ["ALLOWED", "Hidden", "allows", "check", "may", "permit", "require"]
-
-ALLOWED: dict[Role, frozenset[Action]] = {
-    Role.ADMIN: frozenset(Action),
-    Role.USER: frozenset({Action.READ, Action.WRITE}),
-    Role.READER: frozenset({Action.READ}),
-    Role.WORKER: frozenset({Action.READ, Action.WORK}),
-}
+__all__ = ["ALLOWED", "NEEDS", "Hidden", "Verdict", "allows", "check", "decide", "may", "permit", "require",
+           "role_forbids"]
 
 Hidden = Callable[[], EnvyardError]
 
 
 def allows(principal: Principal, action: Action, namespace: str | None, public: Collection[str] = ()) -> bool:
-    """What the principal's role and grants allow on ``namespace`` (None: a route without one)."""
-    if principal.role is None:
-        return action == Action.READ and namespace is not None and namespace in public
-    if action not in ALLOWED[principal.role]:
-        return False
-    if namespace is None or not principal.restricted:
-        return True
-    grant = principal.grants.get(namespace)
-    if action == Action.READ:
-        return grant is not None or namespace in public
-    return action == Action.WRITE and grant == NamespaceRole.EDITOR
+    """What the principal's role and bindings allow on ``namespace`` (or ``namespace/environment``; None: a route
+    without one): :func:`decide`."""
+    source = principal.source
+    return decide(principal, action, namespace, public, source.global_namespace if source else None).allowed
 
 
 def _source(principal: Principal) -> PrincipalSource:
@@ -82,7 +70,7 @@ def _not_visible(request: Request) -> NotFoundError:
 def _verdict(request: Request, principal: Principal, action: Action, namespaces: Collection[str] | None,
              hidden: Hidden, label: str, repository: str | None, fresh: bool) -> EnvyardError | None:
     """None when ``principal`` may do ``action`` (see :func:`check`), else the error to answer with."""
-    if principal.role is not None and action not in ALLOWED[principal.role]:
+    if principal.role is not None and role_forbids(principal, action, namespaces is not None):
         return PermissionDeniedError(f"a {principal.role} token may not {action}",
                                      hint="ask an admin for a token with a wider role",
                                      details=denied_details(request))
@@ -129,7 +117,7 @@ def check(request: Request, principal: Principal, action: Action, namespaces: Co
                      repository, fresh=False)
     if error is None:
         return principal
-    if principal.role is not None and action not in ALLOWED[principal.role]:
+    if principal.role is not None and role_forbids(principal, action, namespaces is not None):
         raise error  # roles never change
     if principal.token_id is not None and principal.restricted:
         reloaded = load_principal(_source(principal), f"id:{principal.token_id}",

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from envyard.api.auth.bindings import qualified
 from envyard.api.auth.policy import require
 from envyard.api.auth.principals import Action, Principal, TokenCache
 from envyard.api.auth.scope import readable_namespaces
@@ -29,6 +30,7 @@ from envyard.api.schemas import (
 from envyard.api.services import builds, catalog
 from envyard.api.services.audit import record_audit
 from envyard.api.settings import ServiceSettings
+from envyard.builder.errors import PermissionDeniedError
 
 router = APIRouter(prefix="/api/v1", tags=["environments"])
 READ_NAMESPACE = Depends(namespace_for(Action.READ))
@@ -77,6 +79,9 @@ def update_namespace(body: NamespaceUpdate, request: Request, session: SessionDe
                      principal: CurrentPrincipal, namespace: Namespace = ADMIN_NAMESPACE) -> NamespaceRead:
     """Make a namespace public (anyone may read and pull it, without a token) or private; edit its description;
     allow or forbid pip source distributions in its builds (admin only)."""
+    if body.allow_sdists is not None and principal.restricted:  # sdists run their code on the workers
+        raise PermissionDeniedError("only an admin token may allow or forbid source distributions",
+                                    field="allow_sdists", hint="ask an admin: envyard namespace sdists NS on|off")
     before = _namespace_view(namespace)
     found = catalog.update_namespace(session, namespace.name, public=body.public, description=body.description,
                                      allow_sdists=body.allow_sdists)
@@ -151,7 +156,7 @@ async def create_environment(body: EnvironmentCreate, request: Request, response
     def store() -> BuildRead:  # the transaction opens once the spec is parsed
         if not catalog.create_namespace_if_absent(session, body.namespace,
                                                   editor=principal.token_id if principal.restricted else None):
-            require(request, principal, Action.WRITE, body.namespace)  # the namespace is in the body, not the path
+            require(request, principal, Action.WRITE, qualified(body.namespace, body.name))  # named in the body
         submitted = builds.submit_build(
             session, body.namespace, body.name, spec=spec, options=body.options, relock=body.relock, create=True,
             description=body.description, requested_by=principal.name, max_waiting=_max_waiting(settings, principal),

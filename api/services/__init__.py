@@ -6,6 +6,7 @@ __all__ = [
     "builds",
     "catalog",
     "gc",
+    "identity",
     "jobs",
     "logs",
     "lookups",
