@@ -24,6 +24,7 @@ __all__ = [
     "BindingCreate",
     "BindingRead",
     "BuildDiff",
+    "DevicePoll",
     "BuildError",
     "BuildRead",
     "BuildSubmit",
@@ -34,6 +35,7 @@ __all__ = [
     "GcRequest",
     "GrantRead",
     "GrantSet",
+    "IdTokenExchange",
     "MAX_GRACE_SECONDS",
     "NAME_PATTERN",
     "NamespaceCreate",
@@ -395,3 +397,11 @@ class AuditRead(BaseModel):
     before: Any
     after: Any
     request_id: str | None
+
+
+class IdTokenExchange(RequestModel):
+    id_token: str = Field(min_length=1, max_length=20_000, description="an ID token of the configured provider")
+
+
+class DevicePoll(RequestModel):
+    device_code: str = Field(min_length=1, max_length=2000)

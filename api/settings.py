@@ -88,6 +88,8 @@ class ServiceSettings(WorkerSettings):
     oidc_groups_claim: str = Field(default="groups", description="The claim listing the user's groups.")
     oidc_audience: str | None = Field(
         default=None, description="The audience ID tokens must name (default: the client id).")
+    oidc_leeway_seconds: int = Field(
+        default=30, ge=0, le=600, description="Clock skew allowed when checking ID token times (exp, iat).")
     jupyterhub_url: str | None = Field(
         default=None, description="A JupyterHub whose users may sign in (its OAuth2 provider, /hub/api/oauth2/...); "
         "unset: no JupyterHub sign-in.")

@@ -27,6 +27,7 @@ from envyard.cli.commands.gc import gc_command
 from envyard.cli.commands.image import image_command
 from envyard.cli.commands.install import install_command
 from envyard.cli.commands.lock import lock_group
+from envyard.cli.commands.login import login_command, logout_command
 from envyard.cli.commands.namespace import namespace_group
 from envyard.cli.commands.pack import pack_command
 from envyard.cli.commands.serve import serve_command
@@ -123,6 +124,8 @@ cli.add_command(target_group)
 cli.add_command(audit_command)
 cli.add_command(token_group)
 cli.add_command(access_group)
+cli.add_command(login_command)
+cli.add_command(logout_command)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ __all__ = [
     "access",
     "admin",
     "audit",
+    "auth",
     "builds",
     "catalog",
     "health",

@@ -31,6 +31,7 @@ __all__ = [
     "list_tokens",
     "list_users",
     "revoke_token",
+    "sign_in",
     "token_view",
     "upsert_user",
     "user_view",
@@ -299,3 +300,24 @@ def _subject_principal(session: Session, source: PrincipalSource, subject: str) 
 def _nobody(principal: Principal, why: str) -> Principal:
     return Principal(principal.token_id, f"{principal.name} ({why})", None, source=principal.source)
 
+
+
+# --- sign-in -------------------------------------------------------------------------------------------------------
+
+
+def sign_in(session: Session, key: bytes, provider: str, subject: str, username: str, email: str | None,
+            groups: Iterable[str], global_namespace: str, hours: float) -> TokenCreated:
+    """The user of a sign-in (created with a personal namespace at their first; groups replaced by the
+    provider's) and a new API token of theirs, valid for ``hours``. Audited: ``user.login`` (and
+    ``user.create``, ``user.groups``, ``token.create``)."""
+    user = upsert_user(session, None, username, provider=provider, subject=subject, email=email, groups=groups,
+                       global_namespace=global_namespace, login=True)
+    if user.disabled:
+        raise PermissionDeniedError(f"user '{user.name}' is disabled", hint="ask an admin")
+    token, row = issue_token(session, f"sign-in through {provider}", Role.USER, key, user_id=user.id,
+                             expires_at=datetime.now(UTC) + timedelta(hours=hours))
+    assert row.id is not None
+    record_audit(session, None, "user.login", f"{user.kind} {user.name}", None,
+                 {"provider": provider, "token": row.id, "groups": _groups(session, user)})
+    return TokenCreated(id=row.id, name=row.name, role=row.role, token=token, user=user.name,
+                        expires_at=row.expires_at)
