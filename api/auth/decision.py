@@ -62,6 +62,8 @@ def decide(principal: Principal, action: Action, resource: str | None, public: C
         if principal.role is None:
             return Verdict(False, ("anonymous callers act only on public namespaces",))
         return Verdict(True, (f"the {principal.role} role allows {action}",))
+    if action not in NEEDS:  # work: the worker and admin roles only, whatever the bindings
+        return Verdict(False, (f"only worker and admin tokens may {action}",))
     namespace, environment = split_qualified(resource)
     need = NEEDS[action]
     best: NamespaceRole | None = None

@@ -33,7 +33,7 @@ from joserfc.jwk import KeySet
 
 from envyard.api.auth.secret_key import derive_key
 from envyard.api.settings import ServiceSettings
-from envyard.builder.errors import AuthenticationError, ConfigError, ServiceError
+from envyard.builder.errors import AuthenticationError, ConfigError, NotFoundError, ServiceError
 
 __all__ = [
     "ALGORITHMS",
@@ -124,7 +124,7 @@ class OidcProvider:
 
     def __init__(self, settings: ServiceSettings) -> None:
         if not (settings.oidc_issuer and settings.oidc_client_id):
-            raise ConfigError("OpenID Connect sign-in is not configured", field="oidc_issuer",
+            raise NotFoundError("OpenID Connect sign-in is not configured on this server", field="oidc_issuer",
                               hint="set ENVYARD_OIDC_ISSUER and ENVYARD_OIDC_CLIENT_ID (docs/identity.md)")
         self.issuer = settings.oidc_issuer.rstrip("/")
         self.client_id = settings.oidc_client_id
@@ -198,7 +198,7 @@ class OidcProvider:
         """Start a device authorization (RFC 8628): the provider's user code, verification URI and device code."""
         endpoint = self.metadata().get("device_authorization_endpoint")
         if not endpoint:
-            raise ConfigError(f"the identity provider at {self.issuer} has no device flow",
+            raise NotFoundError(f"the identity provider at {self.issuer} has no device flow",
                               hint="sign in with the browser: envyard login --browser")
         auth = (self.client_id, self.client_secret) if self.client_secret else None
         data = {"scope": self.scopes, **({} if auth else {"client_id": self.client_id})}
@@ -300,7 +300,7 @@ def _when(value: Any) -> str:
 
 def _hub(settings: ServiceSettings) -> tuple[str, str, str | None]:
     if not (settings.jupyterhub_url and settings.jupyterhub_client_id):
-        raise ConfigError("JupyterHub sign-in is not configured", field="jupyterhub_url",
+        raise NotFoundError("JupyterHub sign-in is not configured on this server", field="jupyterhub_url",
                           hint="set ENVYARD_JUPYTERHUB_URL and ENVYARD_JUPYTERHUB_CLIENT_ID (docs/identity.md)")
     return settings.jupyterhub_url.rstrip("/"), settings.jupyterhub_client_id, settings.jupyterhub_client_secret
 

@@ -41,7 +41,7 @@ def list_bindings(session: SessionDep, _: Admin,
     return [identity.binding_view(row) for row in identity.list_bindings(session, subject_kind, subject)]
 
 
-@router.post("/bindings", status_code=201)
+@router.post("/bindings", status_code=201, responses={404: {"description": "The user or token named does not exist"}})
 def create_binding(body: BindingCreate, session: SessionDep, cache: TokenCacheDep, principal: Admin) -> BindingRead:
     """Bind a role (viewer, editor, admin) on ``namespace/environment`` globs to a user, a group or a token."""
     row = identity.create_binding(session, principal, body.role, body.pattern, body.subject_kind, body.subject)
@@ -59,7 +59,7 @@ def delete_binding(session: SessionDep, cache: TokenCacheDep, principal: Current
     return Response(status_code=204)
 
 
-@router.get("/access/check")
+@router.get("/access/check", responses={404: {"description": "The user or token named does not exist"}})
 def access_check(session: SessionDep, _: Admin, source: PrincipalSource = SOURCE,
                  subject: str = Query(max_length=200, description="a user or service account name, or token:ID"),
                  action: Action = Query(description="read, write or admin"),

@@ -30,6 +30,11 @@ from envyard.api.settings import ServiceSettings
 from envyard.builder.errors import AuthenticationError, SpecError
 
 router = APIRouter(prefix="/api/v1/auth", tags=["sign-in"])
+NOT_OFFERED = {404: {"description": "This sign-in is not configured on this server"},
+               503: {"description": "The identity provider cannot be reached"}}
+REFUSED = {401: {"description": "The sign-in failed (refused, forged, stale, or an invalid ID token)"}}
+REDIRECT = {"description": "To the identity provider (or to envyard login's loopback receiver)",
+            "headers": {"Location": {"schema": {"type": "string"}}}}
 _providers: dict[tuple[str | None, str | None], OidcProvider] = {}
 _providers_lock = threading.Lock()
 
@@ -79,7 +84,7 @@ def providers(settings: SettingsDep) -> dict[str, bool]:
             "jupyterhub": bool(settings.jupyterhub_url and settings.jupyterhub_client_id)}
 
 
-@router.get("/oidc/login")
+@router.get("/oidc/login", status_code=303, response_class=RedirectResponse, responses={**NOT_OFFERED})
 def oidc_login(request: Request, settings: SettingsDep, secret_key: SecretKeyDep,
                return_to: str | None = Query(default=None, max_length=300)) -> RedirectResponse:
     """Start a browser sign-in: to the identity provider (authorization code with PKCE)."""
@@ -87,7 +92,7 @@ def oidc_login(request: Request, settings: SettingsDep, secret_key: SecretKeyDep
     return _start(request, settings, secret_key, "oidc", return_to, provider.authorization_url)
 
 
-@router.get("/oidc/callback")
+@router.get("/oidc/callback", response_model=TokenCreated, responses={303: REDIRECT, **NOT_OFFERED, **REFUSED})
 def oidc_callback(request: Request, session: SessionDep, settings: SettingsDep, secret_key: SecretKeyDep,
                   code: str | None = Query(default=None, max_length=2000),
                   state: str | None = Query(default=None, max_length=200),
@@ -109,7 +114,7 @@ def oidc_callback(request: Request, session: SessionDep, settings: SettingsDep, 
     return _finish(login, created)
 
 
-@router.post("/oidc/token", status_code=201)
+@router.post("/oidc/token", status_code=201, responses={**NOT_OFFERED, **REFUSED})
 def oidc_exchange(body: IdTokenExchange, session: SessionDep, settings: SettingsDep,
                   secret_key: SecretKeyDep) -> TokenCreated:
     """An envyard token for an ID token of the provider issued to this server's client (e.g. a CI job's): its
@@ -122,7 +127,7 @@ def oidc_exchange(body: IdTokenExchange, session: SessionDep, settings: Settings
     return created
 
 
-@router.post("/oidc/device")
+@router.post("/oidc/device", responses={**NOT_OFFERED})
 def oidc_device(settings: SettingsDep) -> dict[str, Any]:
     """Start a device sign-in (``envyard login``): the user opens ``verification_uri`` and enters ``user_code``;
     the CLI polls ``POST /api/v1/auth/oidc/device/token`` with ``device_code``."""
@@ -131,7 +136,9 @@ def oidc_device(settings: SettingsDep) -> dict[str, Any]:
                                   "expires_in", "interval") if k in found}
 
 
-@router.post("/oidc/device/token")
+@router.post("/oidc/device/token", status_code=201, response_model=TokenCreated, responses={
+    202: {"description": "Not approved yet", "content": {"application/json": {"schema": {"type": "object"}}}},
+    **NOT_OFFERED, **REFUSED})
 def oidc_device_token(body: DevicePoll, session: SessionDep, settings: SettingsDep,
                       secret_key: SecretKeyDep) -> Response:
     """202 ``{"status": "authorization_pending"|"slow_down"}`` until the user approved, then the token (201)."""
@@ -146,7 +153,7 @@ def oidc_device_token(body: DevicePoll, session: SessionDep, settings: SettingsD
     return JSONResponse(created.model_dump(mode="json"), status_code=201, headers={"Cache-Control": "no-store"})
 
 
-@router.get("/jupyterhub/login")
+@router.get("/jupyterhub/login", status_code=303, response_class=RedirectResponse, responses={**NOT_OFFERED})
 def jupyterhub_login(request: Request, settings: SettingsDep, secret_key: SecretKeyDep,
                      return_to: str | None = Query(default=None, max_length=300)) -> RedirectResponse:
     """Start a sign-in through JupyterHub's OAuth2 provider."""
@@ -154,7 +161,8 @@ def jupyterhub_login(request: Request, settings: SettingsDep, secret_key: Secret
                   lambda redirect_uri, state: jupyterhub_authorize_url(settings, redirect_uri, state))
 
 
-@router.get("/jupyterhub/callback")
+@router.get("/jupyterhub/callback", response_model=TokenCreated,
+            responses={303: REDIRECT, **NOT_OFFERED, **REFUSED})
 def jupyterhub_callback(request: Request, session: SessionDep, settings: SettingsDep, secret_key: SecretKeyDep,
                         code: str | None = Query(default=None, max_length=2000),
                         state: str | None = Query(default=None, max_length=200),

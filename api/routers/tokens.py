@@ -27,7 +27,7 @@ def whoami(session: SessionDep, principal: Reader) -> dict[str, object]:
             "namespaces": list(principal.scope) if principal.scope is not None else None}
 
 
-@router.post("/tokens", status_code=201)
+@router.post("/tokens", status_code=201, responses={404: {"description": "The owner named does not exist"}})
 def new_token(body: TokenCreate, session: SessionDep, secret_key: SecretKeyDep, principal: Reader) -> TokenCreated:
     """A new token; its text is shown only in this reply. Admins make tokens of any role for anybody; a user
     makes tokens for themself, with their own role, limits and expiry at most."""

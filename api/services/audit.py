@@ -17,8 +17,9 @@ from sqlmodel import Session, col, select
 from envyard.api.auth.principals import Principal
 from envyard.api.models import AuditEvent
 from envyard.api.services.pagination import clamp_limit, decode_cursor, encode_cursor
+from envyard.builder.errors import SpecError
 
-__all__ = ["actor_of", "list_audit", "record_audit", "snapshot"]
+__all__ = ["actor_of", "list_audit", "parse_time", "record_audit", "snapshot"]
 
 
 def actor_of(principal: Principal | None) -> tuple[str, str, int | None]:
@@ -60,6 +61,17 @@ def record_audit(session: Session, principal: Principal | None, action: str, tar
                        before=snapshot(before), after=snapshot(after), request_id=request_id)
     session.add(event)
     return event
+
+
+def parse_time(value: str | None, field: str) -> datetime | None:
+    """An ISO 8601 time (a date means its midnight; without a zone: UTC)."""
+    if value is None:
+        return None
+    try:
+        return _utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        raise SpecError(f"'{value}' is not an ISO 8601 time", field=field,
+                        hint="e.g. 2026-01-31 or 2026-01-31T12:00:00Z") from None
 
 
 def _utc(value: datetime | None) -> datetime | None:
