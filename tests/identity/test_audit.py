@@ -45,7 +45,10 @@ def test_token_and_grant_changes_are_recorded_and_only_admins_read_them(service:
         assert [e["action"] for e in events] == ["token.create", "grant.set", "grant.set", "grant.delete",
                                                  "token.revoke"]
         assert {e["actor_name"] for e in events} == {"admin (created by envyard serve)"}
-        assert events[0]["after"] == {"name": "ci", "role": "user"} and events[0]["before"] is None
+        assert events[0]["before"] is None and events[0]["target"] == f"token {created['id']}"
+        assert {k: events[0]["after"][k] for k in ("name", "role", "user", "revoked")} == {
+            "name": "ci", "role": "user", "user": None, "revoked": False}
+        assert "token" not in events[0]["after"]  # never the secret
         assert events[2]["before"] == {"role": "viewer"} and events[2]["after"]["role"] == "editor"
         assert events[3]["before"] == {"role": "editor"} and events[3]["after"] is None
         assert events[4]["before"]["revoked"] is False and events[4]["after"]["revoked"] is True
