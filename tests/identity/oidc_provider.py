@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import shutil
 import subprocess
@@ -22,6 +23,8 @@ from tests.servers import free_port, stop_process, wait_for_port
 
 OIDC_DIR = Path(__file__).resolve().parents[1] / "oidc"
 SECRET = "envyard-test-secret"
+FORM = re.compile(r'<form[^>]*method="post"[^>]*action="([^"]+)"[^>]*>(.*?)</form>', re.S)
+HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
 
 
 @dataclass
@@ -43,6 +46,27 @@ class Provider:
                 location = f"{location}/login?user={user}"
             response = http.get(location)
         raise AssertionError(f"the sign-in stopped at {response.url}: {response.status_code} {response.text[:300]}")
+
+    def approve_device(self, url: str, user: str) -> None:
+        """The user's part of a device sign-in: open ``url`` (the verification URI with the code), submit the
+        provider's forms (the code, its confirmation), sign in as ``user``."""
+        with httpx.Client() as http:
+            response = http.get(url)
+            for _ in range(12):
+                if response.status_code in (302, 303):
+                    location = urljoin(str(response.url), response.headers["location"])
+                    if "/interaction/" in location and not location.endswith("/login"):
+                        location = f"{location}/login?user={user}"
+                    response = http.get(location)
+                    continue
+                form = FORM.search(response.text)
+                if form is None:
+                    break
+                fields = dict(HIDDEN.findall(form.group(2)))
+                if 'name="confirm"' in form.group(2):
+                    fields["confirm"] = "yes"
+                response = http.post(urljoin(str(response.url), form.group(1)), data=fields)
+            assert "Sign-in Success" in response.text, response.text[:500]
 
     def id_token(self, user: str, client_id: str = "envyard", redirect_uri: str = "http://127.0.0.1:9/cb",
                  nonce: str = "n") -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 import subprocess
 import time
@@ -166,3 +167,25 @@ def test_envyard_login_with_a_browser_keeps_the_token_mode_600(world: World, tmp
     assert json.loads(credentials.read_text()) == {}
     revoked = httpx.get(f"{world.service.url}/api/v1/whoami", headers={"Authorization": f"Bearer {kept}"})
     assert revoked.status_code == 401 and "revoked" in revoked.text
+
+
+def test_envyard_login_with_the_device_flow(world: World, tmp_path: Path) -> None:
+    env = {**world.service.env, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    env.pop("ENVYARD_TOKEN", None)
+    login = subprocess.Popen([*ENVYARD, "--api", world.service.url, "login", "--json", "--timeout", "90"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    assert login.stderr is not None
+    line = login.stderr.readline()
+    found = re.match(r"open (\S+) and enter the code (\S+)", line)
+    assert found is not None, line
+    assert found.group(2) in found.group(1)  # the complete URI carries the code
+    world.provider.approve_device(found.group(1), "bob")
+    out, err = login.communicate(timeout=90)
+    assert login.returncode == 0, err
+    signed = json.loads(out)
+    assert signed["user"] == "bob" and signed["groups"] == []
+    kept = json.loads(Path(signed["credentials"]).read_text())[world.service.url]
+    assert httpx.get(f"{world.service.url}/api/v1/whoami",
+                     headers={"Authorization": f"Bearer {kept}"}).json()["user"] == "bob"
+    pending = httpx.post(f"{world.service.url}/api/v1/auth/oidc/device/token", json={"device_code": "unknown"})
+    assert pending.status_code == 401 and "the device sign-in ended: invalid_grant" in pending.json()["detail"]
