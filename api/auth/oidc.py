@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import jwt
-from authlib.integrations.httpx_client import OAuth2Client
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt as jose_jwt
 from joserfc.errors import (
     BadSignatureError,
@@ -37,6 +38,7 @@ from envyard.builder.errors import AuthenticationError, ConfigError, NotFoundErr
 
 __all__ = [
     "ALGORITHMS",
+    "authorization_url",
     "is_loopback_url",
     "LOGIN_COOKIE",
     "Identity",
@@ -172,26 +174,24 @@ class OidcProvider:
 
     # --- flows ---
 
-    def _client(self, redirect_uri: str | None = None) -> OAuth2Client:
-        return OAuth2Client(self.client_id, self.client_secret, scope=self.scopes, redirect_uri=redirect_uri,
-                            code_challenge_method="S256", timeout=HTTP_TIMEOUT,
-                            token_endpoint_auth_method="client_secret_basic" if self.client_secret else "none")
+    def _auth(self) -> tuple[tuple[str, str] | None, dict[str, str]]:
+        """HTTP basic credentials of a confidential client (client_secret_basic), else the public client's id."""
+        if self.client_secret:
+            return (self.client_id, self.client_secret), {}
+        return None, {"client_id": self.client_id}
 
     def authorization_url(self, redirect_uri: str, state: LoginState) -> str:
-        with self._client(redirect_uri) as client:
-            url, _ = client.create_authorization_url(self.metadata()["authorization_endpoint"], state=state.state,
-                                                     nonce=state.nonce, code_verifier=state.verifier)
-        return str(url)
+        return authorization_url(self.metadata()["authorization_endpoint"], {
+            "response_type": "code", "client_id": self.client_id, "redirect_uri": redirect_uri,
+            "scope": self.scopes, "state": state.state, "nonce": state.nonce,
+            "code_challenge": create_s256_code_challenge(state.verifier), "code_challenge_method": "S256"})
 
     def exchange_code(self, redirect_uri: str, code: str, state: LoginState) -> Identity:
         """The identity of the ID token the provider gives for ``code`` (checked against ``state``'s nonce)."""
-        with self._client(redirect_uri) as client:
-            try:
-                token = client.fetch_token(self.metadata()["token_endpoint"], code=code,
-                                           code_verifier=state.verifier, grant_type="authorization_code")
-            except Exception as err:  # noqa: BLE001 - authlib raises its own OAuthError and httpx errors
-                raise AuthenticationError(f"the identity provider refused the sign-in code: {err}",
-                                          hint="start the sign-in again") from None
+        auth, extra = self._auth()
+        token = _token_request(self.metadata()["token_endpoint"], auth, {
+            "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+            "code_verifier": state.verifier, **extra}, "the identity provider")
         return self._identity(token, nonce=state.nonce)
 
     def start_device(self) -> dict[str, Any]:
@@ -306,30 +306,49 @@ def _hub(settings: ServiceSettings) -> tuple[str, str, str | None]:
 
 
 def jupyterhub_authorize_url(settings: ServiceSettings, redirect_uri: str, state: LoginState) -> str:
-    hub, client_id, secret = _hub(settings)
-    with OAuth2Client(client_id, secret, redirect_uri=redirect_uri, timeout=HTTP_TIMEOUT) as client:
-        url, _ = client.create_authorization_url(f"{hub}/hub/api/oauth2/authorize", state=state.state)
-    return str(url)
+    hub, client_id, _ = _hub(settings)
+    return authorization_url(f"{hub}/hub/api/oauth2/authorize", {
+        "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "state": state.state})
 
 
 def jupyterhub_identity(settings: ServiceSettings, redirect_uri: str, code: str) -> Identity:
     """The hub user of ``code``: its access token, then ``/hub/api/user`` (name, groups)."""
     hub, client_id, secret = _hub(settings)
-    with OAuth2Client(client_id, secret, redirect_uri=redirect_uri, timeout=HTTP_TIMEOUT,
-                      token_endpoint_auth_method="client_secret_post") as client:
-        try:
-            token = client.fetch_token(f"{hub}/hub/api/oauth2/token", code=code, grant_type="authorization_code")
-            response = client.get(f"{hub}/hub/api/user")
-            response.raise_for_status()
-            user = response.json()
-        except Exception as err:  # noqa: BLE001 - authlib's OAuthError, httpx errors
-            raise AuthenticationError(f"JupyterHub refused the sign-in: {err}",
-                                      hint="start the sign-in again from the hub") from None
-    assert token
-    name = _claim_text(user.get("name"))
+    token = _token_request(f"{hub}/hub/api/oauth2/token", None, {
+        "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, "client_id": client_id,
+        **({"client_secret": secret} if secret else {})}, "JupyterHub")
+    try:
+        response = httpx.get(f"{hub}/hub/api/user", timeout=HTTP_TIMEOUT,
+                             headers={"Authorization": f"Bearer {token.get('access_token', '')}"})
+        response.raise_for_status()
+        user = response.json()
+    except (httpx.HTTPError, ValueError) as err:
+        raise AuthenticationError(f"JupyterHub refused the sign-in: /hub/api/user answered {err}",
+                                  hint="start the sign-in again from the hub") from None
+    name = _claim_text(user.get("name")) if isinstance(user, dict) else None
     if name is None:
         raise AuthenticationError("JupyterHub's /hub/api/user named no user", hint="check the hub's version")
     return Identity("jupyterhub", name, name, None, _groups(user.get("groups"), "groups"))
+
+
+def authorization_url(endpoint: str, params: dict[str, str]) -> str:
+    """``endpoint`` with the authorization request's parameters (added to any it has)."""
+    return add_params_to_uri(endpoint, list(params.items()))
+
+
+def _token_request(endpoint: str, auth: tuple[str, str] | None, data: dict[str, str], who: str) -> dict[str, Any]:
+    """The token endpoint's answer to ``data``; a 401 naming the provider's error otherwise."""
+    try:
+        response = httpx.post(endpoint, data=data, auth=auth, timeout=HTTP_TIMEOUT,
+                              headers={"Accept": "application/json"})
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as err:
+        raise ServiceError(f"{who} did not answer at {endpoint}: {err}", hint="check that it is up") from None
+    if response.status_code != 200 or not isinstance(body, dict):
+        error = body.get("error_description") or body.get("error") if isinstance(body, dict) else None
+        raise AuthenticationError(f"{who} refused the sign-in: {error or f'HTTP {response.status_code}'}",
+                                  hint="start the sign-in again")
+    return body
 
 
 def is_loopback_url(url: str) -> bool:
