@@ -1,14 +1,18 @@
-"""The policy: the one authorization decision (:func:`check`) every route goes through, and the rules of roles and
-grants it applies.
+"""The policy: the one authorization decision (:func:`check`) every route goes through, applying the verdict of
+:func:`envyard.api.auth.decision.decide` over roles, role bindings and grants.
 
-A token has a global role, and user and reader tokens also have a role per namespace (a
-:class:`~envyard.api.models.NamespaceGrant`):
+A token has a global role; user and reader tokens also have roles on namespaces and environments: the role
+bindings (:class:`~envyard.api.models.RoleBinding`, ``namespace/environment`` globs) of their user, their user's
+groups and themselves, their grants (:class:`~envyard.api.models.NamespaceGrant`, bindings to ``namespace/*``),
+their user's personal namespace, and the curated namespace every signed-in caller reads (docs/identity.md):
 
 * ``admin``: everything; ``worker``: read and work everywhere (a remote worker reads any build);
-* ``user`` and ``reader``: on namespace N what their grant allows (viewer: read; editor: read and write;
-  a reader token never writes, whatever its grant). A user token that creates a namespace is its editor;
+* ``user`` and ``reader``: on namespace N what their strongest binding allows (viewer: read; editor: read and
+  write; admin: also administer N), within the token's limits (a reader token never writes). A user token that
+  creates a namespace is its editor;
 * a namespace an admin made public is readable by everyone, requests without credentials included.
-  ``/healthz`` and ``/readyz`` are the only other routes served without a token, with the documentation
+  ``/healthz``, ``/readyz`` and the sign-in routes (/api/v1/auth) are the only other routes served without a
+  token, with the documentation
   (``/docs``, ``/redoc``, ``/openapi.json``) where ``ServiceSettings.public_docs`` opens it (see api/openapi.py).
 
 :func:`check` decides, on the resource a request names *as the route will use it*: each kind of resource has a
