@@ -13,14 +13,14 @@ from sqlalchemy import Engine
 
 from envyard.api import distribution
 from envyard.api.auth.secret_key import load_or_create_secret_key
-from envyard.api.auth.tokens import ensure_admin_token
+from envyard.api.auth.tokens import ensure_admin_token, token_key
 from envyard.api.db import make_engine, migrate
 from envyard.api.deps import AppState, install_state, lease_policy
 from envyard.api.kubernetes import routes as kubernetes
 from envyard.api.limits import LoadControls
 from envyard.api.openapi import install_docs
 from envyard.api.problems import install_problem_handlers
-from envyard.api.routers import admin, builds, catalog, ci, health, jobs, runs, tokens
+from envyard.api.routers import access, admin, audit, auth, builds, catalog, ci, health, jobs, runs, tokens
 from envyard.api.routers import targets as registry_targets
 from envyard.api.services import gc, publish, relock
 from envyard.api.services.jobs import reap
@@ -62,8 +62,8 @@ def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
         settings.resolved_storage_url, s3_endpoint=settings.s3_endpoint_url, s3_access_key=settings.s3_access_key,
         s3_secret_key=settings.s3_secret_key, s3_region=settings.s3_region, spool_dir=settings.data_dir / "spool",
     )
-    admin_token = ensure_admin_token(engine, settings.admin_token_file)
     secret_key = load_or_create_secret_key(settings.secret_key, settings.secret_key_file)
+    admin_token = ensure_admin_token(engine, settings.admin_token_file, token_key(secret_key))
     load = LoadControls(settings, engine)  # per-token limits, the log-stream hub, spec-check threads
 
     @asynccontextmanager
@@ -93,7 +93,8 @@ def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
                   openapi_url=None, description="Environment builder and reproducibility service.")
     install_state(app, AppState(settings, engine, store, load, admin_token, secret_key))
     install_problem_handlers(app)
-    for module in (health, catalog, builds, jobs, tokens, registry_targets, runs, admin, ci, distribution, kubernetes):
+    for module in (health, catalog, builds, jobs, tokens, registry_targets, runs, admin, audit, access, auth, ci,
+                   distribution, kubernetes):
         app.include_router(module.router)
     install_docs(app, public=settings.docs_are_public(host))
     return app

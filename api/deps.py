@@ -72,7 +72,7 @@ class AppState:
         self.store = store
         self.load = load  # per-token limits, the log-stream hub, spec-check threads
         self.admin_token = admin_token
-        self.principals = PrincipalSource(engine, TokenCache(), secret_key)
+        self.principals = PrincipalSource(engine, TokenCache(), secret_key, settings.global_namespace)
 
 
 def install_state(app: FastAPI, state: AppState) -> None:

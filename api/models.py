@@ -75,10 +75,12 @@ class Role(enum.StrEnum):
 
 
 class NamespaceRole(enum.StrEnum):
-    """A token's role on one namespace: viewers read (and pull), editors also build."""
+    """A role on a namespace (a grant) or on ``namespace/environment`` globs (a role binding): viewers read (and
+    pull), editors also build, admins also change the namespace and who may use it."""
 
     VIEWER = "viewer"
     EDITOR = "editor"
+    ADMIN = "admin"
 
 
 class PublicationStatus(enum.StrEnum):
@@ -196,6 +198,10 @@ class LogChunk(SQLModel, table=True):
 
 
 class ApiToken(SQLModel, table=True):
+    """An API token: its hash (``hash_scheme`` ``hmac-sha256``: keyed with the server's secret key; ``sha256``:
+    a token made before migration 0007, rehashed at its next use), its global role, its owner (a user or a service
+    account; none: an admin-made token) and its limits (expiry, namespaces, highest role, read-only)."""
+
     __table_args__ = (NEVER_REUSED_IDS,)
 
     id: int | None = Field(default=None, primary_key=True)
@@ -204,6 +210,12 @@ class ApiToken(SQLModel, table=True):
     role: str = Field(default=Role.USER, max_length=20)
     revoked: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    hash_scheme: str = Field(default="sha256", max_length=20)
+    user_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("useraccount.id"), index=True))
+    expires_at: datetime | None = _ts()
+    max_role: str | None = Field(default=None, max_length=20)  # viewer, editor or admin on any namespace
+    read_only: bool = False
+    namespaces: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # globs; None: all
 
 
 class NamespaceGrant(SQLModel, table=True):
@@ -380,3 +392,67 @@ class RunManifestRecord(SQLModel, table=True):
     referrer_sha256: str | None = Field(default=None, max_length=64)
     created_by: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class AuditEvent(SQLModel, table=True):
+    """One change of access, policy, quota, token, promotion or deletion: who (the principal), what (an action such
+    as ``token.create``, ``binding.delete``, ``policy.update`` and its target), when, and the state before and
+    after (JSON; None where there was none). Rows are only ever added."""
+
+    __table_args__ = (Index("ix_auditevent_action", "action"), NEVER_REUSED_IDS)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    actor_kind: str = Field(max_length=20)  # token, user, service, anonymous, system
+    actor_name: str = Field(max_length=200, index=True)
+    actor_id: int | None = None  # the token's id
+    action: str = Field(max_length=100)
+    target: str = Field(max_length=500)
+    before: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    after: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    request_id: str | None = Field(default=None, max_length=100)
+
+
+class User(SQLModel, table=True):
+    """A person (signed in through OpenID Connect or JupyterHub) or a service account (CI), with a personal
+    namespace they administer."""
+
+    __tablename__ = "useraccount"
+    __table_args__ = (UniqueConstraint("provider", "subject", name="uq_useraccount_subject"), NEVER_REUSED_IDS)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True, index=True)
+    kind: str = Field(default="user", max_length=20)  # user, service
+    provider: str = Field(default="local", max_length=40)  # local, oidc, jupyterhub
+    subject: str | None = Field(default=None, max_length=300)  # the provider's id of the user
+    email: str | None = Field(default=None, max_length=300)
+    namespace: str | None = Field(default=None, max_length=100)  # the personal namespace
+    disabled: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    last_login_at: datetime | None = _ts()
+
+
+class GroupMembership(SQLModel, table=True):
+    """A user's group, as the identity provider's claims last said (replaced at each sign-in)."""
+
+    __table_args__ = (UniqueConstraint("user_id", "group", name="uq_groupmembership"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("useraccount.id"), nullable=False, index=True))
+    group: str = Field(max_length=200, index=True)
+
+
+class RoleBinding(SQLModel, table=True):
+    """``role`` (viewer, editor, admin) on the environments matching ``pattern`` (``namespace/environment`` globs:
+    ``*/*``, ``team-*/*``, ``global/python-*``) for a subject: a user, a group, a token (``subject`` its id)."""
+
+    __table_args__ = (UniqueConstraint("subject_kind", "subject", "pattern", name="uq_rolebinding"),
+                      NEVER_REUSED_IDS)
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject_kind: str = Field(max_length=20)  # user, group, token
+    subject: str = Field(max_length=200, index=True)
+    pattern: str = Field(max_length=201)
+    role: str = Field(max_length=20)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    created_by: str | None = Field(default=None, max_length=200)

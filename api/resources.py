@@ -24,6 +24,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
+from envyard.api.auth.bindings import qualified
 from envyard.api.auth.policy import allows, check
 from envyard.api.auth.principals import Action, Principal, public_namespaces
 from envyard.api.db import session_scope
@@ -36,6 +37,7 @@ from envyard.api.models import (
     DataSnapshotRecord,
     Environment,
     Namespace,
+    RoleBinding,
     RunManifestRecord,
 )
 from envyard.builder.errors import NotFoundError, PermissionDeniedError
@@ -44,6 +46,7 @@ __all__ = [
     "BuildPair",
     "EnvironmentRef",
     "GrantRef",
+    "binding_for",
     "blob_for",
     "build_for",
     "build_pair_for",
@@ -51,6 +54,7 @@ __all__ = [
     "grant_for",
     "manifest_for",
     "namespace_for",
+    "own_token_for",
     "snapshot_for",
     "token_for",
     "visible_environment",
@@ -73,10 +77,12 @@ def _build(request: Request, engine: Engine, principal: Principal, action: Actio
                                     hint="a build-scoped worker token works on its own build only")
     with session_scope(engine) as session:
         found = session.exec(
-            select(Build, Namespace.name).join(Environment, col(Environment.id) == Build.environment_id)
+            select(Build, Namespace.name, Environment.name)
+            .join(Environment, col(Environment.id) == Build.environment_id)
             .join(Namespace, col(Namespace.id) == Environment.namespace_id).where(col(Build.id) == build_id)
         ).first()
-    check(request, principal, action, frozenset({found[1]}) if found else frozenset(), label="this build",
+    check(request, principal, action, frozenset({qualified(found[1], found[2])}) if found else frozenset(),
+          label="this build",
           hidden=lambda: NotFoundError(f"build {build_id} does not exist", hint="list builds with GET /api/v1/builds"))
     assert found is not None  # check() denies what was not found
     return found[0]
@@ -156,7 +162,8 @@ def visible_environment(request: Request, engine: Engine, principal: Principal, 
             select(Environment).join(Namespace, col(Namespace.id) == Environment.namespace_id)
             .where(Namespace.name == namespace, Environment.name == name)
         ).first()
-    check(request, principal, action, frozenset({namespace}) if found else frozenset(), label="this environment",
+    check(request, principal, action, frozenset({qualified(namespace, name)}) if found else frozenset(),
+          label="this environment",
           hidden=lambda: NotFoundError(
               f"environment '{namespace}/{name}' does not exist",
               hint="list environments with GET /api/v1/environments or create it with POST /api/v1/environments"))
@@ -295,4 +302,41 @@ def manifest_for(action: Action) -> Callable[..., RunManifestRecord]:
         return found
 
     _named(dependency, "manifest", action)
+    return dependency
+
+
+def own_token_for() -> Callable[..., ApiToken]:
+    """The token of path parameter ``token_id`` if the caller is an admin, the token itself or its owner's
+    user; others get the same 404 as for a token that does not exist."""
+
+    def dependency(request: Request, engine: EngineDep, token_id: Id, principal: Principal = PRINCIPAL) -> ApiToken:
+        check(request, principal, Action.READ, None)  # a token at all
+        with session_scope(engine) as session:
+            found = session.get(ApiToken, token_id)
+        mine = found is not None and (not principal.restricted or found.id == principal.token_id
+                                      or (principal.user_id is not None and found.user_id == principal.user_id))
+        if found is None or not mine:
+            raise NotFoundError(f"token {token_id} does not exist", field="token_id",
+                                hint="list your tokens: envyard token list")
+        return found
+
+    dependency.__name__ = "own_token_for"
+    return dependency
+
+
+def binding_for(action: Action) -> Callable[..., RoleBinding]:
+    """The role binding of path parameter ``binding_id``, for callers whose role allows ``action`` (bindings
+    belong to no namespace: the role decides, before any lookup)."""
+
+    def dependency(request: Request, engine: EngineDep, binding_id: Id,
+                   principal: Principal = PRINCIPAL) -> RoleBinding:
+        check(request, principal, action, None)
+        with session_scope(engine) as session:
+            found = session.get(RoleBinding, binding_id)
+        if found is None:
+            raise NotFoundError(f"binding {binding_id} does not exist", field="binding_id",
+                                hint="list them: envyard access list")
+        return found
+
+    _named(dependency, "binding", action)
     return dependency

@@ -18,8 +18,13 @@ from envyard.api.ids import Id
 from envyard.worker.protocol import BuildOptions
 
 __all__ = [
+    "AccessVerdict",
     "ArtifactRead",
+    "AuditRead",
+    "BindingCreate",
+    "BindingRead",
     "BuildDiff",
+    "DevicePoll",
     "BuildError",
     "BuildRead",
     "BuildSubmit",
@@ -30,6 +35,7 @@ __all__ = [
     "GcRequest",
     "GrantRead",
     "GrantSet",
+    "IdTokenExchange",
     "MAX_GRACE_SECONDS",
     "NAME_PATTERN",
     "NamespaceCreate",
@@ -46,9 +52,13 @@ __all__ = [
     "SetCurrent",
     "TokenCreate",
     "TokenCreated",
+    "TokenRead",
+    "UserCreate",
+    "UserRead",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+MAX_GRACE_SECONDS = 10 * 366 * 86400  # ten years: a bound, so that no date arithmetic overflows
 
 
 class RequestModel(BaseModel):
@@ -166,8 +176,21 @@ class BuildDiff(BaseModel):
 
 
 class TokenCreate(RequestModel):
+    """A new API token. Admins may give any global role and any owner; a user makes tokens for themself only,
+    with their own bindings at most."""
+
     name: str = Field(min_length=1, max_length=100)
     role: Literal["admin", "user", "worker", "reader"] = "user"
+    user: str | None = Field(default=None, max_length=100, pattern=NAME_PATTERN,
+                             description="The owner (a user or service account; admins only; default: the caller's "
+                             "user, none for an admin token without one).")
+    max_role: Literal["viewer", "editor", "admin"] | None = Field(
+        default=None, description="The highest role the token has on any namespace, whatever its bindings.")
+    read_only: bool = Field(default=False, description="Read and pull only.")
+    namespaces: list[str] | None = Field(default=None, max_length=50,
+                                         description="Namespace globs the token is limited to (default: all).")
+    expires_in_seconds: int | None = Field(default=None, gt=0, le=MAX_GRACE_SECONDS,
+                                           description="The token stops working this many seconds from now.")
 
 
 class TokenCreated(BaseModel):
@@ -175,9 +198,73 @@ class TokenCreated(BaseModel):
     name: str
     role: str
     token: str
+    user: str | None = None
+    expires_at: datetime | None = None
 
 
-MAX_GRACE_SECONDS = 10 * 366 * 86400  # ten years: a bound, so that no date arithmetic overflows
+class TokenRead(BaseModel):
+    """A token as listed (never its secret)."""
+
+    id: int
+    name: str
+    role: str
+    user: str | None
+    revoked: bool
+    created_at: datetime
+    expires_at: datetime | None
+    max_role: str | None
+    read_only: bool
+    namespaces: list[str] | None
+
+
+class UserCreate(RequestModel):
+    name: str = Field(max_length=100, pattern=NAME_PATTERN)
+    kind: Literal["user", "service"] = Field(default="user", description="service: an account for CI")
+    groups: list[str] = Field(default_factory=list, max_length=200)
+
+
+class UserRead(BaseModel):
+    id: int
+    name: str
+    kind: str
+    provider: str
+    email: str | None
+    namespace: str | None
+    groups: list[str]
+    disabled: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class BindingCreate(RequestModel):
+    role: Literal["viewer", "editor", "admin"]
+    pattern: str = Field(min_length=1, max_length=201, description="namespace/environment globs: */*, team-*/*, "
+                         "global/python-*; a bare namespace glob means NAMESPACE/*")
+    subject_kind: Literal["user", "group", "token"]
+    subject: str = Field(min_length=1, max_length=200, description="a user name, a group name, a token id")
+
+
+class BindingRead(BaseModel):
+    id: int
+    role: str
+    pattern: str
+    subject_kind: str
+    subject: str
+    created_at: datetime
+    created_by: str | None
+
+
+class AccessVerdict(BaseModel):
+    """``envyard access check``: the verdict and why."""
+
+    subject: str
+    action: str
+    resource: str
+    allowed: bool
+    role: str | None = Field(description="the role the subject has on the resource (capped by the token's limits)")
+    binding: str | None = Field(description="the binding that decided (allowed, or the strongest that applied)")
+    reasons: list[str]
+    bindings: list[str] = Field(description="every binding of the subject")
 
 
 class GcRequest(RequestModel):
@@ -295,3 +382,26 @@ class PublicationRead(BaseModel):
     error: str | None
     created_at: datetime
     finished_at: datetime | None
+
+
+class AuditRead(BaseModel):
+    """One audit event: who did what to which target when, and the state before and after."""
+
+    id: int
+    at: datetime
+    actor_kind: str
+    actor_name: str
+    actor_id: int | None
+    action: str
+    target: str
+    before: Any
+    after: Any
+    request_id: str | None
+
+
+class IdTokenExchange(RequestModel):
+    id_token: str = Field(min_length=1, max_length=20_000, description="an ID token of the configured provider")
+
+
+class DevicePoll(RequestModel):
+    device_code: str = Field(min_length=1, max_length=2000)

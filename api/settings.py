@@ -147,6 +147,32 @@ class ServiceSettings(WorkerSettings):
         "project (clone, read its .dvc files) before it answers 503.",
     )
 
+    # --- identity (docs/identity.md) ---
+    global_namespace: str = Field(
+        default="global", description="The curated namespace every signed-in user (any valid token) may read.")
+    login_token_hours: float = Field(
+        default=12.0, gt=0, description="Lifetime of the API token a sign-in (OpenID Connect, JupyterHub) issues.")
+    public_url: str | None = Field(
+        default=None, description="The URL users reach this server at (the sign-in callbacks are under it); "
+        "default: the URL of the request.")
+    oidc_issuer: str | None = Field(
+        default=None, description="OpenID Connect issuer URL (discovery at <issuer>/.well-known/openid-configuration);"
+        " unset: no OpenID Connect sign-in.")
+    oidc_client_id: str | None = Field(default=None, description="This server's client id at the OpenID provider.")
+    oidc_client_secret: str | None = Field(default=None, description="This server's client secret (if confidential).")
+    oidc_scopes: str = Field(default="openid profile email groups", description="Scopes asked for at sign-in.")
+    oidc_username_claim: str = Field(default="preferred_username", description="The claim naming the user.")
+    oidc_groups_claim: str = Field(default="groups", description="The claim listing the user's groups.")
+    oidc_audience: str | None = Field(
+        default=None, description="The audience ID tokens must name (default: the client id).")
+    oidc_leeway_seconds: int = Field(
+        default=30, ge=0, le=600, description="Clock skew allowed when checking ID token times (exp, iat).")
+    jupyterhub_url: str | None = Field(
+        default=None, description="A JupyterHub whose users may sign in (its OAuth2 provider, /hub/api/oauth2/...); "
+        "unset: no JupyterHub sign-in.")
+    jupyterhub_client_id: str | None = Field(default=None, description="This server's OAuth client id at the hub.")
+    jupyterhub_client_secret: str | None = Field(default=None, description="This server's OAuth client secret.")
+
     def embedded(self, host: str) -> bool:
         """Whether ``envyard serve`` on ``host`` is the one-machine setup: SQLite, a local artifact store, and
         listening on a loopback address only."""

@@ -18,6 +18,8 @@ from typing import Any
 import click
 
 from envyard.builder.errors import EXIT_CODES, EnvyardError, UsageError
+from envyard.cli.commands.access import access_group
+from envyard.cli.commands.audit import audit_command
 from envyard.cli.commands.build import build_group
 from envyard.cli.commands.channel import channel_group
 from envyard.cli.commands.ci import ci_command
@@ -29,12 +31,14 @@ from envyard.cli.commands.image import image_command
 from envyard.cli.commands.install import install_command
 from envyard.cli.commands.k8s import k8s_group
 from envyard.cli.commands.lock import lock_group
+from envyard.cli.commands.login import login_command, logout_command
 from envyard.cli.commands.manifest import manifest_group
 from envyard.cli.commands.namespace import namespace_group
 from envyard.cli.commands.pack import pack_command
 from envyard.cli.commands.run import run_command
 from envyard.cli.commands.serve import serve_command
 from envyard.cli.commands.target import target_group
+from envyard.cli.commands.token import token_group
 from envyard.cli.commands.verify import verify_command
 from envyard.cli.commands.why import why_command
 from envyard.cli.commands.worker import worker_command
@@ -131,6 +135,11 @@ cli.add_command(run_command)
 cli.add_command(verify_command)
 cli.add_command(dvc_group)
 cli.add_command(ci_command)
+cli.add_command(audit_command)
+cli.add_command(token_group)
+cli.add_command(access_group)
+cli.add_command(login_command)
+cli.add_command(logout_command)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ details come back as the typed error they name and the root group prints them as
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -37,11 +38,15 @@ __all__ = [
     "ServerOptions",
     "api_client",
     "builder_settings",
+    "credentials_file",
     "check_name",
     "environment_name",
     "install_options",
     "lock_platform",
+    "public_client",
     "source_date_epoch",
+    "store_token",
+    "stored_token",
     "terminate_as_interrupt",
 ]
 
@@ -70,9 +75,12 @@ class ServerOptions:
         return [d / "admin-token" for d in dirs]
 
     def resolve_token(self) -> str:
-        """``--token``/``ENVYARD_TOKEN``, else a local server's ``<data-dir>/admin-token``."""
+        """``--token``/``ENVYARD_TOKEN``, else the token ``envyard login`` stored for this server, else a local
+        server's ``<data-dir>/admin-token``."""
         if self.token:
             return self.token
+        if stored := stored_token(self.api_url):
+            return stored
         # A local server started just before this command creates its token file at startup: wait for it.
         deadline = time.monotonic() + (TOKEN_FILE_WAIT_SECONDS if self.data_dir is not None else 0)
         while True:
@@ -85,7 +93,8 @@ class ServerOptions:
         tried = ", ".join(str(p) for p in self.token_files()) or "none (the server is not on this host)"
         raise AuthenticationError(
             f"no API token for {self.api_url}",
-            hint="pass --token T, or set ENVYARD_TOKEN, or (for a local server) --data-dir DIR holding the "
+            hint="sign in (envyard login), pass --token T, or set ENVYARD_TOKEN, or (for a local server) "
+                 "--data-dir DIR holding the "
                  f"server's admin-token file; admin-token files tried: {tried}",
         )
 
@@ -109,6 +118,54 @@ def _cli_api_client_class() -> type[ApiClient]:
                 raise
 
     return CliApiClient
+
+
+def credentials_file() -> Path:
+    """Where ``envyard login`` keeps the tokens it got, per server URL (mode 600): ``envyard/credentials.json``
+    in the user's configuration directory (``$XDG_CONFIG_HOME``, default ``~/.config``)."""
+    return Path(click.get_app_dir("envyard")) / "credentials.json"
+
+
+def _credentials() -> dict[str, str]:
+    path = credentials_file()
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def stored_token(api_url: str) -> str | None:
+    """The token ``envyard login`` stored for ``api_url``."""
+    return _credentials().get(api_url.rstrip("/"))
+
+
+def store_token(api_url: str, token: str | None) -> Path:
+    """Keep ``token`` for ``api_url`` (None: forget it) in :func:`credentials_file`, readable by the user only."""
+    found = _credentials()
+    if token is None:
+        found.pop(api_url.rstrip("/"), None)
+    else:
+        found[api_url.rstrip("/")] = token
+    path = credentials_file()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(found, handle, indent=2)
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+    return path
+
+
+def public_client(ctx: click.Context) -> ApiClient:
+    """A client of the server the root options name that sends no token (sign-in routes)."""
+    options = ctx.find_root().obj
+    api_url = options.api_url if hasattr(options, "api_url") else DEFAULT_API_URL
+    client = _cli_api_client_class()(api_url, "", retry_seconds=RETRY_SECONDS)
+    client.http.headers.pop("Authorization", None)
+    ctx.call_on_close(client.close)
+    return client
 
 
 def api_client(ctx: click.Context) -> ApiClient:

@@ -1,7 +1,8 @@
 """Authentication and authorization: who asks (:mod:`.principals`), which namespaces a request concerns
-(:mod:`.scope`), and the verdict (:mod:`.policy`), with the API tokens (:mod:`.tokens`), the registry tokens of
-Docker's token auth (:mod:`.registry_tokens`), the build-scoped worker tokens of build Jobs (:mod:`.build_tokens`)
-and the server's secret key (:mod:`.secret_key`) beside them.
+(:mod:`.scope`), and the verdict (:mod:`.policy`, deciding with :mod:`.decision` over the role bindings of
+:mod:`.bindings`), with the API tokens (:mod:`.tokens`), the registry tokens of Docker's token auth
+(:mod:`.registry_tokens`), the build-scoped worker tokens of build Jobs (:mod:`.build_tokens`), sign-in through
+identity providers (:mod:`.oidc`) and the server's secret key (:mod:`.secret_key`) beside them.
 
 The FastAPI dependencies that authenticate a request and authorize it on a route (``current_principal``,
 ``authorize``, and the ``Reader``/``Editor``/``Admin``/``Worker`` aliases) are in :mod:`envyard.api.deps`, the one

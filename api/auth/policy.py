@@ -1,18 +1,22 @@
-"""The policy: the one authorization decision (:func:`check`) every route goes through, and the rules of roles and
-grants it applies.
+"""The policy: the one authorization decision (:func:`check`) every route goes through, applying the verdict of
+:func:`envyard.api.auth.decision.decide` over roles, role bindings and grants.
 
-A token has a global role, and user and reader tokens also have a role per namespace (a
-:class:`~envyard.api.models.NamespaceGrant`):
+A token has a global role; user and reader tokens also have roles on namespaces and environments: the role
+bindings (:class:`~envyard.api.models.RoleBinding`, ``namespace/environment`` globs) of their user, their user's
+groups and themselves, their grants (:class:`~envyard.api.models.NamespaceGrant`, bindings to ``namespace/*``),
+their user's personal namespace, and the curated namespace every signed-in caller reads (docs/identity.md):
 
 * ``admin``: everything; ``worker``: read and work everywhere (a remote worker reads any build);
-* ``user`` and ``reader``: on namespace N what their grant allows (viewer: read; editor: read and write;
-  a reader token never writes, whatever its grant). A user token that creates a namespace is its editor;
+* ``user`` and ``reader``: on namespace N what their strongest binding allows (viewer: read; editor: read and
+  write; admin: also administer N), within the token's limits (a reader token never writes). A user token that
+  creates a namespace is its editor;
 * a namespace an admin made public is readable by everyone, requests without credentials included.
-  ``/healthz`` and ``/readyz`` are the only other routes served without a token, with the documentation
-  (``/docs``, ``/redoc``, ``/openapi.json``) where ``ServiceSettings.public_docs`` opens it (see api/openapi.py),
-  and the push webhooks ``/api/v1/hooks/github`` and ``/api/v1/hooks/gitlab``: they take no principal (so neither
-  :func:`check` nor :func:`permit` is asked) and authenticate the request by its signature instead (HMAC-SHA256 /
-  the GitLab token, :mod:`envyard.api.services.hooks`); a bad one is a 401 before anything is read.
+  ``/healthz``, ``/readyz`` and the sign-in routes (/api/v1/auth) are the only other routes served without a
+  token, with the documentation (``/docs``, ``/redoc``, ``/openapi.json``) where ``ServiceSettings.public_docs``
+  opens it (see api/openapi.py), and the push webhooks ``/api/v1/hooks/github`` and ``/api/v1/hooks/gitlab``: they
+  take no principal (so neither :func:`check` nor :func:`permit` is asked) and authenticate the request by its
+  signature instead (HMAC-SHA256 / the GitLab token, :mod:`envyard.api.services.hooks`); a bad one is a 401 before
+  anything is read.
 
 :func:`check` decides, on the resource a request names *as the route will use it*: each kind of resource has a
 dependency in :mod:`envyard.api.resources` (builds, environments, namespaces, blobs, tokens; the registry's
@@ -33,6 +37,7 @@ from dataclasses import replace
 from fastapi import Request
 from sqlmodel import col
 
+from envyard.api.auth.decision import ALLOWED, NEEDS, Verdict, decide, role_forbids
 from envyard.api.auth.principals import (
     TOKEN_HINT,
     Action,
@@ -43,33 +48,20 @@ from envyard.api.auth.principals import (
     unauthenticated,
 )
 from envyard.api.auth.scope import denied_details, in_registry_scope, out_of_scope, unresolved
-from envyard.api.models import ApiToken, NamespaceRole, Role
+from envyard.api.models import ApiToken
 from envyard.builder.errors import EnvyardError, NotFoundError, PermissionDeniedError
 
-__all__ = ["ALLOWED", "Hidden", "allows", "check", "may", "permit", "require"]
-
-ALLOWED: dict[Role, frozenset[Action]] = {
-    Role.ADMIN: frozenset(Action),
-    Role.USER: frozenset({Action.READ, Action.WRITE}),
-    Role.READER: frozenset({Action.READ}),
-    Role.WORKER: frozenset({Action.READ, Action.WORK}),
-}
+__all__ = ["ALLOWED", "NEEDS", "Hidden", "Verdict", "allows", "check", "decide", "may", "permit", "require",
+           "role_forbids"]
 
 Hidden = Callable[[], EnvyardError]
 
 
 def allows(principal: Principal, action: Action, namespace: str | None, public: Collection[str] = ()) -> bool:
-    """What the principal's role and grants allow on ``namespace`` (None: a route without one)."""
-    if principal.role is None:
-        return action == Action.READ and namespace is not None and namespace in public
-    if action not in ALLOWED[principal.role]:
-        return False
-    if namespace is None or not principal.restricted:
-        return True
-    grant = principal.grants.get(namespace)
-    if action == Action.READ:
-        return grant is not None or namespace in public
-    return action == Action.WRITE and grant == NamespaceRole.EDITOR
+    """What the principal's role and bindings allow on ``namespace`` (or ``namespace/environment``; None: a route
+    without one): :func:`decide`."""
+    source = principal.source
+    return decide(principal, action, namespace, public, source.global_namespace if source else None).allowed
 
 
 def _source(principal: Principal) -> PrincipalSource:
@@ -85,7 +77,7 @@ def _not_visible(request: Request) -> NotFoundError:
 def _verdict(request: Request, principal: Principal, action: Action, namespaces: Collection[str] | None,
              hidden: Hidden, label: str, repository: str | None, fresh: bool) -> EnvyardError | None:
     """None when ``principal`` may do ``action`` (see :func:`check`), else the error to answer with."""
-    if principal.role is not None and action not in ALLOWED[principal.role]:
+    if principal.role is not None and role_forbids(principal, action, namespaces is not None):
         return PermissionDeniedError(f"a {principal.role} token may not {action}",
                                      hint="ask an admin for a token with a wider role",
                                      details=denied_details(request))
@@ -132,7 +124,7 @@ def check(request: Request, principal: Principal, action: Action, namespaces: Co
                      repository, fresh=False)
     if error is None:
         return principal
-    if principal.role is not None and action not in ALLOWED[principal.role]:
+    if principal.role is not None and role_forbids(principal, action, namespaces is not None):
         raise error  # roles never change
     if principal.token_id is not None and principal.restricted:
         reloaded = load_principal(_source(principal), f"id:{principal.token_id}",

@@ -1,16 +1,19 @@
 """Authentication: who a request comes from. The Authorization header's token (``Bearer``, or a ``Basic``
-password as registry clients send it), the principal it stands for (its role and namespace grants), and the
-cache that spares a query per request.
+password as registry clients send it), the principal it stands for (its role, its owner, the role bindings that
+apply to it), and the cache that spares most queries per request.
 
-Tokens (:mod:`envyard.api.auth.tokens`) are stored as their sha256. On ``/v2/`` a request may also carry a
-registry token (Docker's token auth, :mod:`envyard.api.auth.registry_tokens`): an HMAC-signed JWT naming the
-envyard token it was issued to (or none: anonymous) and the repositories it may pull. Its principal is loaded
-afresh (through the cache) on every request, so a revoked token's registry tokens stop working too.
+Tokens (:mod:`envyard.api.auth.tokens`) are stored as a keyed hash. A token may belong to a user or a service
+account (:class:`~envyard.api.models.User`), whose groups and role bindings then apply to it, and may be limited
+(expiry, namespaces, highest role, read-only). On ``/v2/`` a request may also carry a registry token (Docker's
+token auth, :mod:`envyard.api.auth.registry_tokens`): an HMAC-signed JWT naming the envyard token it was issued to
+(or none: anonymous) and the repositories it may pull. Its principal is loaded afresh (through the cache) on every
+request, so a revoked token's registry tokens stop working too.
 
-Principals (with their grants) and the set of public namespaces are cached for :data:`CACHE_SECONDS`. The
-replica that revokes a token, changes a grant or makes a namespace private clears its cache, so the change
-holds there at once; other replicas follow within :data:`CACHE_SECONDS`. A request that cached data would
-deny is checked once more against the database (see :func:`envyard.api.auth.policy.check`).
+Principals and the set of public namespaces are cached for :data:`CACHE_SECONDS`, within one access epoch
+(:func:`current_epoch`: the newest audit event's id; every change of access is audited). Each request reads the
+epoch (one indexed query) and a cache of an older epoch is dropped, so a revocation or a removed binding holds on
+every replica at once; an expiry holds at once because the principal carries its expiry time. A request that
+cached data would deny is checked once more against the database (see :func:`envyard.api.auth.policy.check`).
 
 Where principals come from (the database, the cache, the secret key) is a :class:`PrincipalSource`, which
 :mod:`envyard.api.deps` builds from the application; each principal keeps its source, so the policy can reload it.
@@ -24,18 +27,30 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials
-from sqlalchemy import Engine
-from sqlmodel import col, select
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
 
+from envyard.api.auth.bindings import Binding
 from envyard.api.auth.build_tokens import BuildClaims, build_token_key, verify_build_token
 from envyard.api.auth.registry_tokens import is_registry_token, registry_token_key, verify_registry_token
-from envyard.api.auth.tokens import TOKEN_PREFIX, hash_token
+from envyard.api.auth.tokens import HMAC_SCHEME, LEGACY_SCHEME, TOKEN_PREFIX, hash_token, token_key, upgrade_hash
 from envyard.api.db import session_scope
-from envyard.api.models import ApiToken, Namespace, NamespaceGrant, NamespaceRole, Role
+from envyard.api.models import (
+    ApiToken,
+    AuditEvent,
+    GroupMembership,
+    Namespace,
+    NamespaceGrant,
+    NamespaceRole,
+    Role,
+    RoleBinding,
+    User,
+)
 from envyard.builder.errors import AuthenticationError
 
 __all__ = [
@@ -50,9 +65,13 @@ __all__ = [
     "PrincipalSource",
     "TokenCache",
     "authenticate",
+    "bindings_of",
+    "current_epoch",
+    "groups_of",
     "is_registry_path",
     "load_principal",
     "presented_token",
+    "principal_of",
     "public_namespaces",
     "unauthenticated",
 ]
@@ -82,6 +101,7 @@ class TokenCache:
         self._entries: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
         self._seconds = seconds
+        self._epoch = -1
 
     def _get(self, key: str) -> Any:
         with self._lock:
@@ -114,21 +134,34 @@ class TokenCache:
         with self._lock:
             self._entries.clear()
 
+    def sync(self, epoch: int) -> None:
+        """Forget everything cached in an older access epoch (see :func:`current_epoch`)."""
+        with self._lock:
+            if self._epoch != epoch:
+                self._entries.clear()
+                self._epoch = epoch
+
 
 @dataclass(frozen=True, slots=True)
 class PrincipalSource:
     """Where principals are loaded from: the database, the token cache, and the secret key registry tokens are
-    signed with (one per application; :func:`envyard.api.deps.principal_source` gives it to a request)."""
+    signed with and API tokens hashed with (one per application; :func:`envyard.api.deps.principal_source` gives
+    it to a request). ``global_namespace``: the curated namespace every signed-in caller reads."""
 
     engine: Engine
     cache: TokenCache
     secret_key: bytes
+    global_namespace: str = "global"
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is asking: a token (its role and namespace grants), or nobody (``role`` None: anonymous).
+    """Who is asking: a token (its role, its owner and the bindings that apply to it), or nobody (``role`` None:
+    anonymous).
 
+    ``grants``: the token's namespace grants (also among ``bindings``, as ``namespace/*``). ``user``, ``kind``
+    (``token``: an admin-made token without owner, ``user``, ``service``) and ``groups``: the owner. ``max_role``,
+    ``read_only``, ``scope`` (namespace globs) and ``expires_at``: the token's limits.
     ``repositories`` is set when the request came with a registry token: the repositories it may pull.
     ``build`` is set when it came with a build-scoped worker token (:mod:`envyard.api.auth.build_tokens`): the one
     build (and attempt) it may work on.
@@ -142,6 +175,15 @@ class Principal:
     repositories: frozenset[str] | None = None
     build: BuildClaims | None = None
     source: PrincipalSource | None = field(default=None, compare=False, repr=False)
+    user: str | None = None
+    user_id: int | None = None
+    kind: str = "token"
+    groups: frozenset[str] = frozenset()
+    bindings: tuple[Binding, ...] = ()
+    max_role: NamespaceRole | None = None
+    read_only: bool = False
+    scope: tuple[str, ...] | None = None
+    expires_at: datetime | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -151,6 +193,10 @@ class Principal:
     def restricted(self) -> bool:
         """Whether namespaces limit this principal (everyone but admin and worker tokens)."""
         return self.role not in UNRESTRICTED
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= datetime.now(UTC)
 
 
 ANONYMOUS = Principal(token_id=None, name="anonymous", role=None)
@@ -190,22 +236,77 @@ def presented_token(request: Request, credentials: HTTPAuthorizationCredentials 
     return password
 
 
+def bindings_of(session: Session, token: ApiToken | None, user: User | None,
+                groups: frozenset[str]) -> tuple[Binding, ...]:
+    """The bindings that apply to ``token`` and its owner ``user`` (in ``groups``): the token's grants and role
+    bindings, the user's and their groups' role bindings, and the user's personal namespace."""
+    found: list[Binding] = []
+    if token is not None and token.id is not None:
+        grants = session.exec(
+            select(Namespace.name, NamespaceGrant.role)
+            .join(Namespace, col(Namespace.id) == NamespaceGrant.namespace_id)
+            .where(NamespaceGrant.token_id == token.id)).all()
+        found += [Binding(NamespaceRole(role), f"{name}/*", f"grant to token {token.id}") for name, role in grants]
+    subjects = [("token", str(token.id))] if token is not None and token.id is not None else []
+    if user is not None:
+        subjects += [("user", user.name), *(("group", group) for group in sorted(groups))]
+        if user.namespace:
+            found.append(Binding(NamespaceRole.ADMIN, f"{user.namespace}/*", f"personal namespace of {user.name}"))
+    for kind, subject in subjects:
+        rows = session.exec(select(RoleBinding).where(RoleBinding.subject_kind == kind, RoleBinding.subject == subject)
+                            .order_by(col(RoleBinding.id))).all()
+        found += [Binding(NamespaceRole(row.role), row.pattern, f"{kind} {subject}", row.id) for row in rows]
+    return tuple(found)
+
+
+def groups_of(session: Session, user_id: int) -> frozenset[str]:
+    return frozenset(session.exec(select(GroupMembership.group).where(GroupMembership.user_id == user_id)).all())
+
+
+def _capped(role: Role, bindings: tuple[Binding, ...], max_role: NamespaceRole | None, read_only: bool,
+            scope: tuple[str, ...] | None) -> Role:
+    """A user's token with an admin binding on ``*/*`` (and no limit below that) is an admin token."""
+    if role != Role.USER or read_only or scope is not None or max_role not in (None, NamespaceRole.ADMIN):
+        return role
+    everything = any(b.role == NamespaceRole.ADMIN and b.pattern == "*/*" for b in bindings)
+    return Role.ADMIN if everything else role
+
+
+def principal_of(session: Session, row: ApiToken | None, user: User | None,
+                 source: PrincipalSource | None) -> Principal:
+    """The principal of token ``row`` (owned by ``user``), or of ``user`` alone (``row`` None: what the user's
+    bindings allow, for ``envyard access check``)."""
+    groups = groups_of(session, user.id) if user is not None and user.id is not None else frozenset()
+    bindings = bindings_of(session, row, user, groups)
+    grants = {b.pattern[:-2]: b.role for b in bindings if b.via.startswith("grant to token")}
+    max_role = NamespaceRole(row.max_role) if row is not None and row.max_role else None
+    read_only = bool(row is not None and row.read_only)
+    scope = tuple(row.namespaces) if row is not None and row.namespaces is not None else None
+    role = Role(row.role) if row is not None else Role.USER
+    return Principal(
+        row.id if row is not None else None, row.name if row is not None else (user.name if user else "?"),
+        _capped(role, bindings, max_role, read_only, scope), grants, source=source,
+        user=user.name if user is not None else None, user_id=user.id if user is not None else None,
+        kind=user.kind if user is not None else "token", groups=groups, bindings=bindings, max_role=max_role,
+        read_only=read_only, scope=scope, expires_at=row.expires_at if row is not None else None)
+
+
 def _from_database(source: PrincipalSource, where: Any) -> Principal | None:
     with session_scope(source.engine) as session:
         row = session.exec(select(ApiToken).where(where)).first()
         if row is None or row.revoked or row.id is None:
             return None
-        role = Role(row.role)
-        grants: dict[str, NamespaceRole] = {}
-        if role not in UNRESTRICTED:
-            rows = session.exec(
-                select(Namespace.name, NamespaceGrant.role)
-                .join(Namespace, col(Namespace.id) == NamespaceGrant.namespace_id)
-                .where(NamespaceGrant.token_id == row.id)
-            ).all()
-            grants = {name: NamespaceRole(grant) for name, grant in rows}
-        token_id, name = row.id, row.name
-    return Principal(token_id, name, role, grants, source=source)
+        user = session.get(User, row.user_id) if row.user_id is not None else None
+        if user is not None and user.disabled:
+            return None
+        return principal_of(session, row, user, source)
+
+
+def current_epoch(engine: Engine) -> int:
+    """The access epoch: the id of the newest audit event. Every change of access (a token revoked, a binding or
+    grant changed, a namespace made private) is audited, so a cache of another epoch is stale."""
+    with session_scope(engine) as session:
+        return int(session.exec(select(func.max(AuditEvent.id))).one() or 0)
 
 
 def load_principal(source: PrincipalSource, key: str, where: Any, fresh: bool = False) -> Principal | None:
@@ -231,19 +332,40 @@ def public_namespaces(source: PrincipalSource, fresh: bool = False) -> frozenset
 
 def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None,
                  source: PrincipalSource) -> Principal:
-    """The request's principal: :data:`ANONYMOUS` without credentials; 401 for credentials not known."""
+    """The request's principal: :data:`ANONYMOUS` without credentials; 401 for credentials not known, revoked or
+    expired. The cache is checked against the access epoch first (one small query), so a token revoked on
+    another replica is refused here at once."""
     token = presented_token(request, credentials)
+    source.cache.sync(current_epoch(source.engine))
     if token is None:
         return replace(ANONYMOUS, source=source)
     if is_registry_token(token, TOKEN_PREFIX):
         if request.url.path.startswith(JOBS_PREFIX):
             return _build_principal(request, token, source)
         return _registry_principal(request, token, source)
-    key = hash_token(token)
-    principal = load_principal(source, key, ApiToken.token_sha256 == key)
+    key = token_key(source.secret_key)
+    digest = hash_token(token, key)
+    principal = load_principal(source, digest, (col(ApiToken.token_sha256) == digest)
+                               & (col(ApiToken.hash_scheme) == HMAC_SCHEME))
+    if principal is None:  # a token from before keyed hashes: rehash it
+        legacy = _from_database(source, (col(ApiToken.token_sha256) == hash_token(token))
+                                & (col(ApiToken.hash_scheme) == LEGACY_SCHEME))
+        if legacy is not None:
+            upgrade_hash(source.engine, token, key)
+            principal = legacy
     if principal is None:
         raise unauthenticated(request, "the token is not known to this server or was revoked",
                               "use the admin token in <data-dir>/admin-token or ask an admin for a new token",
+                              "invalid_token")
+    return _unexpired(request, principal)
+
+
+def _unexpired(request: Request, principal: Principal) -> Principal:
+    if principal.expired:
+        assert principal.expires_at is not None
+        raise unauthenticated(request, f"the token '{principal.name}' expired at "
+                              f"{principal.expires_at.isoformat(timespec='seconds')}",
+                              "create a new one (envyard token create) or sign in again (envyard login)",
                               "invalid_token")
     return principal
 
@@ -272,4 +394,4 @@ def _registry_principal(request: Request, token: str, source: PrincipalSource) -
     if principal is None:
         raise unauthenticated(request, "the registry token was issued to a token that is revoked",
                               "ask an admin for a new token and log in with it", "invalid_token")
-    return replace(principal, repositories=claims.repositories)
+    return replace(_unexpired(request, principal), repositories=claims.repositories)

@@ -10,12 +10,15 @@ repositories it names (:func:`in_registry_scope`).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import Request
 from sqlmodel import col, select
 
-from envyard.api.auth.principals import Action, Principal, is_registry_path, unauthenticated
+from envyard.api.auth.decision import decide
+from envyard.api.auth.principals import Action, Principal, is_registry_path, load_principal, unauthenticated
 from envyard.api.db import session_scope
-from envyard.api.models import Namespace, NamespaceGrant
+from envyard.api.models import ApiToken, Namespace
 from envyard.builder.errors import AuthenticationError
 
 __all__ = ["denied_details", "in_registry_scope", "out_of_scope", "readable_namespaces", "unresolved"]
@@ -42,13 +45,20 @@ def denied_details(request: Request) -> dict[str, str]:
 
 
 def readable_namespaces(principal: Principal) -> frozenset[str] | None:
-    """What a listing may show: the names of the namespaces ``principal`` reads (None: all), read afresh (one
-    query), so a namespace just created or granted is listed at once on every replica."""
+    """What a listing may show: the names of the namespaces ``principal`` reads (None: all), decided afresh
+    (the principal reloaded, the namespaces read: two queries), so a namespace just created or bound is listed at
+    once on every replica. A binding on some environments of a namespace lists the namespace (see
+    :meth:`envyard.api.auth.bindings.Binding.touches`)."""
     if not principal.restricted:
         return None
-    assert principal.source is not None, "principals of a request come from envyard.api.deps.current_principal"
-    granted = select(NamespaceGrant.namespace_id).where(NamespaceGrant.token_id == (principal.token_id or -1))
-    with session_scope(principal.source.engine) as session:
-        return frozenset(session.exec(
-            select(Namespace.name).where(col(Namespace.public) | col(Namespace.id).in_(granted))
-        ).all())
+    source = principal.source
+    assert source is not None, "principals of a request come from envyard.api.deps.current_principal"
+    if principal.token_id is not None:
+        fresh = load_principal(source, f"id:{principal.token_id}", col(ApiToken.id) == principal.token_id,
+                               fresh=True)
+        principal = principal if fresh is None else replace(fresh, repositories=principal.repositories)
+    with session_scope(source.engine) as session:
+        rows = session.exec(select(Namespace.name, Namespace.public)).all()
+    public = frozenset(name for name, is_public in rows if is_public)
+    return frozenset(name for name, _ in rows
+                     if decide(principal, Action.READ, name, public, source.global_namespace).allowed)

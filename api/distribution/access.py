@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from fastapi import Depends, Request
 
 from envyard.api.auth import Action, Principal, check, may
+from envyard.api.auth.bindings import qualified
 from envyard.api.auth.registry_tokens import REGISTRY_TOKEN_SECONDS, registry_token_key, sign_registry_token
 from envyard.api.deps import current_principal
 from envyard.api.distribution.references import Repository, parse_repository
@@ -37,10 +38,11 @@ def repository(request: Request, name: str, principal: Principal = Depends(curre
 
     def denied() -> PermissionDeniedError:
         return PermissionDeniedError(f"token '{principal.name}' may not pull '{found.name}'",
-                                     hint="ask an admin for a grant: envyard namespace grant NAMESPACE TOKEN_ID",
+                                     hint="ask an admin for a binding: envyard access bind viewer NS/ENV --user NAME",
                                      details={"oci": "DENIED"})
 
-    check(request, principal, Action.READ, frozenset({found.namespace}), hidden=denied, repository=found.name)
+    check(request, principal, Action.READ, frozenset({qualified(found.namespace, found.environment)}), hidden=denied,
+          repository=found.name)
     return found
 
 
@@ -50,7 +52,8 @@ def granted(request: Request, principal: Principal, names: list[str]) -> list[st
     for name in dict.fromkeys(names):
         if principal.repositories is not None and name not in principal.repositories:
             continue
-        if may(request, principal, Action.READ, name.partition("/")[0]):
+        namespace, _, environment = name.partition("/")
+        if may(request, principal, Action.READ, qualified(namespace, environment or None)):
             allowed.append(name)
     return allowed
 

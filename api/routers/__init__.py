@@ -4,7 +4,10 @@ commit. Everything a route needs comes as a parameter from envyard.api.deps (``S
 
 # the public names of this package: its modules
 __all__ = [
+    "access",
     "admin",
+    "audit",
+    "auth",
     "builds",
     "catalog",
     "ci",

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from envyard.api.auth.bindings import qualified
 from envyard.api.auth.policy import require
 from envyard.api.auth.principals import Action, Principal, TokenCache
 from envyard.api.auth.scope import readable_namespaces
@@ -27,7 +28,9 @@ from envyard.api.schemas import (
     SetCurrent,
 )
 from envyard.api.services import builds, catalog
+from envyard.api.services.audit import record_audit
 from envyard.api.settings import ServiceSettings
+from envyard.builder.errors import PermissionDeniedError
 
 router = APIRouter(prefix="/api/v1", tags=["environments"])
 READ_NAMESPACE = Depends(namespace_for(Action.READ))
@@ -73,11 +76,16 @@ def get_namespace(found: Namespace = READ_NAMESPACE) -> NamespaceRead:
 
 @router.patch("/namespaces/{namespace}")
 def update_namespace(body: NamespaceUpdate, request: Request, session: SessionDep, cache: TokenCacheDep,
-                     namespace: Namespace = ADMIN_NAMESPACE) -> NamespaceRead:
+                     principal: CurrentPrincipal, namespace: Namespace = ADMIN_NAMESPACE) -> NamespaceRead:
     """Make a namespace public (anyone may read and pull it, without a token) or private; edit its description;
     allow or forbid pip source distributions in its builds (admin only)."""
+    if body.allow_sdists is not None and principal.restricted:  # sdists run their code on the workers
+        raise PermissionDeniedError("only an admin token may allow or forbid source distributions",
+                                    field="allow_sdists", hint="ask an admin: envyard namespace sdists NS on|off")
+    before = _namespace_view(namespace)
     found = catalog.update_namespace(session, namespace.name, public=body.public, description=body.description,
                                      allow_sdists=body.allow_sdists)
+    record_audit(session, principal, "namespace.update", f"namespace {namespace.name}", before, _namespace_view(found))
     session.commit()
     _forget_access(cache)
     return _namespace_view(found)
@@ -85,8 +93,10 @@ def update_namespace(body: NamespaceUpdate, request: Request, session: SessionDe
 
 @router.delete("/namespaces/{namespace}", status_code=204)
 def delete_namespace(request: Request, session: SessionDep, cache: TokenCacheDep,
-                     namespace: Namespace = WRITE_NAMESPACE) -> Response:
+                     principal: CurrentPrincipal, namespace: Namespace = WRITE_NAMESPACE) -> Response:
+    before = _namespace_view(namespace)
     catalog.delete_namespace(session, namespace.name)
+    record_audit(session, principal, "namespace.delete", f"namespace {namespace.name}", before, None)
     session.commit()
     _forget_access(cache)
     return Response(status_code=204)
@@ -105,17 +115,25 @@ def list_grants(session: SessionDep, namespace: Namespace = ADMIN_NAMESPACE) -> 
 
 @router.put("/namespaces/{namespace}/grants/{token_id}")
 def set_grant(body: GrantSet, request: Request, session: SessionDep, cache: TokenCacheDep,
-              ref: GrantRef = GRANT) -> GrantRead:
+              principal: CurrentPrincipal, ref: GrantRef = GRANT) -> GrantRead:
     """Give a user or reader token a role on the namespace: viewer (read, pull) or editor (also build)."""
+    before = catalog.grants_of_token(session, ref.token.id or 0).get(ref.namespace.name)
     grant, token = catalog.set_grant(session, ref.namespace.name, ref.token.id or 0, NamespaceRole(body.role))
+    view = _grant_view(ref.namespace.name, grant, token)
+    record_audit(session, principal, "grant.set", f"namespace {ref.namespace.name} token {ref.token.id}",
+                 None if before is None else {"role": before}, view)
     session.commit()
     _forget_access(cache)
-    return _grant_view(ref.namespace.name, grant, token)
+    return view
 
 
 @router.delete("/namespaces/{namespace}/grants/{token_id}", status_code=204)
-def delete_grant(request: Request, session: SessionDep, cache: TokenCacheDep, ref: GrantRef = GRANT) -> Response:
+def delete_grant(request: Request, session: SessionDep, cache: TokenCacheDep, principal: CurrentPrincipal,
+                 ref: GrantRef = GRANT) -> Response:
+    before = catalog.grants_of_token(session, ref.token.id or 0).get(ref.namespace.name)
     catalog.delete_grant(session, ref.namespace.name, ref.token.id or 0)
+    record_audit(session, principal, "grant.delete", f"namespace {ref.namespace.name} token {ref.token.id}",
+                 {"role": before}, None)
     session.commit()
     _forget_access(cache)
     return Response(status_code=204)
@@ -138,7 +156,7 @@ async def create_environment(body: EnvironmentCreate, request: Request, response
     def store() -> BuildRead:  # the transaction opens once the spec is parsed
         if not catalog.create_namespace_if_absent(session, body.namespace,
                                                   editor=principal.token_id if principal.restricted else None):
-            require(request, principal, Action.WRITE, body.namespace)  # the namespace is in the body, not the path
+            require(request, principal, Action.WRITE, qualified(body.namespace, body.name))  # named in the body
         submitted = builds.submit_build(
             session, body.namespace, body.name, spec=spec, options=body.options, relock=body.relock, create=True,
             description=body.description, requested_by=principal.name, max_waiting=_max_waiting(settings, principal),

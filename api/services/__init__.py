@@ -2,10 +2,12 @@
 
 # the public names of this package: its modules
 __all__ = [
+    "audit",
     "builds",
     "catalog",
     "gc",
     "hooks",
+    "identity",
     "jobs",
     "logs",
     "lookups",

@@ -110,6 +110,7 @@ def fill(template: str, world: World, **override: str) -> str:
                 return "victim/env"
             return world.victim_artifact if "/artifacts/" in template else ("t" if "targets" in template else "env")
         return {"build_id": "2", "other_id": "2", "token_id": str(world.ids["granted"]), "namespace": "victim",
+                "binding_id": "1",
                 "digest": world.victim_digest, "reference": "2", "snapshot_id": "1"}[name]
 
     return PARAM.sub(value, template)

@@ -1,0 +1,5 @@
+"""The identity tests use the service tests' fixtures (a real ``envyard serve``, PostgreSQL on loopback)."""
+
+from tests.service.conftest import database, e2e_alias, postgres_url, service_env, start
+
+__all__ = ["database", "e2e_alias", "postgres_url", "service_env", "start"]
