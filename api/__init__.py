@@ -12,6 +12,7 @@ __all__ = [
     "files",
     "ids",
     "limits",
+    "metrics",
     "models",
     "openapi",
     "problems",

@@ -19,7 +19,7 @@ from envyard.api.deps import AppState, install_state, lease_policy
 from envyard.api.limits import LoadControls
 from envyard.api.openapi import install_docs
 from envyard.api.problems import install_problem_handlers
-from envyard.api.routers import admin, audit, builds, catalog, health, jobs, tokens
+from envyard.api.routers import admin, audit, builds, catalog, curation, health, jobs, policies, tokens, usage
 from envyard.api.routers import targets as registry_targets
 from envyard.api.services import gc, publish
 from envyard.api.services.jobs import reap
@@ -90,7 +90,8 @@ def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
                   openapi_url=None, description="Environment builder and reproducibility service.")
     install_state(app, AppState(settings, engine, store, load, admin_token, secret_key))
     install_problem_handlers(app)
-    for module in (health, catalog, builds, jobs, tokens, registry_targets, admin, audit, distribution):
+    for module in (health, catalog, builds, jobs, tokens, registry_targets, admin, audit, distribution, policies,
+                   curation, usage):
         app.include_router(module.router)
     install_docs(app, public=settings.docs_are_public(host))
     return app

@@ -21,6 +21,7 @@ __all__ = [
     "pack",
     "pip_resolve",
     "pipeline",
+    "policy",
     "progress",
     "records",
     "relocate",

@@ -8,8 +8,11 @@ __all__ = [
     "audit",
     "builds",
     "catalog",
+    "curation",
     "health",
     "jobs",
+    "policies",
     "targets",
     "tokens",
+    "usage",
 ]

@@ -20,6 +20,7 @@ from envyard.api.models import Build, BuildArtifact, BuildStatus, Spec
 from envyard.api.resources import BuildPair, blob_for, build_for, build_pair_for, visible_environment
 from envyard.api.schemas import ArtifactRead, BuildDiff, BuildRead, Page
 from envyard.api.services import builds, logs
+from envyard.api.services.usage import record_usage
 from envyard.api.storage import ArtifactStore
 from envyard.builder.errors import NotFoundError
 
@@ -143,8 +144,8 @@ def _stream(store: ArtifactStore, artifact: BuildArtifact, disposition: str, pre
 
 
 @router.get("/builds/{build_id}/artifacts/{name:path}", name="download_artifact", response_class=Response)
-def download_artifact(name: str, session: SessionDep, store: StoreDep, presigned: bool = False,
-                      build: Build = READ_BUILD) -> Response:
+def download_artifact(name: str, session: SessionDep, store: StoreDep, principal: CurrentPrincipal,
+                      presigned: bool = False, build: Build = READ_BUILD) -> Response:
     """The artifact's bytes (``?presigned=true``: a redirect to the object store, where it has one)."""
     build_id = build.id or 0
     artifact = session.exec(
@@ -153,6 +154,10 @@ def download_artifact(name: str, session: SessionDep, store: StoreDep, presigned
     if artifact is None:
         raise NotFoundError(f"build {build_id} has no artifact '{name}'",
                             hint=f"list them: GET /api/v1/builds/{build_id}/artifacts")
+    namespace, environment, _ = builds.environment_names(session, {build.environment_id})[build.environment_id]
+    record_usage(session, "artifact", namespace, environment, None if principal.anonymous else principal.name,
+                 artifact.size)
+    session.commit()
     return _stream(store, artifact, f'attachment; filename="{artifact.name}"', presigned)
 
 
