@@ -135,6 +135,9 @@ class PolicyViolationError(SpecError):
                          explanation="\n".join(f"{v.field}: {v.message} (fix: {v.fix})" for v in violations))
         self.violations = list(violations)
 
+    def __reduce__(self) -> tuple[Any, ...]:  # spec checks run in other processes: the error crosses back pickled
+        return (type(self), (self.violations,), self.__dict__)
+
 
 def parse_policy(text: str, source: str = "policy.yaml") -> Policy:
     """A :class:`Policy` from YAML or JSON text; a SpecError naming the file and the field otherwise."""
