@@ -340,7 +340,8 @@ class QuotaRead(BaseModel):
 
 
 class RetentionRequest(RequestModel):
-    namespace: str | None = Field(default=None, description="Only this namespace (default: every one).")
+    namespace: str | None = Field(default=None, pattern=NAME_PATTERN,
+                                  description="Only this namespace (default: every one).")
     dry_run: bool = True
 
 
@@ -363,13 +364,14 @@ class RetentionReport(BaseModel):
 
 
 class PromotionRequest(RequestModel):
-    build_id: int
-    namespace: str
-    name: str | None = Field(default=None, description="The curated environment (default: the build's name).")
+    namespace: str = Field(pattern=NAME_PATTERN, description="The curated namespace (created if needed).")
+    name: str | None = Field(default=None, pattern=NAME_PATTERN,
+                             description="The curated environment (default: the build's environment's name).")
 
 
 class DeprecationSet(RequestModel):
-    successor: str | None = Field(default=None, description="NAMESPACE/NAME of the environment to use instead.")
+    successor: str | None = Field(default=None, max_length=201,
+                                  description="NAMESPACE/NAME of the environment to use instead.")
     message: str = Field(default="", max_length=1000)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
 from envyard.api.deps import Admin, EngineDep, SessionDep, StoreDep, get_metrics_registry, metrics_access
@@ -16,11 +18,21 @@ from envyard.api.services.audit import record_audit
 from envyard.builder.errors import UsageError
 
 router = APIRouter(tags=["admin"])
+
+
+def _iso_only(value: object) -> object:
+    """Query timestamps are ISO 8601 dates or times, never numbers (which pydantic would read as epoch seconds)."""
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("an ISO 8601 date or time, e.g. 2026-01-31 or 2026-01-31T12:00:00Z")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_iso_only)]
 DEFAULT_DAYS = 30
 
 
 @router.get("/api/v1/usage", response_model=None)
-def get_usage(session: SessionDep, _: Admin, since: datetime | None = None, until: datetime | None = None,
+def get_usage(session: SessionDep, _: Admin, since: Timestamp | None = None, until: Timestamp | None = None,
               format: Literal["json", "csv"] = Query(default="json")) -> Response | dict[str, object]:
     """Builds, build minutes, failures by type, storage, pulls and downloads over [since, until) (default: the
     last 30 days); admins only."""

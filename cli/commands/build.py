@@ -259,7 +259,7 @@ def build_promote(ctx: click.Context, build_id: int, target: str, json_output: b
     """Promote build ID into a curated environment by reference (same image digest, nothing rebuilt)."""
     json_mode(ctx, json_output)
     namespace, _, name = target.partition("/")
-    body = {"build_id": build_id, "namespace": namespace, "name": name or None}
+    body = {"namespace": namespace, "name": name or None}
     build = api_client(ctx).json("POST", f"/api/v1/builds/{build_id}/promote", json=body)
     if json_output:
         emit(build)

@@ -120,6 +120,5 @@ def test_promoting_a_build_that_did_not_complete_is_refused(start: Any) -> None:
     service = start("--workers", "0")
     with service.client() as http:
         queued = create_environment(http, "team", "app", ["busybox"])
-        response = http.post(f"/api/v1/builds/{queued['id']}/promote", json={"build_id": queued["id"],
-                                                                             "namespace": "curated"})
+        response = http.post(f"/api/v1/builds/{queued['id']}/promote", json={"namespace": "curated"})
         assert response.status_code == 409 and "queued" in response.json()["detail"]

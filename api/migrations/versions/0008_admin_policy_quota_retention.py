@@ -21,10 +21,10 @@ def _at(name: str) -> sa.Column:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("build", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("policy", sa.JSON(), nullable=False, server_default="{}"))
-        batch_op.add_column(sa.Column("pinned", sa.Boolean(), nullable=False, server_default=sa.false()))
-        batch_op.add_column(sa.Column("collected_at", sa.DateTime(), nullable=True))
+    # plain ADD COLUMN (no batch copy of the table: other tables' foreign keys point at build)
+    op.add_column("build", sa.Column("policy", sa.JSON(), nullable=False, server_default="{}"))
+    op.add_column("build", sa.Column("pinned", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column("build", sa.Column("collected_at", sa.DateTime(), nullable=True))
     op.create_table(
         "policydocument",
         sa.Column("key", sa.String(length=40), nullable=False),
