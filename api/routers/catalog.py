@@ -167,7 +167,7 @@ async def create_environment(body: EnvironmentCreate, request: Request, response
         submitted = builds.submit_build(
             session, body.namespace, body.name, spec=spec, options=body.options, relock=body.relock, create=True,
             description=body.description, requested_by=principal.name, max_waiting=_max_waiting(settings, principal),
-            quotas=quota_settings(settings),
+            quotas=QuotaSettings.of(settings),
         )
         session.commit()
         return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
@@ -183,11 +183,6 @@ def _rules(session: Session, namespace: str, name: str) -> Policy:
     rules = policies.effective_policy(session, namespace, name)
     session.rollback()  # end the read: the submission's transaction opens after the check
     return rules
-
-
-def quota_settings(settings: ServiceSettings) -> QuotaSettings:
-    return QuotaSettings(settings.default_storage_quota_bytes, settings.default_concurrent_builds,
-                         settings.default_submissions_per_minute)
 
 
 def _max_waiting(settings: ServiceSettings, principal: Principal) -> int | None:
@@ -255,7 +250,8 @@ async def submit_build(body: BuildSubmit, request: Request, response: Response, 
     def store() -> BuildRead:  # the transaction opens once the spec is parsed
         submitted = builds.submit_build(session, ref.namespace, ref.name, spec=spec, options=body.options,
                                         relock=body.relock, requested_by=principal.name,
-                                        max_waiting=_max_waiting(settings, principal), quotas=quota_settings(settings))
+                                        max_waiting=_max_waiting(settings, principal),
+                                        quotas=QuotaSettings.of(settings))
         session.commit()
         return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
 

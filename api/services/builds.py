@@ -175,15 +175,24 @@ def get_build(session: Session, build_id: int) -> Build:
     return build
 
 
-def rebuild(session: Session, build_id: int, requested_by: str | None = None) -> Build:
-    """A new build of the same spec, platforms and options (a fresh solve)."""
+def rebuild(session: Session, build_id: int, requested_by: str | None = None,
+            quotas: QuotaSettings | None = None) -> Build:
+    """A new build of the same spec, platforms, options and policy (a fresh solve); ``quotas`` as in
+    :func:`submit_build`."""
     old = get_build(session, build_id)
+    warnings: list[str] = []
+    if quotas is not None:
+        environment = session.get(Environment, old.environment_id)
+        assert environment is not None
+        warnings = check_quotas(session, environment.namespace_id, requested_by, quotas)
     now = utcnow()
     build = Build(environment_id=old.environment_id, spec_id=old.spec_id, platforms=list(old.platforms),
                   options=dict(old.options), queued_at=now, created_at=now, requested_by=requested_by,
                   policy=dict(old.policy))
     session.add(build)
     session.flush()
+    for line in warnings:
+        append_log(session, build.id or 0, line)
     return build
 
 

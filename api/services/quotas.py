@@ -33,6 +33,7 @@ from envyard.api.models import (
     utcnow,
 )
 from envyard.api.services.lookups import get_namespace
+from envyard.api.settings import ServiceSettings
 from envyard.builder.errors import QuotaExceededError, TooManyRequestsError
 from envyard.builder.progress import format_size
 
@@ -51,6 +52,11 @@ class QuotaSettings:
     storage_bytes: int | None = None
     concurrent_builds: int | None = None
     submissions_per_minute: int | None = None
+
+    @classmethod
+    def of(cls, settings: ServiceSettings) -> QuotaSettings:
+        return cls(settings.default_storage_quota_bytes, settings.default_concurrent_builds,
+                   settings.default_submissions_per_minute)
 
 
 def get_quota(session: Session, namespace: str) -> NamespaceQuota:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import subprocess
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
+from tests.commands import ENVYARD
 from tests.service.conftest import create_environment
 
 METRICS_TOKEN = "metrics-secret-for-tests"
@@ -126,5 +129,23 @@ def test_metrics_from_an_allowed_network_need_no_token(start: Any) -> None:
     with service.client("no-token-needed") as anyone:
         response = anyone.get("/metrics")
     assert response.status_code == 200 and "envyard_queue_depth 0.0" in response.text
-    usage = service.client().get("/api/v1/usage", params={"since": "2030-01-02", "until": "2030-01-01"})
-    assert usage.status_code == 400 and usage.json()["field"] == "since"
+    with service.client() as http:
+        usage = http.get("/api/v1/usage", params={"since": "2030-01-02", "until": "2030-01-01"})
+        assert usage.status_code == 400 and usage.json()["field"] == "since"
+        assert http.get("/api/v1/usage", params={"until": "1700000000"}).status_code == 422  # no epoch numbers
+        assert http.post("/api/v1/namespaces", json={"name": "team"}).status_code == 201
+    env = {**service.env, "ENVYARD_API_URL": service.url, "ENVYARD_TOKEN": service.token}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*ENVYARD, *args], capture_output=True, text=True, env=env, check=False)
+
+    done = cli("quota", "set", "team", "--storage-bytes", "1000000", "--concurrent-builds", "3", "--keep-last", "2")
+    assert done.returncode == 0, done.stderr
+    assert "0 B used of 976.6 KiB" in done.stdout
+    shown = json.loads(cli("quota", "show", "team", "--json").stdout)
+    assert (shown["storage_bytes"], shown["concurrent_builds"], shown["keep_last"]) == (1000000, 3, 2)
+    cleared = cli("quota", "set", "team", "--concurrent-builds", "-1", "--json")
+    assert json.loads(cleared.stdout)["concurrent_builds"] is None
+    assert cli("quota", "set", "team").returncode == 64  # nothing to set
+    table = cli("usage", "--csv").stdout.splitlines()
+    assert table[0] == "section,environment,user,key,value" and "builds,,,submitted,0" in table

@@ -60,6 +60,8 @@ def test_the_concurrent_build_quota_holds_under_20_simultaneous_submissions(star
         # a canceled build frees its place
         assert http.post(f"/api/v1/builds/{accepted[0].json()['id']}/cancel").status_code == 200
         create_environment(http, "team", "after-cancel", ["busybox"])
+        rebuilt = http.post(f"/api/v1/builds/{accepted[1].json()['id']}/rebuild")  # a rebuild is held to it too
+        assert rebuilt.status_code == 429 and rebuilt.json()["details"]["quota"] == "concurrent_builds"
         quota = http.get("/api/v1/namespaces/team/quota").json()
         assert quota["concurrent_builds"] == 5 and quota["storage_used"] == 0
 
