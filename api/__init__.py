@@ -14,6 +14,7 @@ __all__ = [
     "ids",
     "kubernetes",
     "limits",
+    "metrics",
     "models",
     "openapi",
     "problems",

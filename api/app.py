@@ -20,7 +20,22 @@ from envyard.api.kubernetes import routes as kubernetes
 from envyard.api.limits import LoadControls
 from envyard.api.openapi import install_docs
 from envyard.api.problems import install_problem_handlers
-from envyard.api.routers import access, admin, audit, auth, builds, catalog, ci, health, jobs, runs, tokens
+from envyard.api.routers import (
+    access,
+    admin,
+    audit,
+    auth,
+    builds,
+    catalog,
+    ci,
+    curation,
+    health,
+    jobs,
+    policies,
+    runs,
+    tokens,
+    usage,
+)
 from envyard.api.routers import targets as registry_targets
 from envyard.api.services import gc, publish, relock
 from envyard.api.services.jobs import reap
@@ -94,7 +109,7 @@ def create_app(settings: ServiceSettings, host: str | None = None) -> FastAPI:
     install_state(app, AppState(settings, engine, store, load, admin_token, secret_key))
     install_problem_handlers(app)
     for module in (health, catalog, builds, jobs, tokens, registry_targets, runs, admin, audit, access, auth, ci,
-                   distribution, kubernetes):
+                   distribution, kubernetes, policies, curation, usage):
         app.include_router(module.router)
     install_docs(app, public=settings.docs_are_public(host))
     return app

@@ -15,17 +15,22 @@ Routers take what they need as parameters typed with the aliases below; services
 
 from __future__ import annotations
 
+import contextlib
+import hmac
+import ipaddress
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from envyard.api.auth.policy import permit
 from envyard.api.auth.principals import Action, Principal, PrincipalSource, TokenCache, authenticate
 from envyard.api.limits import LoadControls
+from envyard.api.metrics import metrics_registry
 from envyard.api.services.jobs import LeasePolicy
 from envyard.api.settings import ServiceSettings
 from envyard.api.storage import ArtifactStore
@@ -50,6 +55,8 @@ __all__ = [
     "current_principal",
     "get_engine",
     "get_load",
+    "get_metrics_registry",
+    "metrics_access",
     "get_policy",
     "get_secret_key",
     "get_session",
@@ -73,6 +80,7 @@ class AppState:
         self.load = load  # per-token limits, the log-stream hub, spec-check threads
         self.admin_token = admin_token
         self.principals = PrincipalSource(engine, TokenCache(), secret_key, settings.global_namespace)
+        self.metrics = metrics_registry(engine)  # read from the database at scrape time (envyard.api.metrics)
 
 
 def install_state(app: FastAPI, state: AppState) -> None:
@@ -108,6 +116,10 @@ def get_store(request: Request) -> ArtifactStore:
 
 def get_settings(request: Request) -> ServiceSettings:
     return _state(request).settings
+
+
+def get_metrics_registry(request: Request) -> CollectorRegistry:
+    return _state(request).metrics
 
 
 def get_load(request: Request) -> LoadControls:
@@ -170,6 +182,22 @@ def authorize(action: Action, *, anonymous: bool = False) -> Callable[..., Princ
 
     dependency.__name__ = f"authorize_{action}"
     return dependency
+
+
+def metrics_access(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+                   source: PrincipalSource = Depends(principal_source)) -> None:
+    """Who may read ``/metrics``: the ``metrics_token`` setting's bearer, a client in ``metrics_allowed_networks``,
+    or an admin token (401/403 otherwise)."""
+    settings = get_settings(request)
+    given = credentials.credentials if credentials is not None else ""
+    if settings.metrics_token and hmac.compare_digest(given.encode(), settings.metrics_token.encode()):
+        return
+    client = request.client.host if request.client else ""
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(client)
+        if any(address in ipaddress.ip_network(net, strict=False) for net in settings.metrics_allowed_networks):
+            return
+    permit(request, authenticate(request, credentials, source), Action.ADMIN)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

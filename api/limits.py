@@ -35,6 +35,7 @@ from envyard.api.services.logs import LogHub
 from envyard.api.services.specs import submission_policy
 from envyard.api.settings import ServiceSettings
 from envyard.builder.errors import SpecError, TooManyRequestsError
+from envyard.builder.policy import Policy
 
 __all__ = ["LoadControls", "Slot", "TokenLimits", "principal_key"]
 
@@ -141,7 +142,7 @@ class LoadControls:
                              "max_log_streams_per_token", STREAM_RETRY_SECONDS)
 
     def _submit_check(self, filename: str, text: str, platforms: list[str],
-                      channel_alias: str | None) -> Future[CheckedSpec]:
+                      channel_alias: str | None, rules: Policy | None) -> Future[CheckedSpec]:
         with self._checkers_lock:
             if self._checkers is None:  # started on the first submission; "spawn": this process has threads
                 self._checkers = ProcessPoolExecutor(self.settings.spec_check_processes,
@@ -149,21 +150,23 @@ class LoadControls:
                                                      initializer=_start_checker, initargs=(os.getpid(),))
             try:
                 return self._checkers.submit(check_submission, filename, text, platforms,
-                                             submission_policy(self.settings), channel_alias)
+                                             submission_policy(self.settings), channel_alias, rules)
             except BrokenProcessPool:
                 self._checkers.shutdown(wait=False, cancel_futures=True)
                 self._checkers = None
                 raise
 
     async def check_spec(self, request: Request, principal: Principal, filename: str, text: str,
-                         platforms: Sequence[str], channel_alias: str | None = None) -> CheckedSpec:
-        """Parse and validate a submitted spec in a spec-check process (no database connection is open).
+                         platforms: Sequence[str], channel_alias: str | None = None,
+                         rules: Policy | None = None) -> CheckedSpec:
+        """Parse and validate a submitted spec in a spec-check process (no database connection is open);
+        ``rules``: the admins' policy it is held to (every violation: one 422).
         The token's slot is held until the parse ends, even if the client goes away meanwhile."""
         slot = self._acquire(request, principal, "submissions being checked",
                              self.settings.max_submissions_per_token, "max_submissions_per_token",
                              SUBMISSION_RETRY_SECONDS)
         try:
-            future = self._submit_check(filename, text, list(platforms), channel_alias)
+            future = self._submit_check(filename, text, list(platforms), channel_alias, rules)
         except BaseException:
             slot.release()
             raise

@@ -159,6 +159,9 @@ class Build(SQLModel, table=True):
     log_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     log_lines: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     requested_by: str | None = Field(default=None, max_length=100)
+    policy: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict))
+    pinned: bool = False  # kept by retention (envyard build pin)
+    collected_at: datetime | None = _ts()  # retention removed its artifacts (envyard retention apply)
 
 
 class BuildArtifact(SQLModel, table=True):
@@ -456,3 +459,85 @@ class RoleBinding(SQLModel, table=True):
     role: str = Field(max_length=20)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     created_by: str | None = Field(default=None, max_length=200)
+
+
+# --- curation, policy, quotas, usage and retention (docs/admin.md) ----------------------------------------------
+
+
+class PolicyScope(enum.StrEnum):
+    GLOBAL = "global"
+    NAMESPACE = "namespace"
+    ENVIRONMENT = "environment"
+
+
+class PolicyDocument(SQLModel, table=True):
+    """One level's policy (:class:`envyard.builder.policy.Policy` as JSON); ``key``: ``global``, ``ns:ID``,
+    ``env:ID`` (unique, where a NULL-bearing unique constraint would not be)."""
+
+    key: str = Field(max_length=40, primary_key=True)
+    scope: str = Field(max_length=20)
+    namespace_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("namespace.id"), nullable=True, index=True))
+    environment_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("environment.id"), nullable=True, index=True))
+    document: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_by: str | None = Field(default=None, max_length=100)
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class NamespaceQuota(SQLModel, table=True):
+    """A namespace's quotas and retention policy (None: no limit, keep)."""
+
+    namespace_id: int = Field(sa_column=Column(Integer, ForeignKey("namespace.id"), primary_key=True))
+    storage_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    concurrent_builds: int | None = None
+    submissions_per_minute: int | None = None
+    keep_last: int | None = None
+    keep_days: int | None = None
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class SubmissionCounter(SQLModel, table=True):
+    """Builds one user submitted in one minute (``window``: minutes since the epoch), counted by a conditional
+    UPDATE so that concurrent submissions never pass the rate together."""
+
+    key: str = Field(max_length=120, primary_key=True)
+    window: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    count: int = 0
+
+
+class UsageEvent(SQLModel, table=True):
+    """One pull or download, appended (never updated): ``kind`` is manifest, blob or artifact."""
+
+    __table_args__ = (Index("ix_usageevent_at", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    kind: str = Field(max_length=20)
+    environment_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True, index=True))
+    principal: str | None = Field(default=None, max_length=100)
+    bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+
+
+class Promotion(SQLModel, table=True):
+    """A build promoted into a curated environment by reference: ``build_id`` is the curated environment's
+    build row, which shares the source build's artifacts (same digests, nothing rebuilt)."""
+
+    __table_args__ = (NEVER_REUSED_IDS,)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_build_id: int = Field(sa_column=Column(Integer, ForeignKey("build.id"), nullable=False, index=True))
+    build_id: int = Field(sa_column=Column(Integer, ForeignKey("build.id"), nullable=False, index=True))
+    environment_id: int = Field(sa_column=Column(Integer, ForeignKey("environment.id"), nullable=False, index=True))
+    promoted_by: str | None = Field(default=None, max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Deprecation(SQLModel, table=True):
+    """A curated environment that should no longer be used, and the one that replaces it."""
+
+    environment_id: int = Field(sa_column=Column(Integer, ForeignKey("environment.id"), primary_key=True))
+    successor: str | None = Field(default=None, max_length=201)
+    message: str = Field(default="", max_length=1000)
+    deprecated_by: str | None = Field(default=None, max_length=100)
+    deprecated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

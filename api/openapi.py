@@ -109,6 +109,9 @@ EXTRA_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v2/{name}/referrers/{digest}"): (400,),
     ("get", "/v2/{name}/manifests/{reference}"): (400,),
     ("head", "/v2/{name}/manifests/{reference}"): (400,),
+    ("post", "/api/v1/admin/retention"): (404,),
+    ("get", "/api/v1/usage"): (400,),  # since not before until  # a namespace that does not exist
+    ("post", "/api/v1/builds/{build_id}/promote"): (409,),  # a build that did not complete
 }
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}

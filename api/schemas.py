@@ -121,6 +121,8 @@ class BuildRead(BaseModel):
     package_count: int = 0
     log_lines: int = 0
     worker: str | None = None
+    pinned: bool = False
+    collected_at: datetime | None = None
 
 
 class EnvironmentRead(BaseModel):
@@ -130,6 +132,7 @@ class EnvironmentRead(BaseModel):
     current_build: BuildRead | None
     created_at: datetime
     updated_at: datetime
+    deprecated: DeprecationRead | None = None
 
 
 class EnvironmentUpdate(RequestModel):
@@ -405,3 +408,69 @@ class IdTokenExchange(RequestModel):
 
 class DevicePoll(RequestModel):
     device_code: str = Field(min_length=1, max_length=2000)
+
+
+# --- admins: quotas, retention, promotion, deprecation (docs/admin.md) -------------------------------------------
+
+
+class QuotaSet(RequestModel):
+    """A namespace's quotas and retention; a field given as null removes that limit, one left out is kept."""
+
+    storage_bytes: int | None = Field(default=None, ge=0)
+    concurrent_builds: int | None = Field(default=None, ge=0)
+    submissions_per_minute: int | None = Field(default=None, ge=0)
+    keep_last: int | None = Field(default=None, ge=0, description="Retention: builds kept per environment.")
+    keep_days: int | None = Field(default=None, ge=0, description="Retention: builds younger than this are kept.")
+
+
+class QuotaRead(BaseModel):
+    namespace: str
+    storage_bytes: int | None
+    concurrent_builds: int | None
+    submissions_per_minute: int | None
+    keep_last: int | None
+    keep_days: int | None
+    storage_used: int
+
+
+class RetentionRequest(RequestModel):
+    namespace: str | None = Field(default=None, pattern=NAME_PATTERN,
+                                  description="Only this namespace (default: every one).")
+    dry_run: bool = True
+
+
+class RetainedBuild(BaseModel):
+    id: int
+    environment: str
+    status: str
+    created_at: datetime
+
+
+class RetentionReport(BaseModel):
+    """Builds retention removes (or would, on a dry run), and the blobs and bytes that frees."""
+
+    dry_run: bool
+    builds: list[RetainedBuild]
+    blobs: list[str]
+    bytes: int
+    freed_blobs: int = 0
+    freed_bytes: int = 0
+
+
+class PromotionRequest(RequestModel):
+    namespace: str = Field(pattern=NAME_PATTERN, description="The curated namespace (created if needed).")
+    name: str | None = Field(default=None, pattern=NAME_PATTERN,
+                             description="The curated environment (default: the build's environment's name).")
+
+
+class DeprecationSet(RequestModel):
+    successor: str | None = Field(default=None, max_length=201,
+                                  description="NAMESPACE/NAME of the environment to use instead.")
+    message: str = Field(default="", max_length=1000)
+
+
+class DeprecationRead(BaseModel):
+    environment: str
+    successor: str | None
+    message: str
+    deprecated_at: datetime

@@ -173,6 +173,18 @@ class ServiceSettings(WorkerSettings):
     jupyterhub_client_id: str | None = Field(default=None, description="This server's OAuth client id at the hub.")
     jupyterhub_client_secret: str | None = Field(default=None, description="This server's OAuth client secret.")
 
+    # --- admins: quotas and metrics (docs/admin.md) ---
+    default_storage_quota_bytes: int | None = Field(
+        default=None, ge=0, description="Storage quota of namespaces that set none (none: unlimited).")
+    default_concurrent_builds: int | None = Field(
+        default=None, ge=0, description="Builds queued or running per namespace that sets none (none: unlimited).")
+    default_submissions_per_minute: int | None = Field(
+        default=None, ge=0, description="Builds one user may submit per minute where the namespace sets no rate.")
+    metrics_token: str | None = Field(
+        default=None, description="Bearer token that may read /metrics (besides admin tokens).")
+    metrics_allowed_networks: list[str] = Field(
+        default_factory=list, description="Client networks (CIDR) that may read /metrics without a token.")
+
     def embedded(self, host: str) -> bool:
         """Whether ``envyard serve`` on ``host`` is the one-machine setup: SQLite, a local artifact store, and
         listening on a loopback address only."""

@@ -25,6 +25,7 @@ __all__ = [
     "pack",
     "pip_resolve",
     "pipeline",
+    "policy",
     "progress",
     "records",
     "relocate",

@@ -489,6 +489,15 @@ class DriftError(EnvyardError):
     exit_code = 2
 
 
+class QuotaExceededError(EnvyardError):
+    """A namespace's storage quota used up (403); ``details`` name the quota, its limit and the current use."""
+
+    code = "quota-exceeded"
+    title = "Quota exceeded"
+    status = 403
+    exit_code = 8
+
+
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "(os error 28)", "(os error 122)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -93,6 +93,7 @@ def lock_to_directory(
     gateway: rattler.Gateway | None = None,
     allow_includes: bool = True,
     environment: str | None = None,
+    adjust: Callable[[EnvironmentSpec], EnvironmentSpec] | None = None,
 ) -> LockResult:
     """Read ``source``; solve it (or take an existing lock as it is); write every lock format.
 
@@ -115,6 +116,8 @@ def lock_to_directory(
         lock, reexported = next(iter(loaded.values())), True
         environments = loaded if len(loaded) > 1 else {}
     else:
+        if adjust is not None:
+            loaded = adjust(loaded)
         options = inherit_options(options, previous.provenance if previous else None)
         if gateway is None:
             urls = [channel_url(c, options.channels) for c in loaded.channels]

@@ -19,6 +19,7 @@ import click
 
 from envyard.builder.errors import EXIT_CODES, EnvyardError, UsageError
 from envyard.cli.commands.access import access_group
+from envyard.cli.commands.admin import deprecate_command, policy_group, quota_group, retention_group, usage_command
 from envyard.cli.commands.audit import audit_command
 from envyard.cli.commands.build import build_group
 from envyard.cli.commands.channel import channel_group
@@ -140,6 +141,11 @@ cli.add_command(token_group)
 cli.add_command(access_group)
 cli.add_command(login_command)
 cli.add_command(logout_command)
+cli.add_command(policy_group)
+cli.add_command(quota_group)
+cli.add_command(retention_group)
+cli.add_command(usage_command)
+env_group.add_command(deprecate_command)
 
 
 def main() -> None:

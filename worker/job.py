@@ -133,14 +133,19 @@ class _Build:
         spec_path.write_text(self.job.spec_text, encoding="utf-8")
         # environ={}: ${VAR} in a user's spec is never expanded from the worker's environment
         # allow_includes=False: a submitted spec never reads the worker's files (pip -r)
+        from envyard.builder.policy import PolicyViolationError, check_lock, with_required
+
+        policy = self.job.policy
         result = lock_to_directory(spec_path, self.out / "lock", _lock_options(self.job, self.settings),
                                    cache_dir=self.settings.cache_dir, environ={}, reporter=self.reporter,
-                                   allow_includes=False)
+                                   allow_includes=False, adjust=lambda spec: with_required(spec, policy))
         files = result.files
         # everything after the lock is made from the lockfile's bytes, as a rebuild from that file is (`envyard
         # verify --rebuild`, `envyard image`): the solver's in-memory records carry more (license, timestamp, the
         # order of depends) and would give the image another digest
         self.lock = read_lockfile(files[CONDA_LOCK_FILE])
+        if violations := check_lock(self.lock, policy):  # a denied package pulled in by a dependency
+            raise PolicyViolationError(violations, file=self.job.spec_filename)
         missing = [p for p in self.job.platforms if p not in self.lock.platforms]
         if missing:  # a re-exported lock keeps its own platforms
             raise SpecError(f"the lock has no {', '.join(missing)} (it has {', '.join(self.lock.platform_names)})",
@@ -177,12 +182,24 @@ class _Build:
             prefix = self.job_dir / "work" / platform / "env"
             options = _install_options(self.settings, job, PACKED_PREFIX if job.archive else job.env_prefix)
             install_lock(self.lock.platforms[platform], prefix, options, self.reporter)
+            self.check_size(platform, prefix)
             if job.archive:
                 archive = self.out / f"env-{platform}.tar.zst"
                 self.reporter.stage_started(Stage.PACK, f"{platform} -> {archive.name}")
                 packed = pack_prefix(prefix, archive, packed_prefix=PACKED_PREFIX, mtime=job.source_date_epoch or 0)
                 self.reporter.stage_finished(Stage.PACK, platform, files=packed.files, bytes=archive.stat().st_size)
                 self.add("archive", archive.name, archive, "application/zstd", platform)
+
+    def check_size(self, platform: str, prefix: Path) -> None:
+        """PolicyViolationError when the installed prefix is larger than the policy's maximum."""
+        from envyard.builder.policy import PolicyViolationError, check_installed_size
+
+        if self.job.policy.max_installed_bytes is None:
+            return
+        size = sum(entry.stat(follow_symlinks=False).st_size for entry in prefix.rglob("*")
+                   if not entry.is_dir() or entry.is_symlink())
+        if violations := check_installed_size(platform, size, self.job.policy):
+            raise PolicyViolationError(violations)
 
     def image(self, title: str, tag: str) -> str:
         from envyard.builder.image import ImageRequest, build_image
@@ -243,7 +260,8 @@ def _lock_options(job: JobSpec, settings: Settings) -> Any:
     from envyard.builder.lock import LockOptions
     from envyard.builder.url_policy import UrlPolicy
 
-    channels = ChannelOptions(channel_alias=job.channel_alias or settings.channel_alias, mirrors=settings.mirrors,
+    alias = job.policy.channel_alias or job.channel_alias or settings.channel_alias  # a policy's alias is forced
+    channels = ChannelOptions(channel_alias=alias, mirrors=settings.mirrors,
                               s3=S3Options(settings.s3_endpoint_url, settings.s3_region, settings.s3_addressing_style))
     return LockOptions(platforms=tuple(job.platforms), channels=channels, pip_index_url=settings.pip_index_url,
                        pip_cache_dir=settings.pip_cache_dir, pip_allow_sdists=job.allow_sdists,

@@ -26,6 +26,7 @@ from typing import IO, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from envyard.builder.policy import Policy
 from envyard.builder.progress import Stage
 from envyard.builder.settings import Settings
 from envyard.worker.protocol import ArtifactEntry, BuildOptions, Completion, Job, PackageEntry
@@ -57,6 +58,7 @@ class JobSpec(BaseModel):
     image_name: str = ""
     source_date_epoch: int | None = None
     allow_sdists: bool = False  # the namespace lets pip build source distributions (runs their code)
+    policy: Policy = Policy()  # the admins' policy the build runs under (builder.policy): checked after solving
 
     @field_validator("spec_filename")
     @classmethod
@@ -71,7 +73,7 @@ class JobSpec(BaseModel):
         return cls(build_id=job.build_id, spec_text=job.spec_text, spec_filename=job.spec_filename,
                    platforms=job.platforms, channel_alias=job.options.channel_alias, image=job.options.image,
                    archive=job.options.archive, sbom=job.options.sbom, image_name=job.image_name,
-                   env_prefix=settings.env_prefix, allow_sdists=job.allow_sdists)
+                   env_prefix=settings.env_prefix, allow_sdists=job.allow_sdists, policy=job.policy)
 
 
 class ArtifactFile(BaseModel):

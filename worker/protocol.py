@@ -34,6 +34,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from envyard.builder.policy import Policy
+
 __all__ = [
     "MAX_SIZE",
     "ArtifactEntry",
@@ -100,6 +102,7 @@ class Job(BaseModel):
     image_name: str
     deadline: datetime
     allow_sdists: bool = False
+    policy: Policy = Field(default_factory=Policy, description="The merged policy the build was submitted under.")
 
     @classmethod
     def example(cls) -> Job:

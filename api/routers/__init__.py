@@ -11,9 +11,12 @@ __all__ = [
     "builds",
     "catalog",
     "ci",
+    "curation",
     "health",
     "jobs",
+    "policies",
     "runs",
     "targets",
     "tokens",
+    "usage",
 ]

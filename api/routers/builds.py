@@ -13,13 +13,15 @@ from sqlmodel import col, select
 
 from envyard.api.auth.principals import Action
 from envyard.api.auth.scope import readable_namespaces
-from envyard.api.deps import CurrentPrincipal, EngineDep, LoadDep, Reader, SessionDep, StoreDep
+from envyard.api.deps import CurrentPrincipal, EngineDep, LoadDep, Reader, SessionDep, SettingsDep, StoreDep
 from envyard.api.ids import EventId
 from envyard.api.limits import Slot
 from envyard.api.models import Build, BuildArtifact, BuildStatus, Spec
 from envyard.api.resources import BuildPair, blob_for, build_for, build_pair_for, visible_environment
 from envyard.api.schemas import ArtifactRead, BuildDiff, BuildRead, Page
 from envyard.api.services import builds, logs
+from envyard.api.services.quotas import QuotaSettings
+from envyard.api.services.usage import record_usage
 from envyard.api.storage import ArtifactStore
 from envyard.builder.errors import NotFoundError
 
@@ -57,8 +59,9 @@ def cancel_build(request: Request, session: SessionDep, target: Build = WRITE_BU
 
 
 @router.post("/builds/{build_id}/rebuild", status_code=201)
-def rebuild(request: Request, session: SessionDep, principal: CurrentPrincipal, old: Build = WRITE_BUILD) -> BuildRead:
-    build = builds.rebuild(session, old.id or 0, principal.name)
+def rebuild(request: Request, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal,
+            old: Build = WRITE_BUILD) -> BuildRead:
+    build = builds.rebuild(session, old.id or 0, principal.name, quotas=QuotaSettings.of(settings))
     session.commit()
     return builds.to_read(session, [build], request.url.netloc)[0]
 
@@ -143,8 +146,8 @@ def _stream(store: ArtifactStore, artifact: BuildArtifact, disposition: str, pre
 
 
 @router.get("/builds/{build_id}/artifacts/{name:path}", name="download_artifact", response_class=Response)
-def download_artifact(name: str, session: SessionDep, store: StoreDep, presigned: bool = False,
-                      build: Build = READ_BUILD) -> Response:
+def download_artifact(name: str, session: SessionDep, store: StoreDep, principal: CurrentPrincipal,
+                      presigned: bool = False, build: Build = READ_BUILD) -> Response:
     """The artifact's bytes (``?presigned=true``: a redirect to the object store, where it has one)."""
     build_id = build.id or 0
     artifact = session.exec(
@@ -153,6 +156,10 @@ def download_artifact(name: str, session: SessionDep, store: StoreDep, presigned
     if artifact is None:
         raise NotFoundError(f"build {build_id} has no artifact '{name}'",
                             hint=f"list them: GET /api/v1/builds/{build_id}/artifacts")
+    namespace, environment, _ = builds.environment_names(session, {build.environment_id})[build.environment_id]
+    record_usage(session, "artifact", namespace, environment, None if principal.anonymous else principal.name,
+                 artifact.size)
+    session.commit()
     return _stream(store, artifact, f'attachment; filename="{artifact.name}"', presigned)
 
 

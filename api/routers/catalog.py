@@ -16,6 +16,7 @@ from envyard.api.resources import EnvironmentRef, GrantRef, environment_for, gra
 from envyard.api.schemas import (
     BuildRead,
     BuildSubmit,
+    DeprecationRead,
     EnvironmentCreate,
     EnvironmentRead,
     EnvironmentUpdate,
@@ -27,10 +28,12 @@ from envyard.api.schemas import (
     Page,
     SetCurrent,
 )
-from envyard.api.services import builds, catalog
+from envyard.api.services import builds, catalog, curation, policies
 from envyard.api.services.audit import record_audit
+from envyard.api.services.quotas import QuotaSettings
 from envyard.api.settings import ServiceSettings
 from envyard.builder.errors import PermissionDeniedError
+from envyard.builder.policy import Policy
 
 router = APIRouter(prefix="/api/v1", tags=["environments"])
 READ_NAMESPACE = Depends(namespace_for(Action.READ))
@@ -143,15 +146,24 @@ def _environment_view(session: Session, request: Request, environment: Environme
                       current: Build | None) -> EnvironmentRead:
     view = builds.to_read(session, [current], request.url.netloc)[0] if current is not None else None
     return EnvironmentRead(namespace=namespace, name=environment.name, description=environment.description,
-                           current_build=view, created_at=environment.created_at, updated_at=environment.updated_at)
+                           current_build=view, created_at=environment.created_at, updated_at=environment.updated_at,
+                           deprecated=_deprecations(session, [(environment, namespace)]).get(environment.id or 0))
+
+
+def _deprecations(session: Session, environments: list[tuple[Environment, str]]) -> dict[int, DeprecationRead]:
+    found = curation.deprecations(session, {e.id for e, _ in environments if e.id is not None})
+    return {e.id: DeprecationRead(environment=f"{ns}/{e.name}", successor=found[e.id].successor,
+                                  message=found[e.id].message, deprecated_at=found[e.id].deprecated_at)
+            for e, ns in environments if e.id in found}
 
 
 @router.post("/environments", status_code=201)
 async def create_environment(body: EnvironmentCreate, request: Request, response: Response,
                              session: SessionDep, load: LoadDep, settings: SettingsDep, principal: Editor) -> BuildRead:
     """Create the environment (and namespace: a user token becomes its editor) if needed and submit a build."""
+    rules = await run_in_threadpool(_rules, session, body.namespace, body.name)
     spec = await load.check_spec(request, principal, body.filename, body.spec, body.platforms,
-                                                  body.options.channel_alias)
+                                 body.options.channel_alias, rules)
 
     def store() -> BuildRead:  # the transaction opens once the spec is parsed
         if not catalog.create_namespace_if_absent(session, body.namespace,
@@ -160,6 +172,7 @@ async def create_environment(body: EnvironmentCreate, request: Request, response
         submitted = builds.submit_build(
             session, body.namespace, body.name, spec=spec, options=body.options, relock=body.relock, create=True,
             description=body.description, requested_by=principal.name, max_waiting=_max_waiting(settings, principal),
+            quotas=QuotaSettings.of(settings),
         )
         session.commit()
         return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
@@ -168,6 +181,13 @@ async def create_environment(body: EnvironmentCreate, request: Request, response
     if view.reused:
         response.status_code = 200
     return view
+
+
+def _rules(session: Session, namespace: str, name: str) -> Policy:
+    """The policy a submission is held to, read before the spec check (which holds no connection)."""
+    rules = policies.effective_policy(session, namespace, name)
+    session.rollback()  # end the read: the submission's transaction opens after the check
+    return rules
 
 
 def _max_waiting(settings: ServiceSettings, principal: Principal) -> int | None:
@@ -188,9 +208,11 @@ def list_environments(request: Request, session: SessionDep, principal: Reader, 
                                                   readable=readable_namespaces(principal))
     current = [b for _, _, b in rows if b is not None]
     views = {v.id: v for v in builds.to_read(session, current, request.url.netloc)}
+    deprecated = _deprecations(session, [(e, ns) for e, ns, _ in rows])
     items = [EnvironmentRead(namespace=ns, name=e.name, description=e.description,
                              current_build=views.get(b.id) if b is not None and b.id is not None else None,
-                             created_at=e.created_at, updated_at=e.updated_at) for e, ns, b in rows]
+                             created_at=e.created_at, updated_at=e.updated_at, deprecated=deprecated.get(e.id or 0))
+             for e, ns, b in rows]
     return Page[EnvironmentRead](items=items, next_cursor=next_cursor)
 
 
@@ -226,13 +248,15 @@ def delete_environment(session: SessionDep, ref: EnvironmentRef = WRITE_ENVIRONM
 async def submit_build(body: BuildSubmit, request: Request, response: Response, session: SessionDep, load: LoadDep,
                        settings: SettingsDep,
                        principal: CurrentPrincipal, ref: EnvironmentRef = WRITE_ENVIRONMENT) -> BuildRead:
+    rules = await run_in_threadpool(_rules, session, ref.namespace, ref.name)
     spec = await load.check_spec(request, principal, body.filename, body.spec, body.platforms,
-                                                   body.options.channel_alias)
+                                 body.options.channel_alias, rules)
 
     def store() -> BuildRead:  # the transaction opens once the spec is parsed
         submitted = builds.submit_build(session, ref.namespace, ref.name, spec=spec, options=body.options,
                                         relock=body.relock, requested_by=principal.name,
-                                        max_waiting=_max_waiting(settings, principal))
+                                        max_waiting=_max_waiting(settings, principal),
+                                        quotas=QuotaSettings.of(settings))
         session.commit()
         return builds.to_read(session, [submitted.build], request.url.netloc, reused=submitted.reused)[0]
 

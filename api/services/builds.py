@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, delete, func, update
 from sqlmodel import Session, col, select
@@ -26,10 +26,13 @@ from envyard.api.schemas import BuildDiff, BuildError, BuildRead, PackageChange
 from envyard.api.services import catalog
 from envyard.api.services.gc import hold_blobs
 from envyard.api.services.jobs import leased_build
+from envyard.api.services.logs import append_log
 from envyard.api.services.pagination import clamp_limit, decode_cursor, encode_cursor
+from envyard.api.services.quotas import QuotaSettings, check_quotas
 from envyard.api.services.specs import SubmissionPolicy, resolve_platforms
 from envyard.api.storage import ArtifactStore
 from envyard.builder.errors import ConflictError, NotFoundError, SpecError, TooManyRequestsError
+from envyard.builder.policy import Policy
 from envyard.worker.protocol import ArtifactEntry, BuildOptions
 
 RUNNING_VALUES = tuple(s.value for s in RUNNING)
@@ -64,6 +67,7 @@ class CheckedSpec:
     filename: str
     text: str
     platforms: list[str]
+    rules: Policy = field(default_factory=Policy)
 
 
 def check_spec_filename(filename: str) -> str:
@@ -83,13 +87,15 @@ def check_spec_filename(filename: str) -> str:
 
 
 def check_submission(filename: str, text: str, platforms: Sequence[str], policy: SubmissionPolicy,
-                     channel_alias: str | None = None) -> CheckedSpec:
+                     channel_alias: str | None = None, rules: Policy | None = None) -> CheckedSpec:
     """Parse and validate a submitted spec (no database access: run it before any transaction opens).
 
-    ``policy``: what the server accepts in a spec (no file includes, allowed URLs only)."""
+    ``policy``: what the server accepts in a spec (no file includes, allowed URLs only); ``rules``: the admins'
+    policy of the environment (:func:`api.services.policies.effective_policy`), carried on to the build."""
     check_spec_filename(filename)
     return CheckedSpec(filename, text, resolve_platforms(filename, text, platforms, policy=policy,
-                                                         channel_alias=channel_alias))
+                                                         channel_alias=channel_alias, rules=rules),
+                       rules=rules or Policy())
 
 
 def submit_build(
@@ -104,13 +110,16 @@ def submit_build(
     description: str = "",
     requested_by: str | None = None,
     max_waiting: int | None = None,
+    quotas: QuotaSettings | None = None,
 ) -> SubmittedBuild:
     """Queue a build of ``spec`` (from :func:`check_submission`), or return the environment's build of the
     identical spec. ``max_waiting``: TooManyRequestsError when ``requested_by`` has that many builds queued or
     running already. A reused build that is completed becomes the environment's current build (as a new build
     would on completion), also after a rollback to another build; one still running becomes current when it
-    completes."""
+    completes. ``quotas``: hold the namespace's quotas (:func:`api.services.quotas.check_quotas`) for a new build;
+    the build keeps the policy it was checked against (``spec.rules``) for its worker."""
     wanted_platforms = spec.platforms
+    wanted_policy = spec.rules.model_dump(mode="json", exclude_defaults=True)
     if create:
         ns = catalog.ensure_namespace(session, namespace)
         assert ns.id is not None
@@ -128,7 +137,8 @@ def submit_build(
                    col(Build.status).in_(REUSABLE))
             .order_by(col(Build.id).desc())
         ).all():
-            if existing.platforms == wanted_platforms and existing.options == wanted_options:
+            if (existing.platforms == wanted_platforms and existing.options == wanted_options
+                    and existing.policy == wanted_policy):
                 _make_current_if_completed(environment, existing)
                 return SubmittedBuild(existing, reused=True)
     if max_waiting is not None and requested_by is not None:
@@ -138,12 +148,17 @@ def submit_build(
             raise TooManyRequestsError.limit_reached("builds queued or running", "max_waiting_builds_per_token",
                                                      max_waiting, waiting, WAITING_RETRY_SECONDS)
     assert environment.id is not None and stored.id is not None
+    warnings = check_quotas(session, environment.namespace_id, requested_by, quotas) if quotas is not None else []
     now = utcnow()
     build = Build(environment_id=environment.id, spec_id=stored.id, platforms=wanted_platforms,
-                  options=wanted_options, queued_at=now, created_at=now, requested_by=requested_by)
+                  options=wanted_options, queued_at=now, created_at=now, requested_by=requested_by,
+                  policy=wanted_policy)
     session.add(build)
     catalog.touch(environment)
     session.flush()
+    assert build.id is not None
+    for line in warnings:
+        append_log(session, build.id, line)
     return SubmittedBuild(build, reused=False)
 
 
@@ -160,14 +175,24 @@ def get_build(session: Session, build_id: int) -> Build:
     return build
 
 
-def rebuild(session: Session, build_id: int, requested_by: str | None = None) -> Build:
-    """A new build of the same spec, platforms and options (a fresh solve)."""
+def rebuild(session: Session, build_id: int, requested_by: str | None = None,
+            quotas: QuotaSettings | None = None) -> Build:
+    """A new build of the same spec, platforms, options and policy (a fresh solve); ``quotas`` as in
+    :func:`submit_build`."""
     old = get_build(session, build_id)
+    warnings: list[str] = []
+    if quotas is not None:
+        environment = session.get(Environment, old.environment_id)
+        assert environment is not None
+        warnings = check_quotas(session, environment.namespace_id, requested_by, quotas)
     now = utcnow()
     build = Build(environment_id=old.environment_id, spec_id=old.spec_id, platforms=list(old.platforms),
-                  options=dict(old.options), queued_at=now, created_at=now, requested_by=requested_by)
+                  options=dict(old.options), queued_at=now, created_at=now, requested_by=requested_by,
+                  policy=dict(old.policy))
     session.add(build)
     session.flush()
+    for line in warnings:
+        append_log(session, build.id or 0, line)
     return build
 
 
@@ -339,6 +364,7 @@ def to_read(session: Session, builds: Sequence[Build], registry_host: str | None
             current=current == build.id, reused=reused, cancel_requested=build.cancel_requested, error=error,
             timestamps={key: getattr(build, key) for key in TIMESTAMPS}, image_digest=build.image_digest,
             image_reference=reference, lock_sha256=build.lock_sha256, package_count=build.package_count,
-            log_lines=build.log_lines, worker=build.lease_owner,
+            log_lines=build.log_lines, worker=build.lease_owner, pinned=build.pinned,
+            collected_at=build.collected_at,
         ))
     return views

@@ -20,12 +20,16 @@ from envyard.api.models import (
     BuildArtifact,
     BuildPackage,
     DataSnapshotRecord,
+    Deprecation,
     Environment,
     LogChunk,
     Namespace,
     NamespaceGrant,
+    NamespaceQuota,
     NamespaceRole,
     NamespaceSecret,
+    PolicyDocument,
+    Promotion,
     Role,
     RunManifestRecord,
     utcnow,
@@ -124,11 +128,25 @@ def delete_namespace(session: Session, name: str) -> None:
     from envyard.api.services import targets  # (targets imports this module)
 
     targets.delete_targets_of_namespace(session, namespace.id)
-    for model in (NamespaceSecret, DataSnapshotRecord):
+    for model in (NamespaceSecret, DataSnapshotRecord, PolicyDocument, NamespaceQuota):
         for row in session.exec(select(model).where(model.namespace_id == namespace.id)).all():
             session.delete(row)
     session.flush()
     session.delete(namespace)
+
+
+def _delete_admin_rows(session: Session, environment_id: int, build_ids: list[int | None]) -> None:
+    """An environment's policy and deprecation, and the promotions of its builds (a curated copy stays)."""
+    rows: list[SQLModel] = [
+        *session.exec(select(PolicyDocument).where(PolicyDocument.environment_id == environment_id)).all(),
+        *session.exec(select(Deprecation).where(Deprecation.environment_id == environment_id)).all(),
+        *session.exec(select(Promotion).where(col(Promotion.source_build_id).in_(build_ids)
+                                              | col(Promotion.build_id).in_(build_ids)
+                                              | (Promotion.environment_id == environment_id))).all(),
+    ]
+    for row in rows:
+        session.delete(row)
+    session.flush()
 
 
 def update_namespace(session: Session, name: str, *, public: bool | None = None,
@@ -261,6 +279,7 @@ def delete_environment(session: Session, namespace: str, name: str) -> None:
     from envyard.api.services import targets  # (targets imports this module)
 
     targets.delete_publications_of_builds(session, ids)
+    _delete_admin_rows(session, environment.id or 0, ids)
     for model in (BuildArtifact, BuildPackage, LogChunk, BlobHold):
         for row in session.exec(select(model).where(model.build_id.in_(ids))).all():  # type: ignore[attr-defined]
             session.delete(row)

@@ -405,6 +405,19 @@ def sweep(engine: Engine, store: ArtifactStore, batch: Sequence[ListedBlob], tal
                                                         col(BlobTombstone.created_at) == token))
 
 
+def delete_blobs(engine: Engine, store: ArtifactStore, blobs: Sequence[ListedBlob],
+                 lock_seconds: float = LOCK_SECONDS) -> tuple[int, int]:
+    """Delete exactly ``blobs`` (no longer referenced: retention removed their builds' artifacts) through the
+    collection's protocol (the lock, tombstones, G4's check again): a blob referenced or held meanwhile is kept.
+    (deleted, deleted bytes); GcRunningError while a collection runs."""
+    tally = _Tally()
+    with gc_lock(engine, lock_seconds) as lock:
+        for batch in _chunks(list(blobs), BATCH):
+            lock.renew()
+            sweep(engine, store, batch, tally)
+    return tally.deleted, tally.deleted_bytes
+
+
 def run_periodically(engine: Engine, store: ArtifactStore, interval_seconds: float, grace_seconds: float,
                      stop: threading.Event) -> None:
     """Collect every ``interval_seconds`` until ``stop`` is set (the server's background thread)."""

@@ -41,6 +41,7 @@ from envyard.api.services.logs import append_log
 from envyard.api.services.publish import enqueue_publications
 from envyard.api.storage import ArtifactStore
 from envyard.builder.errors import BuildCanceledError, ConflictError, LeaseLostError, NotFoundError
+from envyard.builder.policy import Policy
 from envyard.worker.protocol import ArtifactEntry, BuildOptions, Job, PackageEntry
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,14 @@ def job_for(session: Session, build: Build, policy: LeasePolicy, heartbeat_secon
                heartbeat_seconds=heartbeat_seconds, attempt=build.attempt, spec_text=spec.content,
                spec_filename=spec.filename, platforms=build.platforms, options=BuildOptions(**build.options),
                image_name=f"{namespace.name}/{environment.name}:build-{build.id}",
-               deadline=build.started_at + timedelta(seconds=policy.time_limit_seconds),
-               allow_sdists=namespace.allow_sdists)
+               deadline=build.started_at + timedelta(seconds=time_limit(build, policy)),
+               allow_sdists=namespace.allow_sdists, policy=Policy.model_validate(build.policy or {}))
+
+
+def time_limit(build: Build, policy: LeasePolicy) -> float:
+    """Seconds ``build`` may run: the server's limit, or its policy's build time limit where that is lower."""
+    limit = (build.policy or {}).get("build_time_limit_seconds")
+    return min(policy.time_limit_seconds, float(limit)) if limit else policy.time_limit_seconds
 
 
 def leased_build(session: Session, build_id: int, lease_id: str) -> Build:
@@ -272,13 +279,12 @@ def reap(engine: Engine, policy: LeasePolicy, now: datetime | None = None) -> in
     for build in expired:
         with session_scope(engine) as session:
             touched += _requeue_or_fail(session, build, policy, now)
-    limit = now - timedelta(seconds=policy.time_limit_seconds)
-    with session_scope(engine) as session:
-        overdue = session.exec(
-            select(Build).where(col(Build.status).in_(RUNNING_VALUES), col(Build.started_at) < limit)
-        ).all()
+    with session_scope(engine) as session:  # running builds are few (one per worker): their limits differ
+        running = session.exec(select(Build).where(col(Build.status).in_(RUNNING_VALUES))).all()
+    overdue = [b for b in running
+               if b.started_at is not None and b.started_at < now - timedelta(seconds=time_limit(b, policy))]
     for build in overdue:
-        minutes = policy.time_limit_seconds / 60
+        minutes = time_limit(build, policy) / 60
         with session_scope(engine) as session:
             if finish_unsuccessfully(
                 session, build.id or 0, build.lease_id, BuildStatus.FAILED, code="build-timeout", stage=build.status,

@@ -15,6 +15,7 @@ from envyard.builder.channels import ChannelOptions
 from envyard.builder.errors import SpecError
 from envyard.builder.lock import DEFAULT_PLATFORMS
 from envyard.builder.model import SUPPORTED_PLATFORMS
+from envyard.builder.policy import Policy, PolicyViolationError, Violation, check_lock, evaluate
 from envyard.builder.settings import Settings
 from envyard.builder.spec import detect_input_kind, parse_environment_yaml, parse_requirements_txt
 from envyard.builder.spec_yaml import check_size, check_yaml_limits
@@ -65,9 +66,19 @@ def _line_finder(text: str) -> Callable[[str], int | None]:
 
 
 def resolve_platforms(filename: str, text: str, platforms: Sequence[str], *, policy: SubmissionPolicy,
-                      channel_alias: str | None = None) -> list[str]:
-    """Parse the spec (or lockfile), check what a build of it would fetch, and return its platforms, validated."""
+                      channel_alias: str | None = None, rules: Policy | None = None) -> list[str]:
+    """Parse the spec (or lockfile), check what a build of it would fetch, and return its platforms, validated.
+
+    ``rules``: the admins' policy (:mod:`builder.policy`) the build is held to: PolicyViolationError (422) listing
+    every violation. A channel alias the policy forces replaces the submitted one."""
     check_size(text, filename)
+    violations: list[Violation] = []
+    if rules is not None and rules.channel_alias:
+        if channel_alias is not None and channel_alias.rstrip("/") != rules.channel_alias.rstrip("/"):
+            violations.append(Violation(field="options.channel_alias",
+                                        message=f"the channel alias is fixed to {rules.channel_alias} by policy",
+                                        fix="leave options.channel_alias unset"))
+        channel_alias = rules.channel_alias
     urls = policy.urls.cached()
     if channel_alias is not None:
         urls.check(channel_alias, what="channel_alias", field="options.channel_alias")
@@ -78,6 +89,8 @@ def resolve_platforms(filename: str, text: str, platforms: Sequence[str], *, pol
         channels = ChannelOptions(channel_alias=channel_alias or policy.channel_alias, mirrors=policy.mirrors)
         urls.check_all(spec_urls(spec, channels), file=filename, lines=_line_finder(text))
         chosen = list(platforms) or list(spec.platforms) or list(DEFAULT_PLATFORMS)
+        if rules is not None:
+            violations += evaluate(spec, sorted(set(chosen)), rules)
     else:
         from envyard.builder.lockfiles import parse_lockfile
 
@@ -91,8 +104,21 @@ def resolve_platforms(filename: str, text: str, platforms: Sequence[str], *, pol
             raise SpecError(f"the lockfile has no {', '.join(missing)} section", file=filename, field="platforms",
                             hint=f"it locks {', '.join(sorted(locked))}; relock for the other platforms")
         chosen = list(platforms) or sorted(locked)
+        if rules is not None:
+            violations += evaluate_lock_platforms(chosen, rules) + check_lock(lock, rules)
     for platform in chosen:
         if platform not in SUPPORTED_PLATFORMS:
             raise SpecError(f"unknown platform '{platform}'", file=filename, field="platforms",
                             hint="use one of: " + ", ".join(SUPPORTED_PLATFORMS))
+    if violations:
+        raise PolicyViolationError(violations, file=filename)
     return sorted(set(chosen))
+
+
+def evaluate_lock_platforms(platforms: Sequence[str], rules: Policy) -> list[Violation]:
+    """A submitted lockfile's platforms the policy does not allow."""
+    if rules.allowed_platforms is None:
+        return []
+    return [Violation(field="platforms", message=f"platform {p} is not allowed",
+                      fix="build for " + (", ".join(rules.allowed_platforms) or "no platform"))
+            for p in sorted(set(platforms)) if p not in rules.allowed_platforms]

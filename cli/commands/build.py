@@ -221,3 +221,48 @@ def build_publications(ctx: click.Context, build_id: int, json_output: bool) -> 
         emit(publications)
     else:
         _show(publications)
+
+
+def _pin(ctx: click.Context, build_id: int, method: str, json_output: bool) -> None:
+    json_mode(ctx, json_output)
+    build = api_client(ctx).json(method, f"/api/v1/builds/{build_id}/pin")
+    if json_output:
+        emit(build)
+        return
+    click.echo(f"build {build['id']} {'pinned: retention keeps it' if build['pinned'] else 'unpinned'}")
+
+
+@build_group.command("pin")
+@click.argument("build_id", metavar="ID", type=int)
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def build_pin(ctx: click.Context, build_id: int, json_output: bool) -> None:
+    """Keep build ID whatever its namespace's retention says."""
+    _pin(ctx, build_id, "PUT", json_output)
+
+
+@build_group.command("unpin")
+@click.argument("build_id", metavar="ID", type=int)
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def build_unpin(ctx: click.Context, build_id: int, json_output: bool) -> None:
+    """Let retention collect build ID again."""
+    _pin(ctx, build_id, "DELETE", json_output)
+
+
+@build_group.command("promote")
+@click.argument("build_id", metavar="ID", type=int)
+@click.argument("target", metavar="NAMESPACE[/NAME]")
+@click.option("--json", "json_output", is_flag=True)
+@click.pass_context
+def build_promote(ctx: click.Context, build_id: int, target: str, json_output: bool) -> None:
+    """Promote build ID into a curated environment by reference (same image digest, nothing rebuilt)."""
+    json_mode(ctx, json_output)
+    namespace, _, name = target.partition("/")
+    body = {"namespace": namespace, "name": name or None}
+    build = api_client(ctx).json("POST", f"/api/v1/builds/{build_id}/promote", json=body)
+    if json_output:
+        emit(build)
+        return
+    click.echo(f"build {build_id} promoted to {build['environment']} as build {build['id']} "
+               f"({build['image_digest'] or 'no image'})")

@@ -139,6 +139,10 @@ def env_show(ctx: click.Context, environment: str, json_output: bool) -> None:
     click.echo(f"created {format_when(env['created_at'])}, updated {format_when(env['updated_at'])}")
     click.echo(f"current build: {current['id']} ({current['package_count']} packages)" if current
                else "current build: none yet")
+    if deprecated := env.get("deprecated"):
+        successor = f"; use {deprecated['successor']} instead" if deprecated.get("successor") else ""
+        click.echo(f"DEPRECATED since {format_when(deprecated['deprecated_at'])}{successor}"
+                   + (f": {deprecated['message']}" if deprecated.get("message") else ""))
     builds = client.json("GET", "/api/v1/builds", params={"environment": f"{namespace}/{name}", "limit": 10})
     table("build", "status", "platforms", "created", rows=[
         [b["id"], b["status"] + (" (current)" if b["current"] else ""), ",".join(b["platforms"]) or "-",
