@@ -13,15 +13,25 @@ import json
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy import Engine
 
 from envyard.api.auth import Action, Principal
-from envyard.api.deps import CurrentPrincipal, Reader, SecretKeyDep, SessionDep, SettingsDep, StoreDep, authorize
+from envyard.api.deps import (
+    CurrentPrincipal,
+    EngineDep,
+    Reader,
+    SecretKeyDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    authorize,
+)
 from envyard.api.distribution.access import granted, issue_token, repository
 from envyard.api.distribution.references import Repository, byte_range, requested_pulls
 from envyard.api.distribution.service import find_blob, find_manifest, list_referrers, list_tags
 from envyard.api.problems import REGISTRY_HEADERS
 from envyard.api.schemas import RegistryToken
-from envyard.api.services.usage import record_usage
+from envyard.api.services.usage import count_download
 from envyard.builder.oci.model import MEDIA_TYPE_INDEX
 
 __all__ = ["REDIRECT_SECONDS", "router"]
@@ -48,11 +58,11 @@ def base(_: Reader) -> Response:
 
 
 @router.api_route("/{name:path}/manifests/{reference}", methods=["GET", "HEAD"], response_class=Response)
-def manifest(reference: str, request: Request, session: SessionDep, store: StoreDep, principal: CurrentPrincipal,
-             repo: Repository = PULL) -> Response:
+def manifest(reference: str, request: Request, session: SessionDep, engine: EngineDep, store: StoreDep,
+             principal: CurrentPrincipal, repo: Repository = PULL) -> Response:
     found = find_manifest(session, repo, reference)
     if request.method == "GET":
-        _count(session, "manifest", repo, principal, found.size)
+        _count(engine, "manifest", repo, principal, found.size)
     headers = {**REGISTRY_HEADERS, "Docker-Content-Digest": f"sha256:{found.sha256}",
                "Content-Length": str(found.size), "ETag": f'"sha256:{found.sha256}"'}
     if request.method == "HEAD":
@@ -61,12 +71,12 @@ def manifest(reference: str, request: Request, session: SessionDep, store: Store
 
 
 @router.api_route("/{name:path}/blobs/{digest}", methods=["GET", "HEAD"], response_class=Response)
-def blob(digest: str, request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
+def blob(digest: str, request: Request, session: SessionDep, engine: EngineDep, store: StoreDep, settings: SettingsDep,
          principal: CurrentPrincipal, range_header: str = Header(default="", alias="range"),
          repo: Repository = PULL) -> Response:
     artifact = find_blob(session, repo, digest)
     if request.method == "GET":
-        _count(session, "blob", repo, principal, artifact.size)
+        _count(engine, "blob", repo, principal, artifact.size)
     headers = {**REGISTRY_HEADERS, "Docker-Content-Digest": digest, "Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
     if request.method == "GET" and settings.registry_blob_redirect:
         url = store.presigned_get(artifact.sha256, REDIRECT_SECONDS)
@@ -87,11 +97,10 @@ def blob(digest: str, request: Request, session: SessionDep, store: StoreDep, se
                              media_type=artifact.media_type, headers=headers)
 
 
-def _count(session: SessionDep, kind: str, repo: Repository, principal: Principal, size: int) -> None:
+def _count(engine: Engine, kind: str, repo: Repository, principal: Principal, size: int) -> None:
     """One usage row per GET (``/api/v1/usage``, ``/metrics``)."""
-    record_usage(session, kind, repo.namespace, repo.environment, None if principal.anonymous else principal.name,
-                 size)
-    session.commit()
+    count_download(engine, kind, repo.namespace, repo.environment, None if principal.anonymous else principal.name,
+                   size)
 
 
 @router.get("/{name:path}/tags/list")

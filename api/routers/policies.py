@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends
 
 from envyard.api.auth.principals import Action
 from envyard.api.deps import Admin, CurrentPrincipal, Reader, SessionDep
-from envyard.api.models import Namespace, PolicyScope
+from envyard.api.models import Namespace, PolicyScope, Role
 from envyard.api.resources import EnvironmentRef, environment_for, namespace_for
 from envyard.api.schemas import QuotaRead, QuotaSet
 from envyard.api.services import policies, quotas
 from envyard.api.services.audit import record_audit
+from envyard.builder.errors import PermissionDeniedError
 from envyard.builder.policy import Policy
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
@@ -89,9 +92,13 @@ def get_quota(session: SessionDep, namespace: Namespace = READ_NAMESPACE) -> Quo
 
 
 @router.put("/namespaces/{namespace}/quota")
-def set_quota(body: QuotaSet, session: SessionDep, principal: Admin,
-              namespace: Namespace = READ_NAMESPACE) -> QuotaRead:
-    """Set the fields given (null: no limit); admins only."""
+def set_quota(body: QuotaSet, session: SessionDep, namespace: Annotated[Namespace, READ_NAMESPACE],
+              principal: CurrentPrincipal) -> QuotaRead:
+    """Set the fields given (null: no limit); admin tokens only, not a namespace's own administrators (who would
+    raise their own limits): readers of the namespace are told 403, others its 404."""
+    if principal.role != Role.ADMIN:
+        raise PermissionDeniedError(f"token '{principal.name}' may not set the quotas of namespace "
+                                    f"'{namespace.name}'", hint="quotas are set by admins: ask one")
     before, after = quotas.set_quota(session, namespace.name, body.model_dump(exclude_unset=True))
     record_audit(session, principal, "quota.update", f"quota namespace {namespace.name}", before, after)
     session.commit()

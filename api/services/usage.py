@@ -9,9 +9,10 @@ import io
 from collections import Counter
 from datetime import datetime
 
-from sqlalchemy import func, insert
+from sqlalchemy import Engine, func, insert
 from sqlmodel import Session, col, select
 
+from envyard.api.db import session_scope
 from envyard.api.models import (
     Build,
     BuildArtifact,
@@ -22,7 +23,7 @@ from envyard.api.models import (
     utcnow,
 )
 
-__all__ = ["record_usage", "storage_by_environment", "usage_csv", "usage_report"]
+__all__ = ["count_download", "record_usage", "storage_by_environment", "usage_csv", "usage_report"]
 
 
 def record_usage(session: Session, kind: str, namespace: str, environment: str, principal: str | None,
@@ -33,6 +34,13 @@ def record_usage(session: Session, kind: str, namespace: str, environment: str, 
                       .where(Namespace.name == namespace, Environment.name == environment).scalar_subquery())
     session.execute(insert(UsageEvent).values(at=utcnow(), kind=kind, environment_id=environment_id,
                                               principal=principal, bytes=nbytes))
+
+
+def count_download(engine: Engine, kind: str, namespace: str, environment: str, principal: str | None,
+                   nbytes: int) -> None:
+    """:func:`record_usage` in a transaction of its own, for routes that only read (the /v2/ pulls)."""
+    with session_scope(engine) as session:
+        record_usage(session, kind, namespace, environment, principal, nbytes)
 
 
 def storage_by_environment(session: Session) -> dict[tuple[str, str], int]:

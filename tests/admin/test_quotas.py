@@ -86,13 +86,9 @@ def test_the_submission_rate_holds_under_20_simultaneous_submissions(start: Any)
         assert [event["after"]["submissions_per_minute"] for event in audit][:2] in ([None, 7], [7, None])
 
 
-@pytest.fixture
-def sqlite_only(database: str) -> None:
-    if database:
-        pytest.skip("the storage quota's figures are the same on PostgreSQL (the concurrency tests run there)")
-
-
-def test_the_storage_quota_warns_at_80_percent_and_refuses_when_used_up(start: Any, sqlite_only: None) -> None:
+# the storage quota's figures are the same on PostgreSQL (the concurrency tests run there)
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_the_storage_quota_warns_at_80_percent_and_refuses_when_used_up(start: Any) -> None:
     service = start()  # with its in-process worker
     with service.client() as http:
         first = service.wait_for(create_environment(http, "team", "base", ["busybox"])["id"])

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from envyard.builder import errors
 from envyard.builder.errors import StaleLockError
+from envyard.builder.policy import PolicyViolationError, Violation
 from envyard.cli import EnvyardCLI
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,6 +63,7 @@ def _error_classes() -> list[type[errors.EnvyardError]]:
     """Every typed error class, including those the CLI's modules define."""
     import envyard.api.distribution.references  # noqa: F401
     import envyard.api.services.gc  # noqa: F401
+    import envyard.builder.policy  # noqa: F401
     import envyard.builder.why  # noqa: F401
     import envyard.cli.follow  # noqa: F401  (build failed / canceled)
 
@@ -94,9 +96,20 @@ def test_each_exit_code_of_the_table(code: int):
         return
     assert carriers, f"no error class exits {code}"
     for cls in carriers:
-        result = runner.invoke(make_cli(cls("it failed", hint="do this")), ["boom"])
+        result = runner.invoke(make_cli(_instance(cls)), ["boom"])
         assert result.exit_code == code, cls
-        assert result.stderr.strip() == "error: it failed (hint: do this)"
+        first = result.stderr.strip().splitlines()[0]
+        if issubclass(cls, PolicyViolationError):  # names the field; every violation follows on its own line
+            assert first == "error: dependencies: it failed (hint: do this)", result.stderr
+        else:
+            assert first == "error: it failed (hint: do this)" == result.stderr.strip()
+
+
+def _instance(cls: type[errors.EnvyardError]) -> errors.EnvyardError:
+    """An error of ``cls`` saying "it failed" with the hint "do this" (a policy violation is made of violations)."""
+    if issubclass(cls, PolicyViolationError):
+        return cls([Violation(field="dependencies", message="it failed", fix="do this")])
+    return cls("it failed", hint="do this")
 
 
 def test_every_exit_code_an_error_carries_is_in_the_table():

@@ -30,6 +30,18 @@ PUBLIC = ("/healthz", "/readyz", "/api/v1/auth/", "/v2/token")
 NAMESPACE_ADMIN = ("/grants", "targets")
 
 
+#: POSTs that only read (the generated Pod or Job for a run manifest sent as the body)
+READ_POSTS = ("/kubernetes/pod", "/kubernetes/job")
+#: writes whose target namespace is in the body (a viewer of the source may ask): the empty body is refused first
+BODY_TARGETS = ("/promote",)
+#: what only editors may read: the names of a namespace's secrets
+EDITOR_READS = ("/secrets",)
+
+
+def editor_level(template: str) -> bool:
+    return template.startswith("/api/v1/namespaces/") and any(p in template for p in EDITOR_READS)
+
+
 def admin_level(template: str) -> bool:
     return template.startswith("/api/v1/namespaces/") and any(p in template for p in NAMESPACE_ADMIN)
 IDENTITIES = ("admin", "editor", "viewer", "stranger", "anonymous")
@@ -95,7 +107,8 @@ def fill(template: str, world: World) -> str:
                 return "victim/env"
             return world.victim_artifact if "/artifacts/" in template else ("t" if "targets" in template else "env")
         return {"build_id": "2", "other_id": "1", "token_id": str(world.token_ids["editor"]), "namespace": "victim",
-                "digest": world.victim_digest, "reference": "2", "binding_id": str(world.binding_id)}[name]
+                "digest": world.victim_digest, "reference": "2", "binding_id": str(world.binding_id),
+                "snapshot_id": "1"}[name]
 
     return PARAM.sub(value, template)
 
@@ -133,9 +146,13 @@ def test_every_route_for_every_role(world: World, routes: list[tuple[str, str]])
                 elif method == "GET":
                     assert "victim" not in response.text, where  # listings show nothing of other namespaces
             elif identity == "viewer":
-                if method in WRITES and names_victim:
+                if method == "POST" and template.endswith(READ_POSTS):
+                    assert status in (200, 422), where  # readers may: here the empty body is refused
+                elif method in WRITES and names_victim and template.endswith(BODY_TARGETS):
+                    assert status == 422 and "body.namespace" in response.text, where
+                elif method in WRITES and names_victim:
                     assert status == 403 if "/tokens/" not in template else status == 404, where
-                elif method == "GET" and names_victim and not admin_level(template):
+                elif method == "GET" and names_victim and not (admin_level(template) or editor_level(template)):
                     assert status == baseline or template.startswith(("/api/v1/admin", "/api/v1/jobs")), where
                 elif method == "GET" and names_victim:
                     assert status == 403, where
