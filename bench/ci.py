@@ -1,10 +1,12 @@
 """Benchmark: ``envyard ci`` over a repository of environment specs, against ``envyard lock`` of one spec, in one run.
 
-Ten specs over the real conda-forge records derived from public lockfiles (``../shared/data``), each with its lock.
-Every figure is the median of ``--repeat`` whole processes (the way CI runs them):
+Ten specs over the real conda-forge records derived from public lockfiles (``../shared/data``), inflated to about
+conda-forge linux-64's size (``--records``, as bench/solve.py does) so that a solve costs what it costs in real CI,
+each spec with its lock. Every figure is the median of ``--repeat`` whole processes (the way CI runs them):
 
-* nothing changed    ``envyard ci`` over the ten fresh specs vs ``envyard lock`` of ONE spec: a fresh spec costs no
-                     solve, so checking ten must cost less than solving one (target <= 0.50x);
+* nothing changed    ``envyard ci`` over the ten fresh specs vs ``envyard lock`` of ONE spec, each beyond the cost of
+                     starting the process (``envyard --version``, measured in the same run): a fresh spec costs no
+                     solve, so checking ten must cost far less than solving one (target <= 0.25x);
 * one spec changed   ``envyard ci`` (relocks exactly that one) vs ``envyard lock`` of that spec (target <= 1.30x: the
                      nine fresh specs are only hashed);
 * all ten changed    ``envyard ci -j 2`` vs ten ``envyard lock`` processes one after another (target <= 0.80x: one
@@ -26,8 +28,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DERIVED = REPO.parent / "shared" / "data" / "repodata" / "derived-from-lockfiles" / "conda-forge"
-ALIAS = DERIVED.parent.as_uri() + "/"
+sys.path.insert(0, str(REPO / "bench"))
+from solve import DERIVED, inflate  # noqa: E402  (the same channel inflation as the solve benchmark)
+
 #: ten environments a data-science repository might keep: each a different mix, all solvable on linux-64
 ENVIRONMENTS = {
     "base": ["python", "numpy"],
@@ -55,11 +58,17 @@ def target(name: str, value: float, limit: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--records", type=int, default=340_000, help="records in the channel (0: the derived ones)")
     args = parser.parse_args()
     envyard = shutil.which("envyard") or sys.exit("envyard is not on PATH: pip install -e .")
     with tempfile.TemporaryDirectory(prefix="envyard-bench-ci-") as tmp:
         work = Path(tmp)
         env = {**os.environ, "ENVYARD_CACHE_DIR": str(work / "cache")}
+        if args.records:
+            inflate(DERIVED, args.records, work / "channels" / "conda-forge")
+            alias = (work / "channels").as_uri() + "/"
+        else:
+            alias = DERIVED.parent.as_uri() + "/"
         repo = work / "repo"
         for name, deps in ENVIRONMENTS.items():
             (repo / name).mkdir(parents=True)
@@ -75,10 +84,10 @@ def main() -> None:
                 sys.exit(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr[-2000:]}")
             return elapsed
 
-        ci = [envyard, "ci", *specs, "--channel-alias", ALIAS, "-j", "2", "--json"]
+        ci = [envyard, "ci", *specs, "--channel-alias", alias, "-j", "2", "--json"]
 
         def lock(spec: str, out: Path) -> list[str]:
-            return [envyard, "lock", spec, "-p", "linux-64", "--channel-alias", ALIAS, "-o", str(out), "--json"]
+            return [envyard, "lock", spec, "-p", "linux-64", "--channel-alias", alias, "-o", str(out), "--json"]
 
         run(ci)  # every lock made once (and the package cache warm)
         run([*ci, "--check"])  # all fresh now
@@ -86,9 +95,12 @@ def main() -> None:
         scratch = iter(range(10_000))
         t_lock_one = statistics.median(run(lock(one, work / f"lock-{next(scratch)}")) for _ in range(args.repeat))
         t_fresh = statistics.median(run(ci) for _ in range(args.repeat))
+        t_start = statistics.median(run([envyard, "--version"]) for _ in range(args.repeat))
+        ratio = (t_fresh - t_start) / (t_lock_one - t_start)
         print(f"nothing changed: envyard ci over {len(specs)} specs {t_fresh:6.2f} s   "
-              f"envyard lock of one spec {t_lock_one:6.2f} s   ratio {t_fresh / t_lock_one:5.2f}x  (target <= 0.50x)")
-        target("ci, nothing changed / lock of one spec", t_fresh / t_lock_one, 0.50)
+              f"envyard lock of one spec {t_lock_one:6.2f} s   process start {t_start:6.2f} s   "
+              f"ratio beyond the start {ratio:5.2f}x  (target <= 0.25x)")
+        target("ci, nothing changed / lock of one spec (beyond process start)", ratio, 0.25)
 
         changed = Path(one)
         times = []
