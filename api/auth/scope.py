@@ -4,12 +4,14 @@ A route names a resource through its path parameters; the resource dependencies 
 resolve it to the namespaces it belongs to (one for a build or an environment, every namespace holding a blob) and
 hand those to :func:`envyard.api.auth.policy.check`. A request with path parameters that no resource dependency
 resolved concerns no namespace anyone may act on (:func:`unresolved`: fail closed). A listing concerns the
-namespaces its caller reads (:func:`readable_namespaces`). On ``/v2/`` a registry token narrows the scope to the
+namespaces its caller reads (:func:`readable_namespaces`), and of those the environments it reads
+(:func:`readable_environments`). On ``/v2/`` a registry token narrows the scope to the
 repositories it names (:func:`in_registry_scope`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from fastapi import Request
@@ -21,7 +23,9 @@ from envyard.api.db import session_scope
 from envyard.api.models import ApiToken, Namespace
 from envyard.builder.errors import AuthenticationError
 
-__all__ = ["denied_details", "in_registry_scope", "out_of_scope", "readable_namespaces", "unresolved"]
+__all__ = [
+    "denied_details", "in_registry_scope", "out_of_scope", "readable_environments", "readable_namespaces", "unresolved",
+]
 
 
 def unresolved(request: Request) -> bool:
@@ -44,13 +48,9 @@ def denied_details(request: Request) -> dict[str, str]:
     return {"oci": "DENIED"} if is_registry_path(request.url.path) else {}
 
 
-def readable_namespaces(principal: Principal) -> frozenset[str] | None:
-    """What a listing may show: the names of the namespaces ``principal`` reads (None: all), decided afresh
-    (the principal reloaded, the namespaces read: two queries), so a namespace just created or bound is listed at
-    once on every replica. A binding on some environments of a namespace lists the namespace (see
-    :meth:`envyard.api.auth.bindings.Binding.touches`)."""
-    if not principal.restricted:
-        return None
+def _fresh(principal: Principal) -> tuple[Principal, frozenset[str], list[str]]:
+    """``principal`` reloaded (a new binding or revocation shows at once on every replica), the public namespaces,
+    and every namespace's name: two queries."""
     source = principal.source
     assert source is not None, "principals of a request come from envyard.api.deps.current_principal"
     if principal.token_id is not None:
@@ -59,6 +59,33 @@ def readable_namespaces(principal: Principal) -> frozenset[str] | None:
         principal = principal if fresh is None else replace(fresh, repositories=principal.repositories)
     with session_scope(source.engine) as session:
         rows = session.exec(select(Namespace.name, Namespace.public)).all()
-    public = frozenset(name for name, is_public in rows if is_public)
-    return frozenset(name for name, _ in rows
+    return principal, frozenset(name for name, is_public in rows if is_public), [name for name, _ in rows]
+
+
+def readable_namespaces(principal: Principal) -> frozenset[str] | None:
+    """What a listing may show: the names of the namespaces ``principal`` reads (None: all), decided afresh, so a
+    namespace just created or bound is listed at once on every replica. A binding on some environments of a
+    namespace lists the namespace (see :meth:`envyard.api.auth.bindings.Binding.touches`); which of its
+    environments show is :func:`readable_environments`' answer."""
+    if not principal.restricted:
+        return None
+    principal, public, names = _fresh(principal)
+    source = principal.source
+    assert source is not None
+    return frozenset(name for name in names
                      if decide(principal, Action.READ, name, public, source.global_namespace).allowed)
+
+
+def readable_environments(principal: Principal) -> Callable[[str, str], bool] | None:
+    """What an environment listing may show: a test of (namespace, environment) (None: everything), decided afresh
+    like :func:`readable_namespaces`, so a binding on ``team/python-*`` lists those environments of ``team`` only."""
+    if not principal.restricted:
+        return None
+    principal, public, _ = _fresh(principal)
+    source = principal.source
+    assert source is not None
+
+    def readable(namespace: str, environment: str) -> bool:
+        return decide(principal, Action.READ, f"{namespace}/{environment}", public, source.global_namespace).allowed
+
+    return readable

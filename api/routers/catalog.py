@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from envyard.api.auth.bindings import qualified
 from envyard.api.auth.policy import require
 from envyard.api.auth.principals import Action, Principal, TokenCache
-from envyard.api.auth.scope import readable_namespaces
+from envyard.api.auth.scope import readable_environments, readable_namespaces
 from envyard.api.deps import CurrentPrincipal, Editor, LoadDep, Reader, SessionDep, SettingsDep, TokenCacheDep
 from envyard.api.models import ApiToken, Build, Environment, Namespace, NamespaceGrant, NamespaceRole
 from envyard.api.resources import EnvironmentRef, GrantRef, environment_for, grant_for, namespace_for
@@ -206,6 +206,8 @@ def list_environments(request: Request, session: SessionDep, principal: Reader, 
     rows, next_cursor = catalog.list_environments(session, namespace=namespace, name=name, package=package,
                                                   package_version=package_version, cursor=cursor, limit=limit,
                                                   readable=readable_namespaces(principal))
+    if (readable := readable_environments(principal)) is not None:  # bindings on some environments of a namespace
+        rows = [row for row in rows if readable(row[1], row[0].name)]
     current = [b for _, _, b in rows if b is not None]
     views = {v.id: v for v in builds.to_read(session, current, request.url.netloc)}
     deprecated = _deprecations(session, [(e, ns) for e, ns, _ in rows])

@@ -108,6 +108,20 @@ def test_bindings_groups_personal_and_global_namespaces(service: Service) -> Non
     actions = [e["action"] for e in cli_json(service, "audit", "--action", "binding")]
     assert actions == ["binding.create", "binding.create", "binding.delete"]
 
+    # a binding on some environments of a namespace lists those environments (and their builds) only
+    cli_json(service, "access", "add-user", "dana")
+    cli_json(service, "access", "bind", "viewer", "team-a/env", "--user", "dana")
+    with service.client() as admin:
+        create_environment(admin, "team-a", "other", ["e2e-base"])
+    _, dana_token = user_token(service, "dana")
+    with service.client(dana_token) as http:
+        assert "team-a" in [n["name"] for n in http.get("/api/v1/namespaces").json()]
+        listed = http.get("/api/v1/environments", params={"namespace": "team-a"}).json()["items"]
+        assert [e["name"] for e in listed] == ["env"]
+        builds = http.get("/api/v1/builds").json()["items"]
+        assert builds and {b["environment"] for b in builds} <= {"team-a/env", "global/python-3", "global/r-4"}
+        assert http.get("/api/v1/environments/team-a/other").status_code == 404
+
 
 def test_tokens_are_owned_limited_and_expire(service: Service) -> None:
     cli_json(service, "access", "add-user", "carol")
