@@ -32,7 +32,7 @@ def test_forty_thousand_variables_are_refused_in_milliseconds() -> None:
 def _parse_seconds(keys: int) -> float:
     text = HEAD + "".join(f"  VARIABLE_{i:05d}: '{i}'\n" for i in range(keys))
     best = float("inf")
-    for _ in range(3):
+    for _ in range(5):  # the best of five: another process on the machine slows some runs, never speeds one
         started = time.perf_counter()
         spec = parse_environment_yaml(text, source="big.yml")
         best = min(best, time.perf_counter() - started)
@@ -41,9 +41,10 @@ def _parse_seconds(keys: int) -> float:
 
 
 def test_parsing_is_linear_in_the_number_of_keys() -> None:
-    """5x the keys cost about 5x the time (the quadratic check cost 25x); 10k keys parse in ~0.2 s."""
-    small, large = _parse_seconds(2_000), _parse_seconds(10_000)
-    assert large / small < 12, (small, large)
+    """10x the keys cost about 10x the time (the quadratic check cost 100x); 10k keys parse in ~0.2 s. The wide
+    margin between the two keeps the test steady on a busy machine."""
+    small, large = _parse_seconds(1_000), _parse_seconds(10_000)
+    assert large / small < 30, (small, large)
 
 
 @pytest.mark.parametrize(
