@@ -5,14 +5,14 @@ resolve it to the namespaces it belongs to (one for a build or an environment, e
 hand those to :func:`envyard.api.auth.policy.check`. A request with path parameters that no resource dependency
 resolved concerns no namespace anyone may act on (:func:`unresolved`: fail closed). A listing concerns the
 namespaces its caller reads (:func:`readable_namespaces`), and of those the environments it reads
-(:func:`readable_environments`). On ``/v2/`` a registry token narrows the scope to the
+(:func:`readable`). On ``/v2/`` a registry token narrows the scope to the
 repositories it names (:func:`in_registry_scope`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from fastapi import Request
 from sqlmodel import col, select
@@ -24,7 +24,7 @@ from envyard.api.models import ApiToken, Namespace
 from envyard.builder.errors import AuthenticationError
 
 __all__ = [
-    "denied_details", "in_registry_scope", "out_of_scope", "readable_environments", "readable_namespaces", "unresolved",
+    "Readable", "denied_details", "in_registry_scope", "out_of_scope", "readable", "readable_namespaces", "unresolved",
 ]
 
 
@@ -62,30 +62,33 @@ def _fresh(principal: Principal) -> tuple[Principal, frozenset[str], list[str]]:
     return principal, frozenset(name for name, is_public in rows if is_public), [name for name, _ in rows]
 
 
-def readable_namespaces(principal: Principal) -> frozenset[str] | None:
-    """What a listing may show: the names of the namespaces ``principal`` reads (None: all), decided afresh, so a
-    namespace just created or bound is listed at once on every replica. A binding on some environments of a
-    namespace lists the namespace (see :meth:`envyard.api.auth.bindings.Binding.touches`); which of its
-    environments show is :func:`readable_environments`' answer."""
+@dataclass(frozen=True, slots=True)
+class Readable:
+    """What a listing may show a restricted caller: the namespaces it reads, and of those the environments (a
+    binding on ``team/python-*`` lists the namespace ``team`` but only those of its environments)."""
+
+    namespaces: frozenset[str]
+    environment: Callable[[str, str], bool]  # (namespace, environment) -> readable
+
+
+def readable(principal: Principal) -> Readable | None:
+    """What a listing may show ``principal`` (None: everything), decided afresh once per listing, so a namespace
+    just created or bound is listed at once on every replica."""
     if not principal.restricted:
         return None
     principal, public, names = _fresh(principal)
     source = principal.source
     assert source is not None
-    return frozenset(name for name in names
-                     if decide(principal, Action.READ, name, public, source.global_namespace).allowed)
+
+    def allowed(resource: str) -> bool:
+        return decide(principal, Action.READ, resource, public, source.global_namespace).allowed
+
+    return Readable(frozenset(name for name in names if allowed(name)),
+                    lambda namespace, environment: allowed(f"{namespace}/{environment}"))
 
 
-def readable_environments(principal: Principal) -> Callable[[str, str], bool] | None:
-    """What an environment listing may show: a test of (namespace, environment) (None: everything), decided afresh
-    like :func:`readable_namespaces`, so a binding on ``team/python-*`` lists those environments of ``team`` only."""
-    if not principal.restricted:
-        return None
-    principal, public, _ = _fresh(principal)
-    source = principal.source
-    assert source is not None
-
-    def readable(namespace: str, environment: str) -> bool:
-        return decide(principal, Action.READ, f"{namespace}/{environment}", public, source.global_namespace).allowed
-
-    return readable
+def readable_namespaces(principal: Principal) -> frozenset[str] | None:
+    """The namespaces of :func:`readable` (None: all), for listings that show namespaces only. A binding on some
+    environments of a namespace lists the namespace (see :meth:`envyard.api.auth.bindings.Binding.touches`)."""
+    found = readable(principal)
+    return None if found is None else found.namespaces

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 
 from envyard.api.auth.principals import Action
-from envyard.api.auth.scope import readable_environments, readable_namespaces
+from envyard.api.auth.scope import readable
 from envyard.api.deps import Reader, SessionDep, SettingsDep, StoreDep
 from envyard.api.ids import Id
 from envyard.api.kubernetes import generate, service
@@ -156,10 +156,11 @@ def jupyterhub_profiles(request: Request, session: SessionDep, store: StoreDep, 
                                                         "envyard-pull-<namespace>.")) -> list[dict[str, Any]]:
     """A KubeSpawner ``profile_list`` of the environments the caller may read: a profile per namespace, its
     environments as choices, each pinned by digest (``variant=image-volume``: mounted into the hub's image)."""
-    images = service.readable_images(session, store, readable_namespaces(principal), request.url.netloc,
-                                     str(request.base_url).rstrip("/"))
-    if (readable := readable_environments(principal)) is not None:  # bindings on some environments of a namespace
-        images = [image for image in images if readable(image.namespace, image.name)]
+    scope = readable(principal)
+    images = service.readable_images(session, store, None if scope is None else scope.namespaces,
+                                     request.url.netloc, str(request.base_url).rstrip("/"))
+    if scope is not None:  # bindings on some environments of a namespace
+        images = [image for image in images if scope.environment(image.namespace, image.name)]
     by_namespace: dict[str, list[EnvironmentImage]] = {}
     for image in images:
         by_namespace.setdefault(image.namespace, []).append(image)

@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlmodel import col, select
 
 from envyard.api.auth.principals import Action
-from envyard.api.auth.scope import readable_environments, readable_namespaces
+from envyard.api.auth.scope import readable
 from envyard.api.deps import CurrentPrincipal, EngineDep, LoadDep, Reader, SessionDep, SettingsDep, StoreDep
 from envyard.api.ids import EventId
 from envyard.api.limits import Slot
@@ -41,11 +41,12 @@ def list_builds(request: Request, engine: EngineDep, session: SessionDep, princi
     if environment:  # unknown and unreadable environments alike: 404
         namespace, _, name = environment.partition("/")
         visible_environment(request, engine, principal, Action.READ, namespace, name)
+    scope = readable(principal)
     rows, next_cursor = builds.list_builds(session, environment=environment, status=status, cursor=cursor,
-                                           limit=limit, readable=readable_namespaces(principal))
+                                           limit=limit, readable=None if scope is None else scope.namespaces)
     items = builds.to_read(session, rows, request.url.netloc)
-    if (readable := readable_environments(principal)) is not None:  # bindings on some environments of a namespace
-        items = [item for item in items if readable(*item.environment.split("/", 1))]
+    if scope is not None:  # bindings on some environments of a namespace
+        items = [item for item in items if scope.environment(*item.environment.split("/", 1))]
     return Page[BuildRead](items=items, next_cursor=next_cursor)
 
 

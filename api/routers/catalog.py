@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from envyard.api.auth.bindings import qualified
 from envyard.api.auth.policy import require
 from envyard.api.auth.principals import Action, Principal, TokenCache
-from envyard.api.auth.scope import readable_environments, readable_namespaces
+from envyard.api.auth.scope import readable, readable_namespaces
 from envyard.api.deps import CurrentPrincipal, Editor, LoadDep, Reader, SessionDep, SettingsDep, TokenCacheDep
 from envyard.api.models import ApiToken, Build, Environment, Namespace, NamespaceGrant, NamespaceRole
 from envyard.api.resources import EnvironmentRef, GrantRef, environment_for, grant_for, namespace_for
@@ -203,11 +203,12 @@ def list_environments(request: Request, session: SessionDep, principal: Reader, 
                       package_version: str | None = Query(default=None, description="... at this exact version."),
                       cursor: str | None = None, limit: int = Query(default=50, ge=1, le=500)) -> Page[EnvironmentRead]:
     """Environments in the namespaces the caller may read."""
+    scope = readable(principal)
     rows, next_cursor = catalog.list_environments(session, namespace=namespace, name=name, package=package,
                                                   package_version=package_version, cursor=cursor, limit=limit,
-                                                  readable=readable_namespaces(principal))
-    if (readable := readable_environments(principal)) is not None:  # bindings on some environments of a namespace
-        rows = [row for row in rows if readable(row[1], row[0].name)]
+                                                  readable=None if scope is None else scope.namespaces)
+    if scope is not None:  # bindings on some environments of a namespace
+        rows = [row for row in rows if scope.environment(row[1], row[0].name)]
     current = [b for _, _, b in rows if b is not None]
     views = {v.id: v for v in builds.to_read(session, current, request.url.netloc)}
     deprecated = _deprecations(session, [(e, ns) for e, ns, _ in rows])

@@ -20,7 +20,7 @@ import pytest
 from envyard.api.app import create_app
 from envyard.api.settings import ServiceSettings
 from tests.service.conftest import Service, start_service
-from tests.service.oci_content import TestData, publish_build
+from tests.service.oci_content import publish_two_namespaces
 
 PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -57,20 +57,12 @@ class World:
     token_ids: dict[str, int]
 
 
-def _image(name: str) -> TestData:
-    data = TestData(name)
-    data.gen_manifest_full(tag="image", layer_count=1)
-    return data
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, service_env: dict[str, str]) -> Iterator[World]:
     service = start_service(tmp_path_factory.mktemp("matrix"), service_env, "--workers", "0")
     try:
         with service.client() as admin:
-            built = [publish_build(admin, "victim", "env", *_image("a").content()),
-                     publish_build(admin, "victim", "env", *_image("b").content(), relock=True),
-                     publish_build(admin, "mine", "env", *_image("c").content())]
+            built = publish_two_namespaces(admin)
             assert [b["id"] for b in built] == [1, 2, 3]
             tokens: dict[str, str | None] = {"admin": service.token, "anonymous": None}
             token_ids: dict[str, int] = {}

@@ -444,3 +444,17 @@ def legacy_data() -> LegacyData:
                                                        ("A-layer", "test layer a"), ("B-layer", "test layer b"),
                                                        ("index", "test index"))}
     return LegacyData(configs, manifests, empty_json, blob_a, blob_b, refs, annotations)
+
+
+def publish_two_namespaces(http: httpx.Client) -> list[dict[str, Any]]:
+    """The world of the authorization tests: builds 1 and 2 in ``victim/env``, 3 in ``mine/env``, each a completed
+    build with a one-layer image (no worker may be running). Returns the builds as the API shows them."""
+
+    def image(name: str) -> TestData:
+        data = TestData(name)
+        data.gen_manifest_full(tag="image", layer_count=1)
+        return data
+
+    return [publish_build(http, "victim", "env", *image("a").content()),
+            publish_build(http, "victim", "env", *image("b").content(), relock=True),
+            publish_build(http, "mine", "env", *image("c").content())]

@@ -24,7 +24,7 @@ import pytest
 from envyard.api.app import create_app
 from envyard.api.settings import ServiceSettings
 from tests.service.conftest import Service, create_environment, spec_text, start_service
-from tests.service.oci_content import TestData, publish_build
+from tests.service.oci_content import publish_two_namespaces
 
 VARIANTS = ("2.0", "02", "+2", "²", "２", "-1", "0", "99999999999999999999999")  # build 2 exists, in "victim"
 HUGE = ("2147483648", "9223372036854775807", "9223372036854775808", "99999999999999999999999")
@@ -41,21 +41,13 @@ class World:
     victim_artifact: str  # the name of an artifact of build 2
 
 
-def _image(name: str) -> TestData:
-    data = TestData(name)
-    data.gen_manifest_full(tag="image", layer_count=1)
-    return data
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, service_env: dict[str, str]) -> Iterator[World]:
     """Builds 1 and 2 in victim/env, 3 in mine/env (all completed, with images); a token per identity."""
     service = start_service(tmp_path_factory.mktemp("authz-ids"), service_env, "--workers", "0")
     try:
         with service.client() as admin:
-            built = [publish_build(admin, "victim", "env", *_image("a").content()),
-                     publish_build(admin, "victim", "env", *_image("b").content(), relock=True),
-                     publish_build(admin, "mine", "env", *_image("c").content())]
+            built = publish_two_namespaces(admin)
             assert [b["id"] for b in built] == [1, 2, 3] and built[1]["environment"] == "victim/env"
             tokens: dict[str, str | None] = {"admin": service.token, "anonymous": None}
             ids: dict[str, int] = {}
